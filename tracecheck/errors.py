@@ -54,6 +54,7 @@ class ExitCode(enum.IntEnum):
     BACKEND = 3  # a backend was unreachable or erroring, or the local pipeline failed
     CONFIG = 4  # configuration or query error
     INTERRUPTED = 130  # Ctrl-C
+    INTERNAL = 70  # a bug in tracecheck (EX_SOFTWARE); the message says how to get a traceback
 
 
 class TracecheckError(Exception):

@@ -1,0 +1,356 @@
+"""The ``tracecheck`` command line: the only module that imports typer.
+
+Each command reads its options, builds :class:`~tracecheck.config.Settings` once, calls one core
+function, renders the result and exits with a code from :class:`~tracecheck.errors.ExitCode`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tracecheck.errors import ExitCode, TracecheckError
+
+EXIT_CODES = """Exit codes: 0 all checks passed | 1 a check failed | 2 usage error |
+3 a backend unreachable or erroring | 4 configuration or query error | 130 interrupted |
+70 internal error."""
+
+app = typer.Typer(
+    name="tracecheck",
+    help="Prove a kube-apiserver tracing pipeline (collector -> Tempo -> Prometheus) works.\n\n"
+    + EXIT_CODES,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+stack_app = typer.Typer(
+    help="Deploy the pipeline: Kubernetes manifests and the local pipeline.", no_args_is_help=True
+)
+local_app = typer.Typer(
+    help="The local pipeline from real parts (etcd, kube-apiserver, collector, Prometheus, "
+    "Tempo stand-in).",
+    no_args_is_help=True,
+)
+app.add_typer(stack_app, name="stack")
+stack_app.add_typer(local_app, name="local")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="TOML settings file (also TRACECHECK_CONFIG).", show_default=False
+    ),
+]
+
+
+class _Exit(Exception):
+    """Raised by commands to end with an exit code after printing."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _settings(config: Path | None, flags: dict[str, Any]) -> Any:
+    from tracecheck.config import load_settings
+
+    path = config or (
+        Path(os.environ["TRACECHECK_CONFIG"]) if os.environ.get("TRACECHECK_CONFIG") else None
+    )
+    return load_settings(path, os.environ, flags)
+
+
+def _err(message: str) -> None:
+    typer.echo(f"tracecheck: {message}", err=True)
+
+
+def _write(text: str, path: str | None) -> None:
+    if path is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        from tracecheck.errors import ConfigError
+
+        raise ConfigError("output", path, f"cannot write: {exc.strerror or exc}") from exc
+
+
+def _color() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _kv(values: list[str] | None, option: str) -> dict[str, str] | None:
+    if not values:
+        return None
+    out = {}
+    for v in values:
+        key, sep, value = v.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected NAME=VALUE, got {v!r}", param_hint=option)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _csv(values: list[str] | None) -> tuple[str, ...] | None:
+    if not values:
+        return None
+    return tuple(p.strip() for v in values for p in v.split(",") if p.strip())
+
+
+class _ProgressLine:
+    """One live status line on stderr while checks wait (only on a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.waiting: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, event: Any) -> None:
+        if not self.enabled:
+            return
+        with self.lock:
+            if event.state == "done":
+                self.waiting.pop(event.check, None)
+            else:
+                left = f"{event.elapsed:.0f}/{event.deadline:.0f}s" if event.deadline else ""
+                self.waiting[event.check] = f"{event.check} {left}".strip()
+            line = "waiting: " + ", ".join(self.waiting.values()) if self.waiting else ""
+            sys.stderr.write("\r\033[K" + line[: _term_width() - 1])
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _term_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((120, 20)).columns
+
+
+# -------------------------------------------------------------------------------------- smoke
+
+
+@app.command()
+def smoke(
+    config: ConfigOpt = None,
+    output: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="table, json, junit or markdown, optionally :PATH (repeatable). Default: table.",
+        ),
+    ] = None,
+    only: Annotated[list[str] | None, typer.Option(help="Run only these checks or groups.")] = None,
+    skip: Annotated[
+        list[str] | None, typer.Option(help="Skip these checks or groups (e.g. apiserver).")
+    ] = None,
+    protocol: Annotated[str | None, typer.Option(help="grpc or http (OTLP/HTTP protobuf).")] = None,
+    collector_endpoint: Annotated[str | None, typer.Option(help="OTLP/gRPC host:port.")] = None,
+    collector_http_url: Annotated[str | None, typer.Option(help="OTLP/HTTP base URL.")] = None,
+    collector_health_url: Annotated[
+        str | None, typer.Option(help="health_check URL ('' to skip).")
+    ] = None,
+    collector_metrics_url: Annotated[
+        str | None, typer.Option(help="Collector self-metrics URL.")
+    ] = None,
+    insecure: Annotated[
+        bool | None, typer.Option("--insecure/--tls", help="Plaintext or TLS OTLP.")
+    ] = None,
+    collector_ca_file: Annotated[
+        str | None, typer.Option(help="CA bundle for the collector's TLS.")
+    ] = None,
+    collector_header: Annotated[
+        list[str] | None, typer.Option(help="NAME=VALUE header on exports.")
+    ] = None,
+    tempo_url: Annotated[str | None, typer.Option(help="Tempo HTTP API base URL.")] = None,
+    tempo_header: Annotated[
+        list[str] | None, typer.Option(help="NAME=VALUE header for Tempo.")
+    ] = None,
+    prometheus_url: Annotated[str | None, typer.Option(help="Prometheus base URL.")] = None,
+    prometheus_header: Annotated[
+        list[str] | None, typer.Option(help="NAME=VALUE header for Prometheus.")
+    ] = None,
+    tenant: Annotated[
+        str | None, typer.Option(help="X-Scope-OrgID for collector, Tempo, Prometheus.")
+    ] = None,
+    kubeconfig: Annotated[
+        str | None, typer.Option(help="kubeconfig for the apiserver leg.")
+    ] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
+    span_metrics_naming: Annotated[str | None, typer.Option(help="auto, tempo or otel.")] = None,
+    deadline: Annotated[
+        list[str] | None, typer.Option(help="CHECK=SECONDS, e.g. search=45 (repeatable).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the synthetic trace.")] = None,
+) -> None:
+    """Send a synthetic trace and prove it reaches Tempo and Prometheus (and the apiserver's).
+
+    Example: tracecheck smoke --output table --output junit:reports/smoke.xml
+    """
+    from tracecheck.render import parse_output, render
+    from tracecheck.smoke import smoke as run_smoke
+
+    outputs = [parse_output(o) for o in (output or ["table"])]
+    flags: dict[str, Any] = {
+        "smoke.only": _csv(only),
+        "smoke.skip": _csv(skip),
+        "collector.protocol": protocol,
+        "collector.endpoint": collector_endpoint,
+        "collector.http_url": collector_http_url,
+        "collector.health_url": collector_health_url,
+        "collector.metrics_url": collector_metrics_url,
+        "collector.insecure": insecure,
+        "collector.ca_file": collector_ca_file,
+        "collector.headers": _kv(collector_header, "--collector-header"),
+        "tempo.url": tempo_url,
+        "tempo.headers": _kv(tempo_header, "--tempo-header"),
+        "prometheus.url": prometheus_url,
+        "prometheus.headers": _kv(prometheus_header, "--prometheus-header"),
+        "collector.tenant": tenant,
+        "tempo.tenant": tenant,
+        "prometheus.tenant": tenant,
+        "apiserver.kubeconfig": kubeconfig,
+        "apiserver.context": context,
+        "smoke.span_metrics_naming": span_metrics_naming,
+        "smoke.seed": seed,
+    }
+    for key, value in (_kv(deadline, "--deadline") or {}).items():
+        flags[f"deadlines.{key}"] = value
+    settings = _settings(config, flags)
+    progress = _ProgressLine(
+        sys.stderr.isatty() and not any(p is None and f != "table" for f, p in outputs)
+    )
+    try:
+        report = run_smoke(settings, progress=progress)
+    finally:
+        progress.clear()
+    for fmt, path in outputs:
+        _write(render(report, fmt, color=_color() and path is None, width=_term_width()), path)
+    raise _Exit(report.exit_code)
+
+
+# --------------------------------------------------------------------------------- stack local
+
+StateOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="State directory (default: TRACECHECK_STATE_DIR or ~/.local/state/tracecheck/local)."
+    ),
+]
+
+
+def _local(state_dir: Path | None, **kw: Any) -> Any:
+    from tracecheck import localstack
+
+    def progress(msg: str) -> None:
+        typer.echo(msg, err=True)
+
+    return localstack.LocalStack(
+        repo=localstack.find_repo_root(),
+        state_dir=state_dir or localstack.default_state_dir(os.environ),
+        cache_dir=localstack.default_cache_dir(os.environ),
+        progress=progress,
+        **kw,
+    )
+
+
+@local_app.command("up")
+def local_up(
+    state_dir: StateOpt = None,
+    prometheus: Annotated[
+        str, typer.Option(help="go (3.8 built from Go modules) or debian (2.42).")
+    ] = "go",
+    sampling_rate: Annotated[
+        int | None, typer.Option(help="apiserver samplingRatePerMillion (default 250000).")
+    ] = None,
+) -> None:
+    """Build what is missing, start the local pipeline in order, print where it listens.
+
+    Example: tracecheck stack local up && tracecheck smoke
+    """
+    status = _local(state_dir, prometheus=prometheus, sampling_rate=sampling_rate).up()
+    typer.echo(status.render())
+
+
+@local_app.command("down")
+def local_down(state_dir: StateOpt = None) -> None:
+    """Stop everything `up` started. Example: tracecheck stack local down"""
+    stopped = _local(state_dir).down()
+    typer.echo("stopped: " + ", ".join(stopped) if stopped else "nothing was running")
+
+
+@local_app.command("status")
+def local_status(
+    state_dir: StateOpt = None,
+    json_: Annotated[bool, typer.Option("--json", help="Machine-readable status.")] = False,
+) -> None:
+    """Each component's version, address, pid and readiness.
+
+    Example: tracecheck stack local status --json
+    """
+    import json
+
+    status = _local(state_dir).status()
+    typer.echo(json.dumps(status.to_json(), indent=2) if json_ else status.render())
+
+
+@local_app.command("env")
+def local_env(state_dir: StateOpt = None) -> None:
+    """Print the exports a shell needs. Example: eval "$(tracecheck stack local env)" """
+    import shlex
+
+    for key, value in _local(state_dir).env().items():
+        typer.echo(f"export {key}={shlex.quote(value)}")
+
+
+# --------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns (and exits with) a documented exit code."""
+    from typer import exceptions as tex
+    from typer._click import exceptions as cex  # typer vendors click
+
+    code: int
+    try:
+        app(args=argv, prog_name="tracecheck", standalone_mode=False)
+        code = ExitCode.OK
+    except _Exit as done:
+        code = done.code
+    except TracecheckError as exc:
+        _err(f"error: {exc}")
+        code = exc.exit_code
+    except (tex.Abort, KeyboardInterrupt):
+        _err("interrupted")
+        code = ExitCode.INTERRUPTED
+    except tex.Exit as exc:
+        code = exc.exit_code
+    except cex.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx else "", err=False)
+        code = ExitCode.OK
+    except tex.TyperException as exc:
+        _err(f"usage: {exc.format_message()} (see --help)")
+        code = ExitCode.USAGE
+    except Exception as exc:  # a bug: one line, the traceback only on request
+        if os.environ.get("TRACECHECK_DEBUG"):
+            raise
+        _err(f"internal error: {type(exc).__name__}: {exc} (TRACECHECK_DEBUG=1 shows a traceback)")
+        code = ExitCode.INTERNAL
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

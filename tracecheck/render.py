@@ -1,0 +1,335 @@
+"""Renderers for reports and tables: text (rich or plain), JSON, JUnit XML, Markdown, CSV.
+
+Pure functions from values to strings; the CLI decides where each output goes
+(``--output json:report.json``). The JSON layout is versioned (``schema_version``) and described
+by ``tracecheck/schema/report-v1.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from tracecheck.report import CheckResult, Report, Status
+
+__all__ = [
+    "FORMATS",
+    "parse_output",
+    "render",
+    "render_csv",
+    "render_json",
+    "render_junit",
+    "render_markdown",
+    "render_rows",
+    "render_text",
+    "report_to_dict",
+]
+
+#: Report formats for ``--output FORMAT[:PATH]``.
+FORMATS = ("table", "json", "junit", "markdown")
+
+_STYLE = {
+    Status.PASS: "green",
+    Status.WARN: "yellow",
+    Status.FAIL: "bold red",
+    Status.ERROR: "bold magenta",
+    Status.SKIP: "dim",
+}
+
+
+def parse_output(spec: str) -> tuple[str, str | None]:
+    """``json`` -> ("json", None); ``junit:out/smoke.xml`` -> ("junit", "out/smoke.xml")."""
+    fmt, sep, path = spec.partition(":")
+    fmt = fmt.strip().lower()
+    if fmt not in FORMATS:
+        from tracecheck.errors import UsageError
+
+        raise UsageError(
+            "output", spec, f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}"
+        )
+    if sep and not path:
+        from tracecheck.errors import UsageError
+
+        raise UsageError("output", spec, "empty path after ':'")
+    return fmt, (path or None)
+
+
+def render(report: Report, fmt: str, *, color: bool = False, width: int = 120) -> str:
+    if fmt == "table":
+        return render_text(report, color=color, width=width)
+    if fmt == "json":
+        return render_json(report)
+    if fmt == "junit":
+        return render_junit(report)
+    if fmt == "markdown":
+        return render_markdown(report)
+    raise ValueError(fmt)
+
+
+# -- JSON ---------------------------------------------------------------------------------------
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _r(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _check_dict(r: CheckResult) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "title": r.title,
+        "status": r.status.value,
+        "hop": r.hop,
+        "elapsed_s": _r(r.elapsed),
+        "delay_s": _r(r.delay),
+        "deadline_s": r.deadline,
+        "attempts": r.attempts,
+        "detail": r.detail,
+        "hint": r.hint,
+        "data": _json_safe(dict(r.data)),
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def report_to_dict(report: Report) -> dict[str, Any]:
+    return {
+        "schema_version": report.schema_version,
+        "tool": "tracecheck",
+        "tool_version": report.tool_version,
+        "run_id": report.run_id,
+        "trace_id": report.trace_id,
+        "started_at": _iso(report.started_at),
+        "finished_at": _iso(report.finished_at),
+        "duration_s": _r(report.finished_at - report.started_at),
+        "exit_code": int(report.exit_code),
+        "counts": report.counts(),
+        "target": _json_safe(dict(report.target)),
+        "checks": [_check_dict(r) for r in report.results],
+        "tables": {k: [_json_safe(dict(row)) for row in v] for k, v in report.tables.items()},
+    }
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(report_to_dict(report), indent=2, ensure_ascii=False) + "\n"
+
+
+# -- JUnit ---------------------------------------------------------------------------------------
+
+
+def render_junit(report: Report) -> str:
+    """JUnit XML (one test case per check) for CI systems: FAIL -> failure, ERROR -> error."""
+    from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
+
+    suite = TestSuite("tracecheck.smoke")
+    suite.timestamp = _iso(report.started_at)
+    suite.add_property("run_id", report.run_id)
+    suite.add_property("trace_id", report.trace_id)
+    for key, value in sorted(report.target.items()):
+        suite.add_property(f"target.{key}", str(value))
+    for r in report.results:
+        case = TestCase(
+            r.name, classname=f"tracecheck.smoke.{r.name.split('.', 1)[0]}", time=r.elapsed
+        )
+        text = "\n".join(x for x in (r.detail, f"hint: {r.hint}" if r.hint else "") if x)
+        if r.status is Status.FAIL:
+            case.result = [Failure(r.detail, type_=r.hop or "check")]
+            case.system_err = text
+        elif r.status is Status.ERROR:
+            case.result = [Error(r.detail, type_=r.hop or "backend")]
+            case.system_err = text
+        elif r.status is Status.SKIP:
+            case.result = [Skipped(r.detail)]
+        else:
+            case.system_out = f"{r.status.value}: {text}"
+        suite.add_testcase(case)
+    suite.update_statistics()
+    xml = JUnitXml()
+    xml.add_testsuite(suite)
+    xml.update_statistics()
+    raw = xml.tostring()
+    return (raw.decode() if isinstance(raw, bytes) else str(raw)).rstrip("\n") + "\n"
+
+
+# -- text --------------------------------------------------------------------------------------
+
+
+def _fmt_s(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}s" if value < 100 else f"{value:.0f}s"
+
+
+def _check_rows(report: Report) -> list[dict[str, str]]:
+    return [
+        {
+            "check": r.name,
+            "status": r.status.value,
+            "time": _fmt_s(r.elapsed),
+            "delay": _fmt_s(r.delay),
+            "detail": r.detail,
+        }
+        for r in report.results
+    ]
+
+
+def _summary(report: Report) -> str:
+    counts = report.counts()
+    parts = [f"{n} {s.lower()}" for s, n in counts.items() if n]
+    return (
+        f"tracecheck smoke: {', '.join(parts) or 'no checks'} in "
+        f"{report.finished_at - report.started_at:.1f}s (run {report.run_id or '-'}, "
+        f"trace {report.trace_id or '-'}) -> exit {int(report.exit_code)}"
+    )
+
+
+def _hints(report: Report) -> list[str]:
+    return [
+        f"{r.name}: {r.hint}"
+        for r in report.results
+        if r.hint and r.status in (Status.FAIL, Status.ERROR, Status.WARN)
+    ]
+
+
+def render_text(report: Report, *, color: bool = False, width: int = 120) -> str:
+    """The human report: checks, hints, pipeline latency and other tables, summary line.
+
+    With ``color`` (a terminal without NO_COLOR) it uses rich tables; otherwise plain,
+    aligned text that stays readable in CI logs.
+    """
+    sections: list[tuple[str, list[dict[str, Any]]]] = [("Checks", _check_rows(report))]
+    for name, rows in report.tables.items():
+        if rows:
+            sections.append((name.replace("_", " ").capitalize(), [dict(r) for r in rows]))
+    hints = _hints(report)
+    if color:
+        return _rich(report, sections, hints, width)
+    out: list[str] = []
+    for title, rows in sections:
+        out.append(title)
+        out.append(render_rows(rows, width=width))
+        out.append("")
+    if hints:
+        out.append("Hints")
+        out.extend(f"  {h}" for h in hints)
+        out.append("")
+    out.append(_summary(report))
+    return "\n".join(out) + "\n"
+
+
+def _rich(
+    report: Report, sections: list[tuple[str, list[dict[str, Any]]]], hints: list[str], width: int
+) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=width, color_system="standard")
+    for title, rows in sections:
+        table = Table(title=title, title_justify="left", show_lines=False)
+        cols = list(rows[0].keys()) if rows else []
+        for col in cols:
+            table.add_column(col, overflow="fold", no_wrap=col in ("check", "status", "stage"))
+        for row in rows:
+            cells = []
+            for col in cols:
+                text = _cell(row.get(col))
+                if col == "status" and text in Status.__members__:
+                    text = f"[{_STYLE[Status(text)]}]{text}[/]"
+                cells.append(text)
+            table.add_row(*cells)
+        console.print(table)
+    for h in hints:
+        console.print(f"[yellow]hint[/] {h}", highlight=False)
+    style = {0: "green", 1: "red", 3: "magenta"}.get(int(report.exit_code), "red")
+    console.print(f"[{style}]{_summary(report)}[/]", highlight=False)
+    return buf.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}" if abs(value) >= 0.001 or value == 0 else f"{value:.2e}"
+    return str(value)
+
+
+def render_rows(
+    rows: Sequence[Mapping[str, Any]], *, width: int = 120, columns: Sequence[str] | None = None
+) -> str:
+    """A plain aligned text table; the last column is cut to fit ``width``."""
+    if not rows:
+        return "  (no rows)"
+    cols = list(columns or rows[0].keys())
+    cells = [[_cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    fixed = sum(widths[:-1]) + 2 * len(cols)
+    widths[-1] = max(len(cols[-1]), min(widths[-1], max(20, width - fixed)))
+
+    def line(values: Sequence[str]) -> str:
+        parts = []
+        for i, v in enumerate(values):
+            if i == len(values) - 1:
+                parts.append(v if len(v) <= widths[i] else v[: widths[i] - 1] + "…")
+            else:
+                parts.append(v.ljust(widths[i]))
+        return "  " + "  ".join(parts).rstrip()
+
+    return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+# -- Markdown / CSV -------------------------------------------------------------------------------
+
+
+def _md_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    if not rows:
+        return "_no rows_"
+    cols = list(columns or rows[0].keys())
+
+    def esc(v: Any) -> str:
+        return _cell(v).replace("|", "\\|").replace("\n", " ")
+
+    head = "| " + " | ".join(cols) + " |"
+    sep = "|" + "|".join("---" for _ in cols) + "|"
+    body = ["| " + " | ".join(esc(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+def render_markdown(report: Report) -> str:
+    out = [f"## tracecheck smoke: exit {int(report.exit_code)}", "", _summary(report), ""]
+    out += ["### Checks", "", _md_table(_check_rows(report)), ""]
+    for name, rows in report.tables.items():
+        if rows:
+            out += [f"### {name.replace('_', ' ').capitalize()}", "", _md_table(rows), ""]
+    hints = _hints(report)
+    if hints:
+        out += ["### Hints", "", *(f"- {h}" for h in hints), ""]
+    return "\n".join(out)
+
+
+def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    cols = list(columns or (rows[0].keys() if rows else []))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({c: "" if r.get(c) is None else r.get(c) for c in cols})
+    return buf.getvalue()

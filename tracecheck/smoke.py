@@ -1,0 +1,947 @@
+"""``tracecheck smoke``: a plan of checks that proves traces and span-metrics flow end to end.
+
+The plan runs in three stages; the checks of a stage run in parallel:
+
+1. ``preflight``: every backend answers its readiness endpoint;
+2. ``send``: the synthetic trace goes to the collector (other legs, such as the apiserver's
+   traced requests, send here too). Before it, every later check takes its baseline
+   (``before_send``), so counters are compared with their value from before the send;
+3. ``verify``: each check polls its backend until the data is visible or its deadline passes,
+   recording the send-to-visible delay. Together those delays form the pipeline latency table.
+
+A check that cannot run because a check it ``requires`` did not pass is SKIPped; one whose
+backend is unreachable is an ERROR (exit 3); one whose data does not arrive is a FAIL (exit 1)
+with a hint naming the likely broken hop. More legs plug in as more :class:`Check` subclasses
+(see ``tracecheck.apiserver_checks``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from tracecheck import __version__
+from tracecheck.config import Settings
+from tracecheck.errors import BackendError, UsageError
+from tracecheck.polling import Clock, PollOutcome, Probe, SystemClock, poll_until
+from tracecheck.report import CheckResult, Report, Status
+from tracecheck.spanmetrics import SERVICE_GRAPH_REQUESTS, Naming, candidates, quote
+from tracecheck.synth import RUN_ID_ATTRIBUTE, SyntheticTrace, build_trace, compare_trace
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tracecheck.collector import CollectorClient, PipelineCounters
+    from tracecheck.prometheus import PrometheusClient
+    from tracecheck.tempo import TempoClient
+
+__all__ = [
+    "STAGES",
+    "Check",
+    "Progress",
+    "SmokeContext",
+    "default_checks",
+    "run_checks",
+    "select_checks",
+    "smoke",
+]
+
+T = TypeVar("T")
+STAGES = ("preflight", "send", "verify")
+#: Shortest request timeout a poll may use when a deadline is close; bounds the overrun.
+MIN_REQUEST_TIMEOUT = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A progress event for live displays: a check started, polled, or finished."""
+
+    check: str
+    state: str  # "start", "poll", "done"
+    message: str
+    elapsed: float
+    deadline: float | None
+
+
+@dataclass
+class SmokeContext:
+    """What checks share during one run: settings, clock, clients, facts, results."""
+
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    progress: Callable[[Progress], None] = lambda p: None
+    values: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, CheckResult] = field(default_factory=dict)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    target: dict[str, Any] = field(default_factory=dict)
+    _clients: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # Clients are created on first use, so a run that skips a backend never touches it.
+    def collector(self) -> CollectorClient:
+        from tracecheck.collector import CollectorClient
+
+        return self._client(
+            "collector", lambda: CollectorClient(self.settings.collector, clock=self.clock)
+        )
+
+    def tempo(self) -> TempoClient:
+        from tracecheck.tempo import TempoClient
+
+        return self._client("tempo", lambda: TempoClient(self.settings.tempo))
+
+    def prometheus(self) -> PrometheusClient:
+        from tracecheck.prometheus import PrometheusClient
+
+        return self._client("prometheus", lambda: PrometheusClient(self.settings.prometheus))
+
+    def _client(self, name: str, make: Callable[[], T]) -> T:
+        with self._lock:
+            if name not in self._clients:
+                self._clients[name] = make()
+            client: T = self._clients[name]
+            return client
+
+    def set_client(self, name: str, client: Any) -> None:
+        """Inject a client (tests, or a caller that already holds one)."""
+        with self._lock:
+            self._clients[name] = client
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
+
+    @property
+    def trace(self) -> SyntheticTrace:
+        trace: SyntheticTrace = self.values["trace"]
+        return trace
+
+
+class Check:
+    """One verifiable claim about the pipeline. Subclasses set the class attributes and ``run``."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    stage: ClassVar[str] = "verify"
+    hop: ClassVar[str] = ""
+    #: Checks that must PASS or WARN before this one runs (an instance may narrow them).
+    requires: tuple[str, ...] = ()
+    #: Attribute of ``DeadlineSettings`` bounding this check (None: no polling).
+    deadline_key: ClassVar[str | None] = None
+    #: What to look at when the check cannot reach its backend.
+    error_hint: ClassVar[str] = ""
+
+    @property
+    def group(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    def deadline(self, ctx: SmokeContext) -> float | None:
+        if self.deadline_key is None:
+            return None
+        value: float = getattr(ctx.settings.deadlines, self.deadline_key)
+        return value
+
+    def before_send(self, ctx: SmokeContext) -> None:
+        """Take baselines before the send stage (runs only if ``requires`` passed so far)."""
+
+    def run(self, ctx: SmokeContext) -> CheckResult:
+        raise NotImplementedError
+
+    # -- helpers for subclasses -------------------------------------------------------------
+
+    def result(self, status: Status, detail: str, **kw: Any) -> CheckResult:
+        kw.setdefault("hop", self.hop)
+        return CheckResult(name=self.name, title=self.title, status=status, detail=detail, **kw)
+
+    def poll(
+        self,
+        ctx: SmokeContext,
+        probe: Callable[[float], Probe[T]],
+        *,
+        request_timeout: float,
+    ) -> PollOutcome[T]:
+        """Poll ``probe(timeout)`` until done or this check's deadline passes.
+
+        Each request gets the time left before the deadline (at least MIN_REQUEST_TIMEOUT, at
+        most ``request_timeout``), so a stalled backend cannot hold the check past its deadline.
+        """
+        deadline = self.deadline(ctx) or 0.0
+        end = ctx.clock.monotonic() + deadline
+        started = ctx.clock.monotonic()
+
+        def wrapped() -> Probe[T]:
+            left = end - ctx.clock.monotonic()
+            outcome = probe(max(MIN_REQUEST_TIMEOUT, min(request_timeout, left)))
+            ctx.progress(
+                Progress(self.name, "poll", outcome.seen, ctx.clock.monotonic() - started, deadline)
+            )
+            return outcome
+
+        s = ctx.settings.smoke
+        return poll_until(wrapped, deadline, ctx.clock, initial=s.poll_initial, cap=s.poll_max)
+
+    def delay(self, ctx: SmokeContext, outcome: PollOutcome[Any]) -> float | None:
+        """Seconds from the end of the send to the first poll that saw the data."""
+        sent: float | None = ctx.values.get("sent_mono")
+        if outcome.found_at is None or sent is None:
+            return None
+        return max(0.0, outcome.found_at - sent)
+
+
+# --------------------------------------------------------------------------------------------
+# preflight
+
+
+class CollectorPreflight(Check):
+    name = "preflight.collector"
+    title = "collector reachable (health_check, else gRPC connect)"
+    stage = "preflight"
+    hop = "collector"
+    deadline_key = "preflight"
+    error_hint = "is the OpenTelemetry Collector running and reachable (health_check on 13133)?"
+
+    def run(self, ctx: SmokeContext) -> CheckResult:
+        c = ctx.settings.collector
+        ctx.collector().health(timeout=self.deadline(ctx))
+        how = (
+            f"health_check {c.health_url} answered"
+            if c.health_url
+            else f"gRPC {c.endpoint} connected"
+        )
+        return self.result(Status.PASS, how)
+
+
+class TempoPreflight(Check):
+    name = "preflight.tempo"
+    title = "Tempo ready (/ready) and its version"
+    stage = "preflight"
+    hop = "tempo"
+    deadline_key = "preflight"
+    error_hint = "is Tempo running and its query frontend reachable (port 3200)?"
+
+    def run(self, ctx: SmokeContext) -> CheckResult:
+        tempo = ctx.tempo()
+        timeout = self.deadline(ctx)
+        tempo.ready(timeout=timeout)
+        try:
+            version = tempo.buildinfo(timeout=timeout).version
+        except BackendError as exc:
+            # buildinfo exists since 2.3 (tempo-api.md §13); older Tempo still answers /ready.
+            version = f"unknown ({exc.cause})"
+        ctx.target["tempo_version"] = version
+        return self.result(Status.PASS, f"ready; version {version}", data={"version": version})
+
+
+class PrometheusPreflight(Check):
+    name = "preflight.prometheus"
+    title = "Prometheus ready (/-/ready), its version and exemplar storage"
+    stage = "preflight"
+    hop = "prometheus"
+    deadline_key = "preflight"
+    error_hint = "is Prometheus running and reachable (port 9090)?"
+
+    def run(self, ctx: SmokeContext) -> CheckResult:
+        prom = ctx.prometheus()
+        timeout = self.deadline(ctx)
+        prom.ready(timeout=timeout)
+        version = prom.buildinfo(timeout=timeout).version
+        exemplars = prom.exemplar_storage_enabled(timeout=timeout)
+        ctx.values["exemplar_storage"] = exemplars
+        ctx.target["prometheus_version"] = version
+        state = {True: "on", False: "OFF", None: "unknown"}[exemplars]
+        return self.result(
+            Status.PASS,
+            f"ready; version {version}; exemplar storage {state}",
+            data={"version": version, "exemplar_storage": exemplars},
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# send
+
+
+class SendTrace(Check):
+    name = "send"
+    title = "synthetic trace accepted by the collector"
+    stage = "send"
+    hop = "client -> collector"
+    requires = ("preflight.collector",)
+    error_hint = "the collector refused or dropped the export; check its OTLP receiver and logs"
+
+    def run(self, ctx: SmokeContext) -> CheckResult:
+        s = ctx.settings
+        trace = ctx.values.get("trace")
+        if trace is None:
+            trace = build_trace(
+                seed=ctx.values["seed"],
+                end_ns=int(ctx.clock.time() * 1e9),
+                client_service=s.smoke.client_service,
+                server_service=s.smoke.server_service,
+            )
+            ctx.values["trace"] = trace
+        result = ctx.collector().export(trace.to_otlp(), protocol=s.collector.protocol)
+        ctx.values["sent_mono"] = ctx.clock.monotonic()
+        ctx.values["sent_wall"] = ctx.clock.time()
+        data = {
+            "protocol": result.protocol,
+            "spans": result.spans,
+            "attempts": result.attempts,
+            "rejected_spans": result.rejected_spans,
+        }
+        detail = (
+            f"{result.spans} spans over {result.protocol} to {result.address} "
+            f"in {result.elapsed * 1000:.0f} ms"
+            + (f" after {result.attempts} attempts" if result.attempts > 1 else "")
+        )
+        if result.rejected_spans:
+            return self.result(
+                Status.FAIL,
+                f"{detail}; partial success: {result.rejected_spans} rejected: "
+                f"{result.error_message}",
+                hint="the collector (or the backend behind it) rejected spans: see error_message",
+                elapsed=result.elapsed,
+                data=data,
+            )
+        if result.error_message:
+            return self.result(
+                Status.WARN,
+                f"{detail}; warning: {result.error_message}",
+                elapsed=result.elapsed,
+                data=data,
+            )
+        return self.result(Status.PASS, detail, elapsed=result.elapsed, data=data)
+
+
+# --------------------------------------------------------------------------------------------
+# verify
+
+
+class CollectorExported(Check):
+    name = "collector.exported"
+    title = "collector exported the spans (its own metrics), not only accepted them"
+    hop = "collector -> tempo"
+    requires = ("send",)
+    deadline_key = "trace_by_id"
+    error_hint = "the collector's self-metrics endpoint (8888) is not reachable"
+
+    def before_send(self, ctx: SmokeContext) -> None:
+        if ctx.settings.collector.metrics_url:
+            ctx.values["collector_counters"] = ctx.collector().counters(
+                timeout=ctx.settings.deadlines.preflight
+            )
+
+    def run(self, ctx: SmokeContext) -> CheckResult:
+        before: PipelineCounters | None = ctx.values.get("collector_counters")
+        if not ctx.settings.collector.metrics_url or before is None:
+            return self.result(Status.SKIP, "collector.metrics_url is not set")
+        expected = len(ctx.trace.spans)
+        collector = ctx.collector()
+
+        def probe(timeout: float) -> Probe[PipelineCounters]:
+            now = collector.counters(timeout=timeout)
+            sent = now.sent - before.sent
+            return Probe(sent >= expected, now, f"exporter sent +{sent:g} of {expected} spans")
+
+        outcome = self.poll(ctx, probe, request_timeout=ctx.settings.collector.timeout)
+        if not outcome.ok or outcome.value is None:
+            if outcome.error is not None:
+                raise outcome.error
+            return self.result(
+                Status.FAIL,
+                f"{outcome.seen} within {outcome.elapsed:.1f} s",
+                hint="the collector accepted the spans but did not export them: check its "
+                "otlp exporter's endpoint (Tempo's OTLP port) and its logs",
+                elapsed=outcome.elapsed,
+                attempts=outcome.attempts,
+                deadline=self.deadline(ctx),
+            )
+        now = outcome.value
+        failed = (now.send_failed - before.send_failed) + (
+            now.enqueue_failed - before.enqueue_failed
+        )
+        refused = now.refused - before.refused
+        detail = f"accepted +{now.accepted - before.accepted:g}, sent +{now.sent - before.sent:g}"
+        status = Status.PASS
+        if failed > 0 or refused > 0:
+            status = Status.WARN
+            detail += f"; meanwhile {failed:g} failed and {refused:g} refused spans"
+        return self.result(
+            status,
+            detail,
+            elapsed=outcome.elapsed,
+            delay=self.delay(ctx, outcome),
+            attempts=outcome.attempts,
+            deadline=self.deadline(ctx),
+        )
+
+
+class TempoTraceById(Check):
+    name = "tempo.trace_by_id"
+    title = "Tempo returns every span sent, by trace ID, with IDs, parents, names, attributes"
+    hop = "collector -> tempo"
+    requires = ("send", "preflight.tempo")
+    deadline_key = "trace_by_id"
+    error_hint = "Tempo's query API failed while polling for the trace"
+
+    def run(self, ctx: SmokeContext) -> CheckResult:
+        trace = ctx.trace
+        tempo = ctx.tempo()
+        # A ±10 min window around the trace (tempo-api.md §17 point 3).
+        start = trace.start_ns / 1e9 - 600
+        end = trace.end_ns / 1e9 + 600
+
+        def probe(timeout: float) -> Probe[list[str]]:
+            got = tempo.trace(trace.trace_id, start=start, end=end, timeout=timeout)
+            if not got.found:
+                return Probe(False, None, "not found yet")
+            problems = compare_trace(trace, got)
+            seen = f"{len(got.spans)} of {len(trace.spans)} spans"
+            if problems:
+                seen += f"; {problems[0]}" + (
+                    f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+                )
+            return Probe(not problems, problems, seen)
+
+        outcome = self.poll(ctx, probe, request_timeout=ctx.settings.tempo.timeout)
+        common = {
+            "elapsed": outcome.elapsed,
+            "attempts": outcome.attempts,
+            "deadline": self.deadline(ctx),
+        }
+        if outcome.ok:
+            return self.result(
+                Status.PASS,
+                f"trace {trace.trace_id_hex}: all {len(trace.spans)} spans match",
+                delay=self.delay(ctx, outcome),
+                **common,
+            )
+        if outcome.error is not None:
+            raise outcome.error
+        exported = ctx.results.get("collector.exported")
+        if exported is not None and exported.ok:
+            hint = "the collector exported the spans, so Tempo dropped them or cannot find them: "
+            hint += "check Tempo's distributor/ingester (tempo_discarded_spans_total)"
+        else:
+            hint = "the spans never left the collector or never reached Tempo's OTLP receiver "
+            hint += "(Tempo 2.7+ binds receivers to localhost unless told 0.0.0.0)"
+        return self.result(
+            Status.FAIL,
+            f"trace {trace.trace_id_hex} after {outcome.elapsed:.1f} s: {outcome.seen}",
+            hint=hint,
+            **common,
+        )
+
+
+class TempoSearch(Check):
+    name = "tempo.search"
+    title = "TraceQL search finds the trace by its run_id within the time window"
+    hop = "tempo ingester -> search"
+    requires = ("send", "preflight.tempo")
+    deadline_key = "search"
+    error_hint = "Tempo's search API failed while polling"
+
+    def run(self, ctx: SmokeContext) -> CheckResult:
+        from tracecheck.ids import parse_trace_id
+
+        trace = ctx.trace
+        tempo = ctx.tempo()
+        query = f"{{ span.{RUN_ID_ATTRIBUTE} = {quote(trace.run_id)} }}"
+        start = int(trace.start_ns / 1e9) - 300
+        deadline = self.deadline(ctx) or 0.0
+
+        def probe(timeout: float) -> Probe[int]:
+            end = int(ctx.clock.time()) + 60
+            result = tempo.search(query, start=start, end=end, limit=20, timeout=timeout)
+            for hit in result.traces:
+                # Search IDs are hex with leading zeros stripped (tempo-api.md §5.3): bytes.
+                if parse_trace_id(hit.trace_id) == trace.trace_id:
+                    matched = sum(s.matched for s in hit.span_sets)
+                    return Probe(True, matched, f"found; {matched} spans matched")
+            return Probe(False, None, f"not found yet ({len(result.traces)} other traces)")
+
+        outcome = self.poll(ctx, probe, request_timeout=ctx.settings.tempo.timeout)
+        common = {"elapsed": outcome.elapsed, "attempts": outcome.attempts, "deadline": deadline}
+        if outcome.ok:
+            matched = outcome.value or 0
+            detail = f"{query} found trace {trace.trace_id_hex}; {matched} spans matched"
+            status = Status.PASS
+            if matched != len(trace.spans):
+                status = Status.WARN
+                detail += f" (expected {len(trace.spans)})"
+            return self.result(status, detail, delay=self.delay(ctx, outcome), **common)
+        if outcome.error is not None:
+            raise outcome.error
+        by_id = ctx.results.get("tempo.trace_by_id")
+        hint = "Tempo holds the trace but search does not see it: the ingester makes a trace "
+        hint += "searchable only trace_idle_period after its last span; check the search "
+        hint += "time range and query frontend"
+        if by_id is None or not by_id.ok:
+            hint = "the trace is not in Tempo at all: see tempo.trace_by_id"
+        return self.result(Status.FAIL, f"{query}: {outcome.seen}", hint=hint, **common)
+
+
+def _per_series(samples: Iterable[Any]) -> dict[frozenset[tuple[str, str]], float]:
+    return {frozenset(s.labels.items()): s.value for s in samples}
+
+
+def _increase(before: Mapping[Any, float], after: Mapping[Any, float]) -> float:
+    """Sum of per-series increases; a series that went down was reset and counts from 0."""
+    total = 0.0
+    for key, value in after.items():
+        old = before.get(key, 0.0)
+        total += value - old if value >= old else value
+    return total
+
+
+class _PrometheusCheck(Check):
+    error_hint = "Prometheus's query API failed while polling"
+
+    def __init__(self, *, via_tempo: bool = True) -> None:
+        # Tempo's metrics-generator writes these series, so a Tempo that is down explains their
+        # absence; the collector's connectors (otel naming) produce them without Tempo.
+        self.requires = ("send", "preflight.prometheus") + (
+            ("preflight.tempo",) if via_tempo else ()
+        )
+
+    def families(self, ctx: SmokeContext) -> tuple[Naming, ...]:
+        cached: tuple[Naming, ...] | None = ctx.values.get("span_metric_families")
+        if cached is None:
+            from tracecheck.spanmetrics import NAMES_REGEX
+
+            preference = ctx.settings.smoke.span_metrics_naming
+            names = ctx.prometheus().label_values(
+                "__name__",
+                match=[f'{{__name__=~"{NAMES_REGEX}"}}'],
+                timeout=ctx.settings.deadlines.preflight,
+            )
+            cached = candidates(names, preference)
+            ctx.values["span_metric_families"] = cached
+        return cached
+
+    def vector(
+        self, ctx: SmokeContext, query: str, timeout: float
+    ) -> dict[frozenset[tuple[str, str]], float]:
+        return _per_series(ctx.prometheus().query(query, timeout=timeout).samples)
+
+
+class SpanMetrics(_PrometheusCheck):
+    name = "prometheus.span_metrics"
+    title = "span-metrics calls_total rose by the spans sent; the latency histogram has them"
+    hop = "tempo metrics-generator -> prometheus"
+    deadline_key = "span_metrics"
+
+    def _queries(self, ctx: SmokeContext, fam: Naming) -> tuple[str, str]:
+        service = ctx.settings.smoke.server_service
+        calls = fam.selector(fam.calls, service)
+        buckets = fam.selector(
+            fam.latency_bucket, service, span_name="GET /checkout", span_kind="SPAN_KIND_SERVER"
+        )
+        return calls, buckets
+
+    def before_send(self, ctx: SmokeContext) -> None:
+        timeout = ctx.settings.deadlines.preflight
+        base = {}
+        for fam in self.families(ctx):
+            calls, buckets = self._queries(ctx, fam)
+            base[fam] = (self.vector(ctx, calls, timeout), self.vector(ctx, buckets, timeout))
+        ctx.values["span_metrics_baseline"] = base
+
+    def run(self, ctx: SmokeContext) -> CheckResult:
+        base: dict[Naming, tuple[dict[Any, float], dict[Any, float]]] = ctx.values[
+            "span_metrics_baseline"
+        ]
+        trace = ctx.trace
+        expected = trace.count_for(ctx.settings.smoke.server_service)
+        server = trace.span("server")
+
+        def probe(timeout: float) -> Probe[tuple[Naming, float, dict[Any, float]]]:
+            seen = []
+            for fam, (calls_before, buckets_before) in base.items():
+                calls_q, buckets_q = self._queries(ctx, fam)
+                rose = _increase(calls_before, self.vector(ctx, calls_q, timeout))
+                seen.append(f"{fam.calls} +{rose:g}")
+                if rose >= expected:
+                    after = self.vector(ctx, buckets_q, timeout)
+                    deltas = _bucket_deltas(buckets_before, after)
+                    if deltas.get(float("inf"), 0.0) >= 1:
+                        return Probe(True, (fam, rose, deltas), f"{fam.calls} +{rose:g}")
+                    seen[-1] += " (histogram not yet)"
+            return Probe(False, None, ", ".join(seen) + f" of {expected}")
+
+        outcome = self.poll(ctx, probe, request_timeout=ctx.settings.prometheus.timeout)
+        common = {
+            "elapsed": outcome.elapsed,
+            "attempts": outcome.attempts,
+            "deadline": self.deadline(ctx),
+        }
+        if not outcome.ok or outcome.value is None:
+            if outcome.error is not None:
+                raise outcome.error
+            return self.result(
+                Status.FAIL,
+                f"{outcome.seen} after {outcome.elapsed:.1f} s",
+                hint="span-metrics did not rise: is the metrics-generator enabled "
+                "(overrides.defaults.metrics_generator.processors: span-metrics), does its "
+                "remote_write reach Prometheus (--web.enable-remote-write-receiver), and were "
+                "the spans within the 30 s ingestion slack (clock skew)?",
+                **common,
+            )
+        fam, rose, deltas = outcome.value
+        ctx.values["span_metrics_family"] = fam
+        ctx.target["span_metrics_naming"] = fam.flavour
+        duration = server.duration_s
+        first = min((le for le, d in deltas.items() if d >= 1), default=float("inf"))
+        lower = [le for le in deltas if le * fam.le_to_seconds < duration]
+        misplaced = [le for le in lower if deltas[le] >= 1]
+        detail = (
+            f"{fam.calls}{{{fam.service_label}={quote(ctx.settings.smoke.server_service)}}} "
+            f"+{rose:g} (expected {expected}); SERVER span {duration * 1000:.0f} ms observed in "
+            f"bucket le={_fmt_le(first)} ({fam.flavour} naming)"
+        )
+        if misplaced or first * fam.le_to_seconds < duration:
+            return self.result(
+                Status.FAIL,
+                detail + f"; but buckets below the duration rose: {sorted(misplaced)}",
+                hint="the latency histogram's unit or buckets are wrong",
+                **common,
+            )
+        status = Status.PASS if rose == expected else Status.WARN
+        if status is Status.WARN:
+            detail += "; more than expected: other traffic for this service"
+        return self.result(
+            status,
+            detail,
+            delay=self.delay(ctx, outcome),
+            data={"naming": fam.flavour, "increase": rose, "expected": expected},
+            **common,
+        )
+
+
+def _bucket_deltas(before: Mapping[Any, float], after: Mapping[Any, float]) -> dict[float, float]:
+    """Per ``le`` bound, the increase of the cumulative bucket counter."""
+    out: dict[float, float] = {}
+    for key, value in after.items():
+        labels = dict(key)
+        le = float(labels.get("le", "nan"))
+        if le != le:
+            continue
+        old = before.get(key, 0.0)
+        out[le] = out.get(le, 0.0) + (value - old if value >= old else value)
+    return out
+
+
+def _fmt_le(le: float) -> str:
+    return "+Inf" if le == float("inf") else f"{le:g}"
+
+
+class Exemplars(_PrometheusCheck):
+    name = "prometheus.exemplars"
+    title = "the latency histogram's exemplars carry the synthetic trace ID"
+    hop = "tempo metrics-generator -> prometheus (exemplars)"
+    deadline_key = "exemplars"
+
+    def run(self, ctx: SmokeContext) -> CheckResult:
+        from tracecheck.ids import parse_trace_id
+
+        if ctx.values.get("exemplar_storage") is False:
+            return self.result(
+                Status.WARN,
+                "Prometheus runs without exemplar storage, so exemplars are dropped silently; "
+                "start it with --enable-feature=exemplar-storage to verify them",
+                hint="enable exemplar storage on Prometheus",
+            )
+        trace = ctx.trace
+        service = ctx.settings.smoke.server_service
+        prom = ctx.prometheus()
+        start = trace.start_ns / 1e9 - 60
+
+        def probe(timeout: float) -> Probe[Naming]:
+            count = 0
+            for fam in self.families(ctx):
+                selector = fam.selector(fam.latency_bucket, service)
+                series = prom.query_exemplars(
+                    selector, start=start, end=ctx.clock.time() + 60, timeout=timeout
+                )
+                for s in series:
+                    for ex in s.exemplars:
+                        count += 1
+                        for label in fam.exemplar_labels:
+                            value = ex.labels.get(label)
+                            if value and _same_trace(parse_trace_id, value, trace.trace_id):
+                                return Probe(True, fam, f"exemplar {label}={value}")
+            return Probe(False, None, f"{count} exemplars, none with our trace ID")
+
+        outcome = self.poll(ctx, probe, request_timeout=ctx.settings.prometheus.timeout)
+        common = {
+            "elapsed": outcome.elapsed,
+            "attempts": outcome.attempts,
+            "deadline": self.deadline(ctx),
+        }
+        if outcome.ok and outcome.value is not None:
+            return self.result(
+                Status.PASS,
+                f"{outcome.value.latency_bucket}: {outcome.seen}",
+                delay=self.delay(ctx, outcome),
+                **common,
+            )
+        if outcome.error is not None:
+            raise outcome.error
+        unknown = ctx.values.get("exemplar_storage") is None
+        return self.result(
+            Status.FAIL,
+            f"{outcome.seen} after {outcome.elapsed:.1f} s",
+            hint="exemplars missing: Tempo's remote_write needs send_exemplars: true"
+            + (
+                "; and Prometheus needs --enable-feature=exemplar-storage (could not tell "
+                "whether it is on)"
+                if unknown
+                else ""
+            ),
+            **common,
+        )
+
+
+def _same_trace(parse: Callable[[str], bytes], value: str, want: bytes) -> bool:
+    try:
+        return parse(value) == want
+    except ValueError:
+        return False
+
+
+class ServiceGraph(_PrometheusCheck):
+    name = "prometheus.service_graph"
+    title = "the service-graph edge client -> server rose"
+    hop = "tempo metrics-generator (service graphs) -> prometheus"
+    deadline_key = "service_graph"
+
+    def _query(self, ctx: SmokeContext) -> str:
+        s = ctx.settings.smoke
+        return (
+            f"{SERVICE_GRAPH_REQUESTS}{{client={quote(s.client_service)},"
+            f"server={quote(s.server_service)}}}"
+        )
+
+    def before_send(self, ctx: SmokeContext) -> None:
+        ctx.values["service_graph_baseline"] = self.vector(
+            ctx, self._query(ctx), ctx.settings.deadlines.preflight
+        )
+
+    def run(self, ctx: SmokeContext) -> CheckResult:
+        before = ctx.values["service_graph_baseline"]
+        query = self._query(ctx)
+
+        def probe(timeout: float) -> Probe[float]:
+            rose = _increase(before, self.vector(ctx, query, timeout))
+            return Probe(rose >= 1, rose, f"+{rose:g}")
+
+        outcome = self.poll(ctx, probe, request_timeout=ctx.settings.prometheus.timeout)
+        common = {
+            "elapsed": outcome.elapsed,
+            "attempts": outcome.attempts,
+            "deadline": self.deadline(ctx),
+        }
+        if outcome.ok:
+            return self.result(
+                Status.PASS, f"{query} {outcome.seen}", delay=self.delay(ctx, outcome), **common
+            )
+        if outcome.error is not None:
+            raise outcome.error
+        return self.result(
+            Status.FAIL,
+            f"{query} {outcome.seen} after {outcome.elapsed:.1f} s",
+            hint="no service-graph edge: is the service-graphs processor enabled, and did the "
+            "CLIENT and SERVER spans reach the same generator within its wait (10 s)?",
+            **common,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# the plan
+
+
+def default_checks(settings: Settings) -> list[Check]:
+    """The checks of ``tracecheck smoke``, in display order."""
+    via_tempo = settings.smoke.span_metrics_naming != "otel"
+    checks: list[Check] = [
+        CollectorPreflight(),
+        TempoPreflight(),
+        PrometheusPreflight(),
+        SendTrace(),
+        CollectorExported(),
+        TempoTraceById(),
+        TempoSearch(),
+        SpanMetrics(via_tempo=via_tempo),
+        Exemplars(via_tempo=via_tempo),
+        ServiceGraph(via_tempo=via_tempo),
+    ]
+    checks.extend(_extension_checks(settings))
+    return checks
+
+
+def _extension_checks(settings: Settings) -> list[Check]:
+    """More legs of the plan (the apiserver's), from modules that define ``checks(settings)``."""
+    import importlib
+    import importlib.util
+
+    out: list[Check] = []
+    for module in EXTENSIONS:
+        if importlib.util.find_spec(module) is not None:
+            out.extend(importlib.import_module(module).checks(settings))
+    return out
+
+
+#: Modules contributing checks to the smoke plan, each with ``checks(settings) -> list[Check]``.
+EXTENSIONS = ("tracecheck.apiserver_checks",)
+
+
+def select_checks(checks: Sequence[Check], only: Iterable[str], skip: Iterable[str]) -> list[Check]:
+    """Apply ``--only`` / ``--skip`` (check names or group names such as ``apiserver``).
+
+    ``--only`` keeps the named checks plus what they require; ``--skip`` drops checks, and the
+    checks that need them are reported as SKIP. Unknown names raise :class:`UsageError`.
+    """
+    only, skip = list(only), list(skip)
+    names = {c.name for c in checks}
+    groups = {c.group for c in checks}
+    for n in only + skip:
+        if n not in names and n not in groups:
+            valid = ", ".join(sorted(names | groups))
+            raise UsageError("smoke", "--only/--skip", f"unknown check {n!r}; choose from {valid}")
+
+    def matches(c: Check, sel: list[str]) -> bool:
+        return c.name in sel or c.group in sel
+
+    selected = list(checks)
+    if only:
+        by_name = {c.name: c for c in checks}
+        keep = {c.name for c in checks if matches(c, only)}
+        frontier = list(keep)
+        while frontier:
+            for req in by_name[frontier.pop()].requires:
+                if req in by_name and req not in keep:
+                    keep.add(req)
+                    frontier.append(req)
+        selected = [c for c in checks if c.name in keep]
+    return [c for c in selected if not matches(c, skip)]
+
+
+def run_checks(checks: Sequence[Check], ctx: SmokeContext) -> tuple[CheckResult, ...]:
+    """Run the plan stage by stage; the checks of one stage run in parallel."""
+    names = {c.name for c in checks}
+    by_stage = {stage: [c for c in checks if c.stage == stage] for stage in STAGES}
+    with ThreadPoolExecutor(max_workers=max(4, len(checks))) as pool:
+        for stage in STAGES:
+            if stage == "send":
+                ready = [c for c in by_stage["verify"] if _blocked(c, ctx, names) is None]
+                for done in [pool.submit(_baseline, c, ctx) for c in ready]:
+                    done.result()
+            futures = [pool.submit(_run_one, c, ctx, names) for c in by_stage[stage]]
+            for c, fut in zip(by_stage[stage], futures, strict=True):
+                ctx.results[c.name] = fut.result()
+    return tuple(ctx.results[c.name] for c in checks)
+
+
+def _blocked(check: Check, ctx: SmokeContext, names: set[str]) -> str | None:
+    for req in check.requires:
+        if req not in names:
+            return f"needs {req}, which was not selected"
+        res = ctx.results.get(req)
+        if res is not None and not res.ok:
+            return f"needs {req}, which is {res.status.value}"
+    return None
+
+
+def _baseline(check: Check, ctx: SmokeContext) -> None:
+    try:
+        check.before_send(ctx)
+    except BackendError as exc:
+        ctx.values[f"baseline_error:{check.name}"] = exc
+
+
+def _run_one(check: Check, ctx: SmokeContext, names: set[str]) -> CheckResult:
+    blocked = _blocked(check, ctx, names)
+    if blocked is not None:
+        return check.result(Status.SKIP, blocked)
+    ctx.progress(Progress(check.name, "start", check.title, 0.0, check.deadline(ctx)))
+    started = ctx.clock.monotonic()
+    try:
+        err = ctx.values.get(f"baseline_error:{check.name}")
+        if err is not None:
+            raise err
+        result = check.run(ctx)
+    except BackendError as exc:
+        result = check.result(
+            Status.ERROR,
+            str(exc),
+            hint=check.error_hint or f"{exc.system} could not be asked",
+            deadline=check.deadline(ctx),
+        )
+    if result.elapsed == 0.0:
+        result = _with_elapsed(result, ctx.clock.monotonic() - started)
+    ctx.progress(Progress(check.name, "done", result.status.value, result.elapsed, result.deadline))
+    return result
+
+
+def _with_elapsed(result: CheckResult, elapsed: float) -> CheckResult:
+    from dataclasses import replace
+
+    return replace(result, elapsed=elapsed)
+
+
+def smoke(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    checks: Sequence[Check] | None = None,
+    context: SmokeContext | None = None,
+) -> Report:
+    """Run ``tracecheck smoke`` and return its report (the CLI renders it and sets the exit code).
+
+    >>> report = smoke(load_settings())              # doctest: +SKIP
+    >>> report.exit_code, report.result("tempo.search").status
+    """
+    ctx = context or SmokeContext(settings, clock or SystemClock())
+    if progress is not None:
+        ctx.progress = progress
+    plan = select_checks(
+        checks if checks is not None else default_checks(settings),
+        settings.smoke.only,
+        settings.smoke.skip,
+    )
+    started = ctx.clock.time()
+    seed = settings.smoke.seed or int(ctx.clock.time() * 1e6)
+    ctx.values.setdefault("seed", seed)
+    ctx.target.update(
+        {
+            "collector": settings.collector.endpoint
+            if settings.collector.protocol == "grpc"
+            else settings.collector.http_url,
+            "tempo": settings.tempo.url,
+            "prometheus": settings.prometheus.url,
+        }
+    )
+    try:
+        results = run_checks(plan, ctx)
+    finally:
+        ctx.close()
+    trace: SyntheticTrace | None = ctx.values.get("trace")
+    report = Report(
+        run_id=trace.run_id if trace else "",
+        trace_id=trace.trace_id_hex if trace else "",
+        started_at=started,
+        finished_at=ctx.clock.time(),
+        results=results,
+        target=dict(ctx.target),
+        tables={},
+        tool_version=__version__,
+    )
+    tables: dict[str, Any] = {"pipeline_latency": report.pipeline_latency(), **ctx.tables}
+    from dataclasses import replace
+
+    return replace(report, tables=tables)
