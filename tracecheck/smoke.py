@@ -75,26 +75,35 @@ class SmokeContext:
     results: dict[str, CheckResult] = field(default_factory=dict)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     target: dict[str, Any] = field(default_factory=dict)
+    #: Threads per stage; 1 runs checks one after another (deterministic, for tests).
+    workers: int = 16
     _clients: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # Clients are created on first use, so a run that skips a backend never touches it.
     def collector(self) -> CollectorClient:
-        from tracecheck.collector import CollectorClient
+        def make() -> CollectorClient:
+            from tracecheck.collector import CollectorClient
 
-        return self._client(
-            "collector", lambda: CollectorClient(self.settings.collector, clock=self.clock)
-        )
+            return CollectorClient(self.settings.collector, clock=self.clock)
+
+        return self._client("collector", make)
 
     def tempo(self) -> TempoClient:
-        from tracecheck.tempo import TempoClient
+        def make() -> TempoClient:
+            from tracecheck.tempo import TempoClient
 
-        return self._client("tempo", lambda: TempoClient(self.settings.tempo))
+            return TempoClient(self.settings.tempo)
+
+        return self._client("tempo", make)
 
     def prometheus(self) -> PrometheusClient:
-        from tracecheck.prometheus import PrometheusClient
+        def make() -> PrometheusClient:
+            from tracecheck.prometheus import PrometheusClient
 
-        return self._client("prometheus", lambda: PrometheusClient(self.settings.prometheus))
+            return PrometheusClient(self.settings.prometheus)
+
+        return self._client("prometheus", make)
 
     def _client(self, name: str, make: Callable[[], T]) -> T:
         with self._lock:
@@ -446,8 +455,6 @@ class TempoSearch(Check):
     error_hint = "Tempo's search API failed while polling"
 
     def run(self, ctx: SmokeContext) -> CheckResult:
-        from tracecheck.ids import parse_trace_id
-
         trace = ctx.trace
         tempo = ctx.tempo()
         query = f"{{ span.{RUN_ID_ATTRIBUTE} = {quote(trace.run_id)} }}"
@@ -457,11 +464,11 @@ class TempoSearch(Check):
         def probe(timeout: float) -> Probe[int]:
             end = int(ctx.clock.time()) + 60
             result = tempo.search(query, start=start, end=end, limit=20, timeout=timeout)
-            for hit in result.traces:
-                # Search IDs are hex with leading zeros stripped (tempo-api.md §5.3): bytes.
-                if parse_trace_id(hit.trace_id) == trace.trace_id:
-                    matched = sum(s.matched for s in hit.span_sets)
-                    return Probe(True, matched, f"found; {matched} spans matched")
+            # Search IDs are hex with leading zeros stripped (tempo-api.md §5.3): find()
+            # compares bytes.
+            hit = result.find(trace.trace_id)
+            if hit is not None:
+                return Probe(True, hit.matched, f"found; {hit.matched} spans matched")
             return Probe(False, None, f"not found yet ({len(result.traces)} other traces)")
 
         outcome = self.poll(ctx, probe, request_timeout=ctx.settings.tempo.timeout)
@@ -834,15 +841,16 @@ def run_checks(checks: Sequence[Check], ctx: SmokeContext) -> tuple[CheckResult,
     """Run the plan stage by stage; the checks of one stage run in parallel."""
     names = {c.name for c in checks}
     by_stage = {stage: [c for c in checks if c.stage == stage] for stage in STAGES}
-    with ThreadPoolExecutor(max_workers=max(4, len(checks))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, ctx.workers)) as pool:
         for stage in STAGES:
             if stage == "send":
                 ready = [c for c in by_stage["verify"] if _blocked(c, ctx, names) is None]
                 for done in [pool.submit(_baseline, c, ctx) for c in ready]:
                     done.result()
-            futures = [pool.submit(_run_one, c, ctx, names) for c in by_stage[stage]]
-            for c, fut in zip(by_stage[stage], futures, strict=True):
-                ctx.results[c.name] = fut.result()
+            # _run_one records each result as soon as it is known, so a later check of the same
+            # stage can use it for its hint (e.g. whether the collector exported the spans).
+            for fut in [pool.submit(_run_one, c, ctx, names) for c in by_stage[stage]]:
+                fut.result()
     return tuple(ctx.results[c.name] for c in checks)
 
 
@@ -865,8 +873,13 @@ def _baseline(check: Check, ctx: SmokeContext) -> None:
 
 def _run_one(check: Check, ctx: SmokeContext, names: set[str]) -> CheckResult:
     blocked = _blocked(check, ctx, names)
-    if blocked is not None:
-        return check.result(Status.SKIP, blocked)
+    result = check.result(Status.SKIP, blocked) if blocked is not None else _execute(check, ctx)
+    with ctx._lock:
+        ctx.results[check.name] = result
+    return result
+
+
+def _execute(check: Check, ctx: SmokeContext) -> CheckResult:
     ctx.progress(Progress(check.name, "start", check.title, 0.0, check.deadline(ctx)))
     started = ctx.clock.monotonic()
     try:
@@ -909,11 +922,8 @@ def smoke(
     ctx = context or SmokeContext(settings, clock or SystemClock())
     if progress is not None:
         ctx.progress = progress
-    plan = select_checks(
-        checks if checks is not None else default_checks(settings),
-        settings.smoke.only,
-        settings.smoke.skip,
-    )
+    every = list(checks if checks is not None else default_checks(settings))
+    plan = select_checks(every, settings.smoke.only, settings.smoke.skip)
     started = ctx.clock.time()
     seed = settings.smoke.seed or int(ctx.clock.time() * 1e6)
     ctx.values.setdefault("seed", seed)
@@ -927,9 +937,16 @@ def smoke(
         }
     )
     try:
-        results = run_checks(plan, ctx)
+        run_checks(plan, ctx)
     finally:
         ctx.close()
+    selected = {c.name for c in plan}
+    results = tuple(
+        ctx.results[c.name]
+        if c.name in selected
+        else c.result(Status.SKIP, "not selected (--only/--skip)")
+        for c in every
+    )
     trace: SyntheticTrace | None = ctx.values.get("trace")
     report = Report(
         run_id=trace.run_id if trace else "",
