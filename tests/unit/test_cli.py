@@ -1,0 +1,261 @@
+"""The command line end to end in a subprocess, against real sockets: exit codes, one-line errors.
+
+No pipeline is needed here: each case points tracecheck at a socket this test controls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+
+def tc(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRACECHECK_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "tracecheck", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+
+
+def assert_no_traceback(p: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Server:
+    """A real HTTP server answering every request with one canned response."""
+
+    def __init__(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.paths.append(self.path)
+                outer.headers.append(dict(self.headers))
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def stalling() -> Iterator[str]:
+    """Accepts connections and never answers."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    conns: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        s.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conns.append(s.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{s.getsockname()[1]}"
+    stop.set()
+    for c in conns:
+        c.close()
+    s.close()
+
+
+def test_help_lists_commands_and_exit_codes() -> None:
+    p = tc("--help")
+    assert p.returncode == 0
+    assert "smoke" in p.stdout and "stack" in p.stdout
+    assert "3 a backend unreachable or erroring" in " ".join(p.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["smoke", "--bogus"], 2, "usage: No such option: --bogus"),
+        (["smoke", "--only", "nosuchcheck"], 2, "unknown check 'nosuchcheck'"),
+        (["smoke", "--output", "yaml"], 2, "unknown format 'yaml'"),
+        (["smoke", "--tempo-url", "localhost:3200"], 4, "malformed URL 'localhost:3200'"),
+        (["smoke", "--tempo-url", "http://[::1"], 4, "malformed URL"),
+        (["smoke", "--config", "/nonexistent/tracecheck.toml"], 4, "cannot read"),
+        (["smoke", "--deadline", "search=soon"], 4, "deadlines.search: expected a number"),
+        (["smoke", "--deadline", "nosuch=3"], 4, "unknown setting 'deadlines.nosuch'"),
+    ],
+)
+def test_bad_input_is_one_line_with_a_documented_code(
+    args: list[str], code: int, message: str
+) -> None:
+    p = tc(*args)
+    assert p.returncode == code, p.stderr
+    assert message in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert_no_traceback(p)
+
+
+def test_unreadable_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "tc.toml"
+    cfg.write_text("[tempo]\nurl = 'http://x:3200'\n")
+    cfg.chmod(0)
+    p = tc("smoke", "--config", str(cfg))
+    if os.geteuid() == 0:  # root reads anything: use a directory instead
+        p = tc("smoke", "--config", str(tmp_path))
+    assert p.returncode == 4 and "cannot read" in p.stderr
+    assert_no_traceback(p)
+
+
+def _only(check: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return tc(
+        "smoke",
+        "--only",
+        check,
+        "--output",
+        "json",
+        "--deadline",
+        "preflight=2",
+        *extra,
+        timeout=30,
+    )
+
+
+def _detail(p: subprocess.CompletedProcess[str], name: str) -> tuple[str, str]:
+    report = json.loads(p.stdout)
+    check = next(c for c in report["checks"] if c["name"] == name)
+    return check["status"], check["detail"]
+
+
+def test_closed_ports_are_backend_errors_naming_each_hop() -> None:
+    port = closed_port()
+    p = tc(
+        "smoke",
+        "--output",
+        "json",
+        "--deadline",
+        "preflight=2",
+        "--collector-endpoint",
+        f"127.0.0.1:{port}",
+        "--collector-health-url",
+        f"http://127.0.0.1:{port}/",
+        "--tempo-url",
+        f"http://127.0.0.1:{port}",
+        "--prometheus-url",
+        f"http://127.0.0.1:{port}",
+        "--skip",
+        "apiserver",
+        timeout=30,
+    )
+    assert p.returncode == 3, p.stderr
+    assert_no_traceback(p)
+    for name, system in (
+        ("preflight.collector", "collector"),
+        ("preflight.tempo", "tempo"),
+        ("preflight.prometheus", "prometheus"),
+    ):
+        status, detail = _detail(p, name)
+        assert status == "ERROR"
+        assert detail.startswith(f"{system} at http://127.0.0.1:{port}")
+        assert "refused" in detail
+    assert _detail(p, "tempo.search")[0] == "SKIP"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "expect"),
+    [
+        (401, b"no org id", "text/plain", "401"),
+        (404, b"404 page not found", "text/plain", "404"),
+        (500, b'{"error":"internal"}', "application/json", "500"),
+        (200, b"{not json", "application/json", "ready"),
+    ],
+)
+def test_http_failures_of_tempo(status: int, body: bytes, content_type: str, expect: str) -> None:
+    server = Server(status, body, content_type)
+    try:
+        p = _only(
+            "preflight.tempo",
+            "--tempo-url",
+            server.url,
+            "--tempo-header",
+            "Authorization=Bearer s3cr3t",
+        )
+    finally:
+        server.close()
+    assert_no_traceback(p)
+    result, detail = _detail(p, "preflight.tempo")
+    assert p.returncode == 3 and result == "ERROR", detail
+    assert detail.startswith(f"tempo at {server.url}") and expect in detail
+    assert "s3cr3t" not in p.stdout + p.stderr
+    assert server.headers and server.headers[0].get("Authorization") == "Bearer s3cr3t"
+
+
+def test_garbage_json_from_prometheus() -> None:
+    server = Server(200, b"<html>proxy login</html>", "text/html")
+    try:
+        p = _only("preflight.prometheus", "--prometheus-url", server.url)
+    finally:
+        server.close()
+    assert_no_traceback(p)
+    result, detail = _detail(p, "preflight.prometheus")
+    assert p.returncode == 3 and result == "ERROR"
+    assert detail.startswith(f"prometheus at {server.url}")
+
+
+def test_tls_against_a_plaintext_port() -> None:
+    server = Server(200, b"ready", "text/plain")
+    try:
+        p = _only("preflight.tempo", "--tempo-url", server.url.replace("http://", "https://"))
+    finally:
+        server.close()
+    assert_no_traceback(p)
+    result, detail = _detail(p, "preflight.tempo")
+    assert p.returncode == 3 and result == "ERROR"
+    assert "TLS" in detail and "\n" not in detail
+
+
+def test_a_stalled_server_cannot_hold_the_check_past_its_deadline(stalling: str) -> None:
+    p = _only("preflight.prometheus", "--prometheus-url", stalling)
+    assert_no_traceback(p)
+    report = json.loads(p.stdout)
+    check = next(c for c in report["checks"] if c["name"] == "preflight.prometheus")
+    assert p.returncode == 3 and check["status"] == "ERROR"
+    assert "no answer within" in check["detail"]
+    assert check["elapsed_s"] < 2 + 1.0  # the 2 s preflight deadline, plus scheduling slack
