@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,7 @@ from tracecheck.localstack.build import (
     BUILDS,
     BuildRecord,
     build_component,
+    cached_build,
     recipe,
 )
 from tracecheck.localstack.render import DEFAULT_SAMPLING_RATE, render_local_config
@@ -293,7 +295,7 @@ class LocalStack:
             raise UsageError(
                 "local-stack", name, f"unknown binary; one of {', '.join(BINARY_COMPONENT)}"
             )
-        record = build_component(
+        record = cached_build(self.repo, self.cache_dir, comp) or build_component(
             self.repo, self.cache_dir, comp, env=self.process_env, progress=self.progress
         )
         return Path(record.directory) / name
@@ -518,13 +520,20 @@ class LocalStack:
         return self.status()
 
     def _bind_viewer(self) -> None:
-        """Bind the built-in ``view`` ClusterRole to the viewer user (201, or 409 if present)."""
+        """Give the viewer user the built-in ``view`` ClusterRole (idempotent).
+
+        ``view`` is an aggregated role: its rules are filled in by kube-controller-manager's
+        clusterrole-aggregation controller from the roles labelled
+        ``rbac.authorization.k8s.io/aggregate-to-view=true``. No controller-manager runs here, so
+        ``view`` starts with no rules; this does the controller's job for ``view`` (same union of
+        rules), then binds it to the viewer user (201, or 409 when the binding exists).
+        """
         import ssl
 
         import httpx
 
-        url = f"{APISERVER_URL}/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"
-        body = {
+        rbac = f"{APISERVER_URL}/apis/rbac.authorization.k8s.io/v1"
+        binding = {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
             "metadata": {
@@ -544,23 +553,45 @@ class LocalStack:
                 }
             ],
         }
-        ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
-        ctx.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
+        url = f"{rbac}/clusterroles/view"
         try:
+            ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+            ctx.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
             with httpx.Client(verify=ctx, timeout=10.0, trust_env=False) as client:
-                resp = client.post(url, json=body)
-        except httpx.HTTPError as exc:
-            raise StackError(
-                "kube-apiserver", url, f"cannot create ClusterRoleBinding: {exc}"
-            ) from exc
-        if resp.status_code not in (200, 201, 409):
+                view = client.get(url)
+                _expect(view, url, (200,))
+                if not view.json().get("rules"):
+                    url = f"{rbac}/clusterroles"
+                    parts = client.get(
+                        url,
+                        params={
+                            "labelSelector": "rbac.authorization.k8s.io/aggregate-to-view=true"
+                        },
+                    )
+                    _expect(parts, url, (200,))
+                    rules: list[Any] = []
+                    for role in parts.json().get("items", []):
+                        rules += [r for r in role.get("rules") or [] if r not in rules]
+                    url = f"{rbac}/clusterroles/view"
+                    patched = client.patch(
+                        url,
+                        content=json.dumps({"rules": rules}),
+                        headers={"Content-Type": "application/merge-patch+json"},
+                    )
+                    _expect(patched, url, (200,))
+                    self.progress(
+                        f"kube-apiserver: aggregated {len(rules)} rules into ClusterRole view"
+                    )
+                url = f"{rbac}/clusterrolebindings"
+                created = client.post(url, json=binding)
+                _expect(created, url, (200, 201, 409))
+        except (httpx.HTTPError, OSError, ValueError) as exc:
             raise StackError(
                 "kube-apiserver",
                 url,
-                f"creating ClusterRoleBinding {VIEW_BINDING}: HTTP {resp.status_code}: "
-                f"{excerpt(resp.content)}",
-            )
-        if resp.status_code != 409:
+                f"cannot set up the viewer's RBAC: {type(exc).__name__}: {exc}",
+            ) from exc
+        if created.status_code != 409:
             self.progress(f"kube-apiserver: bound ClusterRole view to {pkimod.VIEWER_USER}")
 
     def down(self) -> list[str]:
@@ -571,8 +602,6 @@ class LocalStack:
                 n for n in reversed(COMPONENTS) if n in recorded
             ]
             stopped = self.supervisor.stop_all(order)
-        if not stopped:
-            self.progress("nothing running")
         return stopped
 
     def stop(self, component: str) -> None:
@@ -588,6 +617,8 @@ class LocalStack:
         with self.supervisor.lock():
             specs = self._prepare([component])
             self.supervisor.ensure_running(specs)
+            if component == "kube-apiserver":
+                self._bind_viewer()
 
     def status(self) -> StackStatus:
         """What runs and what answers, without starting or building anything."""
@@ -620,6 +651,11 @@ class LocalStack:
     def env(self) -> dict[str, str]:
         """Exports for a shell: the generated kubeconfig and this state directory."""
         return {"KUBECONFIG": str(self.kubeconfig), "TRACECHECK_STATE_DIR": str(self.state_dir)}
+
+
+def _expect(resp: Any, url: str, codes: tuple[int, ...]) -> None:
+    if resp.status_code not in codes:
+        raise StackError("kube-apiserver", url, f"HTTP {resp.status_code}: {excerpt(resp.content)}")
 
 
 def _importable(module: str) -> bool:

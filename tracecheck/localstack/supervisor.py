@@ -143,6 +143,7 @@ class Record:
     fingerprint: str = ""
     version: str = ""
     started_at: float = 0.0
+    ports: tuple[int, ...] = ()
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -165,19 +166,39 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _matches(record: Record) -> bool:
-    """True while ``record.pid`` is alive and still the process we started."""
+def _state(record: Record) -> str:
+    """``running`` (ours, argv intact), ``exiting`` (ours, tearing down) or ``gone``.
+
+    Ours means same pid and same kernel start time (so not a recycled pid) and, while it runs,
+    the same ``/proc/<pid>/cmdline`` as the argv we started.
+    """
     _reap(record.pid)
     fields = _stat_fields(record.pid)
-    if fields is None or fields[0] in ("Z", "X"):
-        return False
+    if fields is None or fields[0] == "X":
+        return "gone"
     if record.starttime and int(fields[19]) != record.starttime:
-        return False
+        return "gone"
+    if fields[0] == "Z":
+        # A zombie thread-group leader whose other threads are still exiting keeps the process's
+        # files, listening sockets included, until the last thread is gone (Go programs are
+        # multi-threaded): only then is the process gone.
+        try:
+            return "exiting" if len(os.listdir(f"/proc/{record.pid}/task")) > 1 else "gone"
+        except OSError:
+            return "gone"
     try:
         cmdline = Path(f"/proc/{record.pid}/cmdline").read_bytes()
     except OSError:
-        return False
-    return cmdline.split(b"\0")[:-1] == [a.encode() for a in record.argv]
+        return "gone"
+    if cmdline.split(b"\0")[:-1] == [a.encode() for a in record.argv]:
+        return "running"
+    # An exiting process has released its memory and shows an empty cmdline.
+    return "exiting" if not cmdline and record.starttime else "gone"
+
+
+def _matches(record: Record) -> bool:
+    """True while ``record.pid`` is alive (or still exiting) and still the process we started."""
+    return _state(record) != "gone"
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -286,6 +307,7 @@ class Supervisor:
                 fingerprint=str(data.get("fingerprint", "")),
                 version=str(data.get("version", "")),
                 started_at=float(data.get("started_at", 0.0)),
+                ports=tuple(int(p) for p in data.get("ports", ())),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -405,6 +427,7 @@ class Supervisor:
             fingerprint=spec.fingerprint,
             version=spec.version,
             started_at=time.time(),
+            ports=spec.ports,
         )
         self._write_record(record)
         started.append(spec.name)
@@ -457,6 +480,8 @@ class Supervisor:
         return stopped
 
     def _signal(self, record: Record, sig: int) -> None:
+        if _state(record) != "running":
+            return  # only a process whose cmdline still matches is signalled
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if os.getpgid(record.pid) == record.pid:
                 os.killpg(record.pid, sig)  # the session we created: helpers go too
@@ -480,6 +505,9 @@ class Supervisor:
         while _matches(record):
             if self.clock.monotonic() >= end:
                 return False
+            self.clock.sleep(0.05)
+        # Helpers in its process group may hold its ports a moment longer; a restart needs them.
+        while any(port_in_use(p) for p in record.ports) and self.clock.monotonic() < end + 5:
             self.clock.sleep(0.05)
         return True
 
