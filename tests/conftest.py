@@ -1,0 +1,103 @@
+"""Shared fixtures: the local pipeline (real parts) for integration tests.
+
+``local_pipeline`` brings the whole pipeline up once per session with
+:meth:`tracecheck.localstack.LocalStack.up` (idempotent: components already ready are left
+alone, so after ``tracecheck stack local up`` or ``.ci/run`` it costs about a second). It never
+skips: if ``up`` fails, every test using it errors with the one-line cause. It is not torn down
+at session end (``.ci/run`` calls ``tracecheck stack local down`` afterwards; keeping it up
+makes local reruns fast).
+
+Tests that use it are marked ``pipeline`` automatically. ``stopped_component`` stops a component
+for a fault test and restarts it afterwards, whatever the test did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tracecheck.localstack import LocalStack, default_cache_dir, default_state_dir, find_repo_root
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where the local pipeline listens (all on 127.0.0.1)."""
+
+    apiserver: str = "https://127.0.0.1:6443"
+    tempo: str = "http://127.0.0.1:3200"
+    tempo_otlp_grpc: str = "127.0.0.1:4417"
+    prometheus: str = "http://127.0.0.1:9090"
+    collector_grpc: str = "127.0.0.1:4317"
+    collector_http: str = "http://127.0.0.1:4318"
+    collector_health: str = "http://127.0.0.1:13133/"
+    collector_metrics: str = "http://127.0.0.1:8888/metrics"
+    spanmetrics_collector_grpc: str = "127.0.0.1:4327"
+    spanmetrics_collector_http: str = "http://127.0.0.1:4328"
+    spanmetrics_collector_metrics: str = "http://127.0.0.1:8889/metrics"
+    etcd: str = "http://127.0.0.1:2379"
+
+
+ENDPOINTS = Endpoints()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "local_pipeline" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.pipeline)
+
+
+@pytest.fixture(scope="session")
+def local_pipeline() -> LocalStack:
+    """The local pipeline, up and ready; the returned LocalStack also gives ``kubeconfig``,
+    ``env()``, ``status()``, ``binary("kubectl")``, ``pki`` (certificate paths)."""
+    stack = LocalStack(
+        repo=find_repo_root(Path(__file__).parent),
+        state_dir=default_state_dir(os.environ),
+        cache_dir=default_cache_dir(os.environ),
+        progress=lambda line: print(f"[local pipeline] {line}", file=sys.stderr),
+    )
+    status = stack.up()  # StackError: every test using the fixture errors with its message
+    assert status.ready, status.render()
+    return stack
+
+
+@pytest.fixture(scope="session")
+def endpoints(local_pipeline: LocalStack) -> Endpoints:
+    """The local pipeline's addresses (after making sure it is up)."""
+    return ENDPOINTS
+
+
+@pytest.fixture(scope="session")
+def local_kubeconfig(local_pipeline: LocalStack) -> Path:
+    """The generated kubeconfig: contexts privileged (current), viewer, monitoring."""
+    return local_pipeline.kubeconfig
+
+
+@contextlib.contextmanager
+def stopped(stack: LocalStack, component: str) -> Iterator[None]:
+    """Stop ``component`` for the duration of the block; it is started again (and waited for)
+    afterwards even if the block fails."""
+    stack.stop(component)
+    try:
+        yield
+    finally:
+        stack.start(component)
+
+
+@pytest.fixture
+def stopped_component(
+    local_pipeline: LocalStack,
+) -> Callable[[str], AbstractContextManager[None]]:
+    """``with stopped_component("collector"): ...``: a fault for the block, then restarted."""
+
+    def use(component: str) -> AbstractContextManager[None]:
+        return stopped(local_pipeline, component)
+
+    return use
