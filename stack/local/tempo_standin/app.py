@@ -158,11 +158,13 @@ class Standin:
             handler = type("OtlpHandler", (_OtlpHttpHandler,), {"app": self})
             self._otlp_http = _Server((host, port), handler)
             self.otlp_http_port = self._otlp_http.server_address[1]
-            self._spawn(self._otlp_http.serve_forever, "otlp-http")
+            otlp_server = self._otlp_http
+            self._spawn(lambda: otlp_server.serve_forever(poll_interval=0.1), "otlp-http")
             self.log(f"otlp http receiver listening on {host}:{self.otlp_http_port}")
         self._api = make_api_server(self, c.http_host, c.http_port)
         self.http_port = self._api.server_address[1]
-        self._spawn(self._api.serve_forever, "http-api")
+        api = self._api
+        self._spawn(lambda: api.serve_forever(poll_interval=0.1), "http-api")
         self._spawn(self._ingester_loop, "ingester")
         self._spawn(self._collector_loop, "generator")
         self.log(
@@ -212,7 +214,7 @@ class Standin:
         self.stopping = True
         self._stop.set()
         if self._grpc is not None:
-            self._grpc.stop(grace=1.0).wait(2.0)
+            self._grpc.stop(grace=0.5).wait(2.0)
         for srv in (self._otlp_http, self._api):
             if srv is not None:
                 srv.shutdown()

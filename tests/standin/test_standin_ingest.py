@@ -1,0 +1,298 @@
+"""OTLP ingest (gRPC and HTTP) and trace by ID (v1/v2), over real sockets.
+
+Each assertion names the tempo-api.md / collector-otlp.md behaviour it checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import time
+from collections.abc import Callable
+
+import httpx
+from conftest import Running
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+from standin_helpers import (
+    CLIENT,
+    ERROR,
+    SERVER,
+    SpanSpec,
+    export_request,
+    get_json,
+    send_grpc,
+)
+
+TID = bytes.fromhex("00" + "1f" * 15)  # leading zero byte on purpose (§5.3)
+ROOT = bytes.fromhex("a1a2a3a4a5a6a7a8")
+CHILD = bytes.fromhex("0000b1b2b3b4b5b6")
+
+
+def _send_pair(r: Running) -> int:
+    now = time.time_ns()
+    req = export_request(
+        "shop",
+        [
+            SpanSpec(
+                TID,
+                ROOT,
+                "GET /cart",
+                SERVER,
+                start_ns=now - 5_000_000,
+                duration_ns=5_000_000,
+                attrs={"http.status_code": 200, "ratio": 0.5, "ok": True},
+            ),
+            SpanSpec(
+                TID,
+                CHILD,
+                "SELECT",
+                CLIENT,
+                parent=ROOT,
+                start_ns=now - 4_000_000,
+                duration_ns=1_000_000,
+                status=ERROR,
+                status_message="boom",
+            ),
+        ],
+        resource={"k8s.pod": "p-1"},
+    )
+    send_grpc(r.grpc_port, req)
+    return now
+
+
+def test_v2_by_id_is_visible_at_once_with_jsonpb_encoding(standin: Running) -> None:
+    _send_pair(standin)
+    # §10: by ID a trace is found as soon as the push returns (no idle period).
+    doc = get_json(standin.http, f"/api/v2/traces/{TID.hex()}")
+    rs = doc["trace"]["resourceSpans"]
+    assert len(rs) == 1
+    res_attrs = {a["key"]: a["value"] for a in rs[0]["resource"]["attributes"]}
+    assert res_attrs == {"service.name": {"stringValue": "shop"}, "k8s.pod": {"stringValue": "p-1"}}
+    spans = rs[0]["scopeSpans"][0]["spans"]
+    assert rs[0]["scopeSpans"][0]["scope"] == {"name": "standin-tests"}
+    root, child = spans
+    # §4.2: IDs are base64, not hex.
+    assert base64.b64decode(root["traceId"]) == TID
+    assert root["traceId"] == base64.b64encode(TID).decode()
+    assert base64.b64decode(child["spanId"]) == CHILD
+    assert base64.b64decode(child["parentSpanId"]) == ROOT
+    # §4.2: zero values are omitted: the root has no parentSpanId and no status code.
+    assert "parentSpanId" not in root
+    assert "status" not in root
+    # §4.2: enums are names; 64-bit integers are strings.
+    assert root["kind"] == "SPAN_KIND_SERVER"
+    assert child["kind"] == "SPAN_KIND_CLIENT"
+    assert child["status"] == {"code": "STATUS_CODE_ERROR", "message": "boom"}
+    assert isinstance(root["startTimeUnixNano"], str)
+    assert int(root["endTimeUnixNano"]) - int(root["startTimeUnixNano"]) == 5_000_000
+    attrs = {a["key"]: a["value"] for a in root["attributes"]}
+    assert attrs == {
+        "http.status_code": {"intValue": "200"},
+        "ratio": {"doubleValue": 0.5},
+        "ok": {"boolValue": True},
+    }
+    # §4.3: COMPLETE status is the zero value, so neither status nor message appears.
+    assert set(doc) == {"trace", "metrics"}
+    assert int(doc["metrics"]["inspectedBytes"]) > 0
+
+
+def test_v1_uses_batches_and_404_when_missing(standin: Running) -> None:
+    _send_pair(standin)
+    r = standin.http.get(f"/api/traces/{TID.hex().upper()}")  # §4.1: case-insensitive
+    assert r.status_code == 200
+    doc = r.json()
+    # §4.3: v1 renames resourceSpans to batches.
+    assert list(doc) == ["batches"]
+    assert len(doc["batches"][0]["scopeSpans"][0]["spans"]) == 2
+    missing = standin.http.get("/api/traces/" + "ab" * 16)
+    assert missing.status_code == 404
+    assert missing.content == b""  # §4.3: 404 with an empty body
+
+
+def test_v2_missing_trace_is_200_with_empty_trace(standin: Running) -> None:
+    r = standin.http.get("/api/v2/traces/" + "cd" * 16)
+    # §4.3: v2 never answers 404; "found" means non-empty resourceSpans.
+    assert r.status_code == 200
+    assert r.json() == {"trace": {}, "metrics": {}}
+
+
+def test_short_ids_are_left_padded(standin: Running) -> None:
+    _send_pair(standin)
+    # §4.1: a shorter ID is left-padded; an odd-length ID gets a leading 0.
+    for short in (TID.hex()[1:], TID.hex().lstrip("0")):
+        assert len(short) in (31, 30)
+        doc = get_json(standin.http, f"/api/v2/traces/{short}")
+        assert len(doc["trace"]["resourceSpans"]) == 1
+
+
+def test_bad_trace_ids_get_tempos_400_texts(standin: Running) -> None:
+    r = standin.http.get("/api/v2/traces/12x4")
+    assert r.status_code == 400
+    assert (
+        r.text == "trace IDs can only contain hex characters: invalid character 'x' at position 3"
+    )
+    r = standin.http.get("/api/traces/" + "a" * 33)
+    assert (r.status_code, r.text) == (400, "trace IDs can't be larger than 128 bits")
+    r = standin.http.get("/api/v2/traces/" + "a" * 32, params={"start": "yesterday"})
+    assert r.status_code == 400
+    assert r.text == 'invalid start: strconv.ParseInt: parsing "yesterday": invalid syntax'
+
+
+def test_start_end_in_seconds_accepted(standin: Running) -> None:
+    now = _send_pair(standin) // 10**9
+    doc = get_json(
+        standin.http, f"/api/v2/traces/{TID.hex()}", start=str(now - 600), end=str(now + 600)
+    )
+    assert len(doc["trace"]["resourceSpans"]) == 1
+    # A range entirely older than the ingesters' 30 minutes only sees blocks in that range.
+    old = get_json(
+        standin.http,
+        f"/api/v2/traces/{TID.hex()}",
+        start=str(now - 7200),
+        end=str(now - 3600),
+    )
+    assert old == {"trace": {}, "metrics": {}}
+
+
+def test_protobuf_accept_header(standin: Running) -> None:
+    _send_pair(standin)
+    r = standin.http.get(f"/api/traces/{TID.hex()}", headers={"Accept": "application/protobuf"})
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/protobuf"
+    td = trace_pb2.TracesData()
+    td.ParseFromString(r.content)
+    assert [s.span_id for s in td.resource_spans[0].scope_spans[0].spans] == [ROOT, CHILD]
+    r2 = standin.http.get(f"/api/v2/traces/{TID.hex()}", headers={"Accept": "application/protobuf"})
+    # TraceByIDResponse{trace=1}: field 1, wire type 2, then the TracesData bytes.
+    assert r2.content[0] == 0x0A
+    inner = trace_pb2.TracesData()
+    length, pos = r2.content[1], 2
+    if length & 0x80:
+        length = (length & 0x7F) | (r2.content[2] << 7)
+        pos = 3
+    inner.ParseFromString(r2.content[pos : pos + length])
+    assert inner == td
+
+
+def _metric(r: Running, name: str, **labels: str) -> float:
+    return r.app.metrics.value(name, **labels)
+
+
+def test_otlp_http_protobuf_and_json(standin: Running) -> None:
+    now = time.time_ns()
+    t1, t2 = bytes.fromhex("11" * 16), bytes.fromhex("22" * 16)
+    req = export_request("http-proto", [SpanSpec(t1, b"\x01" * 8, "p", SERVER, start_ns=now)])
+    r = httpx.post(
+        standin.otlp_http_url,
+        content=gzip.compress(req.SerializeToString()),
+        headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"},
+    )
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/x-protobuf"
+    assert trace_service_pb2.ExportTraceServiceResponse.FromString(r.content).ByteSize() == 0
+    # collector-otlp.md §2: OTLP/JSON has hex IDs and integer enums.
+    body = {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "http-json"}}]
+                },
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": t2.hex(),
+                                "spanId": "0203040506070809",
+                                "name": "j",
+                                "kind": 3,
+                                "startTimeUnixNano": str(now),
+                                "endTimeUnixNano": str(now + 1000),
+                                "status": {"code": 2},
+                                "unknownField": 1,
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    r = httpx.post(standin.otlp_http_url, json=body)
+    assert (r.status_code, r.headers["content-type"], r.text) == (200, "application/json", "{}")
+    j = get_json(standin.http, f"/api/v2/traces/{t2.hex()}")
+    span = j["trace"]["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    assert base64.b64decode(span["spanId"]).hex() == "0203040506070809"
+    assert span["kind"] == "SPAN_KIND_CLIENT"
+    assert span["status"] == {"code": "STATUS_CODE_ERROR"}
+    assert _metric(standin, "tempo_receiver_accepted_spans", receiver="otlp", transport="http") == 2
+
+
+def test_otlp_http_rejections(standin: Running) -> None:
+    r = httpx.post(standin.otlp_http_url, content=b"x", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415
+    r = httpx.get(standin.otlp_http_url)
+    assert r.status_code == 405
+    r = httpx.post(
+        standin.otlp_http_url, content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 400
+    assert r.json()["code"] == 3  # google.rpc.Status in the request's encoding
+    r = httpx.post(
+        standin.otlp_http_url,
+        content=b"\xff\xff\xff",
+        headers={"Content-Type": "application/x-protobuf"},
+    )
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/x-protobuf"
+
+
+def test_health_identity_and_self_metrics(standin: Running) -> None:
+    assert (standin.http.get("/ready").status_code, standin.http.get("/ready").text) == (
+        200,
+        "ready\n",
+    )
+    assert standin.http.get("/api/echo").text == "echo\n"
+    info = get_json(standin.http, "/api/status/buildinfo")
+    assert set(info) == {"version", "revision", "branch", "buildUser", "buildDate", "goVersion"}
+    assert info["version"] == "2.9.0"
+    assert "stand-in" in info["revision"]
+    # §3: /status/buildinfo is not the buildinfo endpoint.
+    assert standin.http.get("/status/buildinfo").status_code == 500
+    _send_pair(standin)
+    text = standin.http.get("/metrics").text
+    # §12: receiver counters have no _total suffix; the others do.
+    assert 'tempo_receiver_accepted_spans{receiver="otlp",transport="grpc"} 2' in text
+    assert 'tempo_distributor_spans_received_total{tenant="single-tenant"} 2' in text
+    assert 'tempo_ingester_traces_created_total{tenant="single-tenant"} 1' in text
+    assert 'tempo_metrics_generator_spans_received_total{tenant="single-tenant"} 2' in text
+    assert "# TYPE tempo_ingester_live_traces gauge" in text
+    assert 'tempo_ingester_live_traces{tenant="single-tenant"} 1' in text or (
+        'tempo_ingester_live_traces{tenant="single-tenant"} 0' in text
+    )
+
+
+def test_logs_name_visibility_per_trace(
+    standin: Running, make_standin: Callable[..., Running]
+) -> None:
+    _send_pair(standin)
+    lines = standin.log_matching(f"trace {TID.hex()} visible by id at ")
+    assert len(lines) == 1
+    float(lines[0].rsplit(" ", 1)[1])  # a unix time
+
+
+def test_duplicate_spans_are_stored_once(standin: Running) -> None:
+    _send_pair(standin)
+    _send_pair(standin)
+    doc = get_json(standin.http, f"/api/v2/traces/{TID.hex()}")
+    spans = [
+        s for rs in doc["trace"]["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]
+    ]
+    assert len(spans) == 2
+
+
+def test_json_body_is_compact_json(standin: Running) -> None:
+    _send_pair(standin)
+    r = standin.http.get(f"/api/v2/traces/{TID.hex()}", headers={"Accept-Encoding": "identity"})
+    assert r.headers["content-type"] == "application/json"
+    assert json.loads(r.content)["trace"]["resourceSpans"]
