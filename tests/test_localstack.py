@@ -766,3 +766,33 @@ def test_build_etcd_from_scratch_into_an_empty_cache(tmp_path: Path) -> None:
     assert "etcd Version: 3.6.14" in out.stdout
     (again,) = stack.build(["etcd"])
     assert again.cached and again.directory == record.directory
+
+
+def test_missing_standin_packages_name_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tracecheck.localstack import stack as stackmod
+
+    monkeypatch.setattr(stackmod, "_STANDIN_MODULES", ("yaml", "no_such_module_xyz"))
+    stack = LocalStack(repo=REPO, state_dir=tmp_path, cache_dir=tmp_path)
+    with pytest.raises(StackError) as info:
+        stack._check_prerequisites(["tempo"])
+    assert str(info.value) == (
+        f"tempo at {sys.executable}: Python packages missing for the stand-in: "
+        "no_such_module_xyz; pip install 'tracecheck[local]'"
+    )
+
+
+def test_all_ports_are_checked_before_anything_starts(
+    supervisor: Supervisor, tmp_path: Path
+) -> None:
+    first = server_spec("first", free_port(), tmp_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    taken = listener.getsockname()[1]
+    try:
+        with pytest.raises(StartFailure, match=f"port {taken} already in use"):
+            supervisor.ensure_running([first, server_spec("second", taken, tmp_path)])
+    finally:
+        listener.close()
+    assert "first: started" not in " ".join(supervisor.lines)  # type: ignore[attr-defined]
+    assert supervisor.recorded_names() == []

@@ -364,6 +364,12 @@ class Supervisor:
         :class:`StartFailure` is raised.
         """
         started: list[str] = []
+        # Ports first, for every component not already ours and running: a taken port fails
+        # before anything is started.
+        for spec in specs:
+            record = self.record(spec.name)
+            if record is None or not _matches(record):
+                self.check_ports(spec)
         try:
             for spec in specs:
                 record = self.record(spec.name)
