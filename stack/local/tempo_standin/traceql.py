@@ -191,6 +191,7 @@ _UNSUPPORTED_FUNCTIONS = {
 
 
 def _read_quoted(q: str, i: int, quote: str) -> tuple[str, int]:
+    start_col = i  # 1-based column of the opening quote
     """Read a quoted string starting after the opening quote at ``i``; returns (value, end)."""
     out: list[str] = []
     n = len(q)
@@ -216,7 +217,7 @@ def _read_quoted(q: str, i: int, quote: str) -> tuple[str, int]:
             continue
         out.append(c)
         i += 1
-    raise TraceQLError(i + 1, "literal not terminated")
+    raise TraceQLError(start_col, "literal not terminated")
 
 
 def tokenize(q: str) -> list[Token]:
@@ -878,10 +879,9 @@ def _eval_field(e: FieldExpr, span: SpanRecord, trace: TraceView) -> bool:
 
 def _eval_spanset(e: SpansetExpr, trace: TraceView) -> list[SpanRecord]:
     if isinstance(e, Filter):
-        if e.expr is None:
-            return list(trace.spans)
         expr = e.expr
-        return [s for s in trace.spans if _eval_field(expr, s, trace)]
+        spans = [s for s in trace.spans if expr is None or _eval_field(expr, s, trace)]
+        return sorted(spans, key=lambda s: s.start_ns)
     parts = [_eval_spanset(i, trace) for i in e.items]
     if e.op == "&&" and not all(parts):
         return []
