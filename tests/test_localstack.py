@@ -796,3 +796,21 @@ def test_all_ports_are_checked_before_anything_starts(
         listener.close()
     assert "first: started" not in " ".join(supervisor.lines)  # type: ignore[attr-defined]
     assert supervisor.recorded_names() == []
+
+
+def test_readme_documents_every_substitution() -> None:
+    """stack/local/README.md's table lists exactly the substitutions the pipeline applies."""
+    readme = (REPO / "stack/local/README.md").read_text()
+    current = ""
+    documented: set[tuple[str, str, str]] = set()
+    for line in readme.splitlines():
+        if not (line.startswith("| ") and line.count("|") == 4):
+            continue
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        current = cells[0] or current
+        documented.add((current, cells[1], cells[2]))
+    applied = {
+        (name, sub.old, sub.new) for name, subs in load_substitutions(REPO).items() for sub in subs
+    }
+    assert applied <= documented
+    assert {d for d in documented if d[0].startswith("stack/")} == applied
