@@ -223,7 +223,8 @@ def test_rejected_queries_give_tempos_error_format(query: str, col: int, message
 
 def test_metrics_stage_parses_functions_and_grouping() -> None:
     q = parse(
-        '{ resource.service.name = "apiserver" } | quantile_over_time(duration, .5, .9, 0.99) by (span:name, resource.service.name)'
+        '{ resource.service.name = "apiserver" } | quantile_over_time(duration, .5, .9, 0.99)'
+        " by (span:name, resource.service.name)"
     )
     assert q.metrics is not None
     assert q.metrics.function == "quantile_over_time"

@@ -40,8 +40,8 @@ from tempo_standin.traceql import (
     evaluate,
     field_value,
     parse,
+    parse_field,
     referenced_fields,
-    tokenize,
 )
 
 if TYPE_CHECKING:
@@ -767,21 +767,9 @@ def _typed_value(v: Any) -> tuple[str, str] | None:
 def _parse_identifier(tag: str) -> Attribute | Intrinsic | None:
     """A TraceQL identifier for the v2 tag-values endpoint (``resource.service.name``, ``name``)."""
     try:
-        toks = tokenize(tag)
+        return parse_field(tag)
     except TraceQLError:
         return None
-    if len(toks) != 2:
-        return None
-    tok = toks[0]
-    if tok.kind == "ATTRIBUTE" and tok.value.scope in ("", "span", "resource", "link"):
-        return tok.value  # type: ignore[no-any-return]
-    try:
-        q = parse("{ " + tag + ' = "x" }')
-    except TraceQLError:
-        return None
-    expr = q.spanset.expr  # type: ignore[union-attr]
-    lhs = getattr(expr, "lhs", None)
-    return lhs if isinstance(lhs, Intrinsic) else None
 
 
 def _parse_logfmt(text: str) -> list[tuple[str, str]]:

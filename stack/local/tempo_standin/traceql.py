@@ -715,6 +715,15 @@ def parse(q: str) -> Query:
     return _Parser(q).query()
 
 
+def parse_field(text: str) -> Attribute | Intrinsic:
+    """One identifier (``resource.service.name``, ``span."a b"``, ``name``, ``span:status``)."""
+    p = _Parser(text)
+    f = p.field_ref()
+    if p.tok.kind != "$end":
+        raise p.unexpected()
+    return f
+
+
 # --- evaluation -------------------------------------------------------------------------------
 
 
