@@ -10,6 +10,7 @@ import gzip
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -348,3 +349,107 @@ def test_exposition_is_parsed(http_server: LocalHTTPServer) -> None:
         exp = b.get_exposition("/metrics")
     assert exp.sum("tempo_receiver_accepted_spans") == 5.0
     assert http_server.requests[0].headers["accept"] == "text/plain"
+
+
+# -- the same bad inputs through the Tempo and Prometheus clients ------------------------------
+
+
+def _tempo(url: str, **kw: Any) -> Any:
+    from tracecheck.config import TempoSettings
+    from tracecheck.tempo import TempoClient
+
+    client = TempoClient(TempoSettings(url=url, headers=HEADERS, **kw))
+    return client, client.buildinfo, "/api/status/buildinfo"
+
+
+def _prometheus(url: str, **kw: Any) -> Any:
+    from tracecheck.config import PrometheusSettings
+    from tracecheck.prometheus import PrometheusClient
+
+    client = PrometheusClient(PrometheusSettings(url=url, headers=HEADERS, **kw))
+    return client, lambda **k: client.query("up", **k), "/api/v1/query"
+
+
+CLIENTS = pytest.mark.parametrize(
+    ("system", "make"), [("tempo", _tempo), ("prometheus", _prometheus)]
+)
+
+
+@CLIENTS
+def test_client_malformed_url(system: str, make: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        make("http://localhost:3200:80")
+    assert str(info.value) == (
+        f"{system} at http://localhost:3200:80: malformed URL: "
+        "Port could not be cast to integer value as '3200:80'"
+    )
+
+
+@CLIENTS
+def test_client_closed_port(system: str, make: Any, closed_port: int) -> None:
+    client, call, path = make(f"http://127.0.0.1:{closed_port}")
+    with client, pytest.raises(Unreachable) as info:
+        call()
+    assert (
+        str(info.value) == f"{system} at http://127.0.0.1:{closed_port}{path}: connection refused"
+    )
+
+
+@CLIENTS
+def test_client_tls_against_plaintext(system: str, make: Any, http_server: LocalHTTPServer) -> None:
+    url = f"https://127.0.0.1:{http_server.port}"
+    client, call, path = make(url)
+    with client, pytest.raises(Unreachable) as info:
+        call()
+    assert str(info.value) == (
+        f"{system} at {url}{path}: TLS handshake failed (is this a plaintext HTTP port?)"
+    )
+
+
+@CLIENTS
+@pytest.mark.parametrize(
+    ("status", "body", "error", "cause"),
+    [
+        (
+            401,
+            b"Unauthorized",
+            AuthError,
+            "HTTP 401: Unauthorized (credentials missing or refused)",
+        ),
+        (404, b"404 page not found\n", HTTPStatusError, "HTTP 404: 404 page not found"),
+        (500, b"boom\n", HTTPStatusError, "HTTP 500: boom"),
+        (
+            200,
+            b"<html>portal</html>",
+            ProtocolError,
+            "invalid JSON (Expecting value at position 0): <html>portal</html>",
+        ),
+    ],
+)
+def test_client_http_failures(
+    system: str,
+    make: Any,
+    http_server: LocalHTTPServer,
+    status: int,
+    body: bytes,
+    error: type[Exception],
+    cause: str,
+) -> None:
+    http_server.handler = lambda r: (status, {"Content-Type": "text/html"}, body)
+    client, call, path = make(http_server.url)
+    with client, pytest.raises(error) as info:
+        call()
+    assert str(info.value) == f"{system} at {http_server.url}{path}: {cause}"
+    assert_clean(info.value)
+    assert http_server.requests[0].headers["authorization"] == f"Bearer {SECRET}"
+
+
+@CLIENTS
+@pytest.mark.timeout(20)
+def test_client_stalled_server(system: str, make: Any, stalled_port: int) -> None:
+    client, call, path = make(f"http://127.0.0.1:{stalled_port}", timeout=30.0)
+    with client, pytest.raises(Unreachable) as info:
+        call(timeout=0.3)
+    assert str(info.value) == (
+        f"{system} at http://127.0.0.1:{stalled_port}{path}: no answer within 0.3 s"
+    )
