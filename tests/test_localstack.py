@@ -814,3 +814,18 @@ def test_readme_documents_every_substitution() -> None:
     }
     assert applied <= documented
     assert {d for d in documented if d[0].startswith("stack/")} == applied
+
+
+def test_status_reports_a_stale_record_and_down_clears_it(tmp_path: Path) -> None:
+    stack = LocalStack(repo=REPO, state_dir=tmp_path / "state", cache_dir=tmp_path / "cache")
+    done = subprocess.Popen(["true"])
+    done.wait()
+    stack.supervisor._write_record(
+        Record(name="etcd", pid=done.pid, argv=("true",), starttime=12345)
+    )
+    etcd = stack.status().components[0]
+    assert (etcd.name, etcd.pid, etcd.ready) == ("etcd", None, False)
+    assert etcd.detail == f"not running (pid {done.pid} gone)"
+    assert f"  etcd: not running (pid {done.pid} gone)" in stack.status().render().splitlines()
+    assert stack.down() == []
+    assert stack.supervisor.record("etcd") is None
