@@ -5,7 +5,8 @@
 alone, so after ``tracecheck stack local up`` or ``.ci/run`` it costs about a second). It never
 skips: if ``up`` fails, every test using it errors with the one-line cause. It is not torn down
 at session end (``.ci/run`` calls ``tracecheck stack local down`` afterwards; keeping it up
-makes local reruns fast).
+makes local reruns fast). ``TRACECHECK_STATE_DIR`` selects the pipeline;
+``TRACECHECK_TEST_PROMETHEUS=debian`` runs it with Debian's Prometheus 2.42 instead of 3.8.
 
 Tests that use it are marked ``pipeline`` automatically. ``stopped_component`` stops a component
 for a fault test and restarts it afterwards, whatever the test did.
@@ -61,6 +62,8 @@ def local_pipeline() -> LocalStack:
         repo=find_repo_root(Path(__file__).parent),
         state_dir=default_state_dir(os.environ),
         cache_dir=default_cache_dir(os.environ),
+        # TRACECHECK_TEST_PROMETHEUS=debian runs the suite against Debian's Prometheus 2.42.
+        prometheus=os.environ.get("TRACECHECK_TEST_PROMETHEUS", "go"),
         progress=lambda line: print(f"[local pipeline] {line}", file=sys.stderr),
     )
     status = stack.up()  # StackError: every test using the fixture errors with its message

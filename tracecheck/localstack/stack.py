@@ -373,6 +373,10 @@ class LocalStack:
             )
         raise UsageError("local-stack", name, f"unknown component; one of {', '.join(COMPONENTS)}")
 
+    @property
+    def _prometheus_data(self) -> str:
+        return "prometheus" if self.prometheus == "go" else "prometheus-debian"
+
     def _version(self, name: str) -> str:
         if name == "tempo":
             return TEMPO_VERSION
@@ -405,7 +409,8 @@ class LocalStack:
             argv = [
                 str(binaries["prometheus"]),
                 f"--config.file={configs['prometheus']}",
-                f"--storage.tsdb.path={state / 'prometheus'}",
+                # 3.x writes a TSDB 2.42 cannot read back: each flavour keeps its own.
+                f"--storage.tsdb.path={state / self._prometheus_data}",
                 "--web.listen-address=127.0.0.1:9090",
                 # Receives the stand-in's and the collector's span-metrics by remote write,
                 # with exemplars (tempo-api.md §11.3).
@@ -493,7 +498,7 @@ class LocalStack:
                 binaries[binary] = self.binary(binary)
         if self.prometheus == "debian" and "prometheus" in names:
             binaries["prometheus"] = DEBIAN_PROMETHEUS
-        for sub in ("etcd", "prometheus", "tempo", "logs", "run"):
+        for sub in ("etcd", self._prometheus_data, "tempo", "logs", "run"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         self.prepare_credentials()
         configs = self.render_configs()
