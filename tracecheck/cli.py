@@ -319,6 +319,9 @@ def local_env(state_dir: StateOpt = None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns (and exits with) a documented exit code."""
+    # grpc logs failed TLS handshakes to stderr itself (a second line next to ours); set before
+    # grpc is first imported, and only if the user did not choose a verbosity.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from typer import exceptions as tex
     from typer._click import exceptions as cex  # typer vendors click
 
