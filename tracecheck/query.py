@@ -738,10 +738,45 @@ def locate_promql_error(query: str, message: str) -> int:
     if ": " in message:
         names.append(message.rsplit(": ", 1)[1].strip())
     for name in names:
-        for t in toks:
-            if t.text == name or (t.kind == "STR" and t.text[1:-1] == name):
-                return t.pos
+        hits = [
+            i
+            for i, t in enumerate(toks)
+            if t.text == name or (t.kind == "STR" and t.text[1:-1] == name)
+        ]
+        if not hits:
+            continue
+        # A function named more than once: the culprit is the call that fails on its own.
+        for i in hits:
+            call = _call_text(query, toks, i)
+            if call is not None and _parse_error(call) is not None:
+                return toks[i].pos
+        return toks[hits[0]].pos
     return len(query) - len(query.lstrip())
+
+
+def _call_text(query: str, toks: Sequence[_Tok], i: int) -> str | None:
+    """The text of the call ``name(...)`` starting at token ``i``, or None if it is no call."""
+    if i + 1 >= len(toks) or toks[i + 1].text != "(":
+        return None
+    depth = 0
+    for t in toks[i + 1 :]:
+        if t.kind == "OP" and t.text in "([{":
+            depth += 1
+        elif t.kind == "OP" and t.text in ")]}":
+            depth -= 1
+            if depth == 0:
+                return query[toks[i].pos : t.pos + 1]
+    return None
+
+
+def _parse_error(text: str) -> str | None:
+    import promql_parser
+
+    try:
+        promql_parser.parse(text)
+    except (ValueError, RuntimeError) as exc:
+        return str(exc) or "error"
+    return None
 
 
 # -- TraceQL -------------------------------------------------------------------------------------
