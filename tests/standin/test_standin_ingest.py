@@ -296,3 +296,13 @@ def test_json_body_is_compact_json(standin: Running) -> None:
     r = standin.http.get(f"/api/v2/traces/{TID.hex()}", headers={"Accept-Encoding": "identity"})
     assert r.headers["content-type"] == "application/json"
     assert json.loads(r.content)["trace"]["resourceSpans"]
+
+
+def test_tenant_header_is_harmless(standin: Running) -> None:
+    # §2: with multitenancy off an X-Scope-OrgID header changes nothing.
+    _send_pair(standin)
+    with_header = standin.http.get(
+        f"/api/v2/traces/{TID.hex()}", headers={"X-Scope-OrgID": "tenant-x"}
+    )
+    assert with_header.status_code == 200
+    assert with_header.json() == get_json(standin.http, f"/api/v2/traces/{TID.hex()}")
