@@ -349,13 +349,30 @@ def load_queries(directory: Traversable | Path | None = None) -> tuple[SavedQuer
 
 def get_query(name: str, queries: Sequence[SavedQuery] | None = None) -> SavedQuery:
     """The saved query called ``name``; an unknown name is a :class:`QueryError` listing all."""
+    import difflib
+
     pool = load_queries() if queries is None else queries
     for q in pool:
         if q.name == name:
             return q
-    raise QueryError(
-        "query", name, f"no saved query {name!r}; choose from {', '.join(q.name for q in pool)}"
-    )
+    names = [q.name for q in pool]
+    close = [n for n in names if name and name in n][:2]
+    close += [n for n in difflib.get_close_matches(name, names, n=2, cutoff=0.75) if n not in close]
+    close = close[:2]
+    cause = f"no saved query {name!r}"
+    if close:
+        cause += f" (did you mean {' or '.join(close)}?)"
+    # Messages are capped at 300 characters (errors.one_line): name as many as fit, and say
+    # how many more there are rather than letting the cap cut the list silently.
+    listed: list[str] = []
+    budget = 300 - len(cause) - len("; choose from ") - len(" and 999 more (tracecheck query list)")
+    for n in names:
+        if len(", ".join([*listed, n])) > budget:
+            break
+        listed.append(n)
+    more = len(names) - len(listed)
+    tail = f" and {more} more (tracecheck query list)" if more else ""
+    raise QueryError("query", name, f"{cause}; choose from {', '.join(listed)}{tail}")
 
 
 def list_queries(queries: Sequence[SavedQuery] | None = None) -> ResultTable:
