@@ -306,3 +306,21 @@ def test_tenant_header_is_harmless(standin: Running) -> None:
     )
     assert with_header.status_code == 200
     assert with_header.json() == get_json(standin.http, f"/api/v2/traces/{TID.hex()}")
+
+
+def test_large_api_responses_are_gzipped_when_accepted(standin: Running) -> None:
+    # §2: the frontend API is wrapped in a gzip middleware.
+    big = {f"attr{i}": "x" * 40 for i in range(60)}
+    send_grpc(standin.grpc_port, export_request("big", [SpanSpec(TID, ROOT, "big", attrs=big)]))
+    raw = httpx.get(
+        f"http://127.0.0.1:{standin.app.http_port}/api/v2/traces/{TID.hex()}",
+        headers={"Accept-Encoding": "gzip"},
+    )
+    assert raw.headers["content-encoding"] == "gzip"
+    assert (
+        len(raw.json()["trace"]["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"])
+        == 60
+    )
+    plain = standin.http.get(f"/api/v2/traces/{TID.hex()}", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    assert plain.json() == raw.json()
