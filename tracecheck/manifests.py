@@ -907,6 +907,7 @@ def _check_config_files(index: _Index, out: _Collector) -> None:
             _check_prometheus_config(index, obj, where, doc, out)
         if isinstance(doc.get("distributor"), dict) or "metrics_generator" in doc:
             _check_tempo_config(obj, where, doc, out)
+        _check_remote_write_targets(index, obj, where, doc, out)
         if isinstance(doc.get("receivers"), dict) and isinstance(doc.get("service"), dict):
             _check_collector_config(obj, where, doc, out)
     if datasources:
@@ -1092,6 +1093,53 @@ def _check_prometheus_config(
                     obj,
                     f"{here}.relabel_configs",
                     f"keeps none of the {len(candidates)} {role} targets these manifests create",
+                )
+
+
+def _remote_writes(doc: dict[str, Any]) -> Iterator[tuple[str, str, bool]]:
+    """(path, url, exemplars) of the remote-write destinations in a Tempo or collector config."""
+    storage = (doc.get("metrics_generator") or {}).get("storage") or {}
+    for j, rw in enumerate(storage.get("remote_write") or ()):
+        if isinstance(rw, dict) and rw.get("url"):
+            path = f"metrics_generator.storage.remote_write[{j}]"
+            yield path, str(rw["url"]), bool(rw.get("send_exemplars"))
+    for name, exporter in (doc.get("exporters") or {}).items():
+        if str(name).split("/")[0] == "prometheusremotewrite" and isinstance(exporter, dict):
+            # The collector's exporter sends exemplars it finds on the data points.
+            yield f"exporters.{name}", str(exporter.get("endpoint", "")), True
+
+
+def _check_remote_write_targets(
+    index: _Index, obj: dict[str, Any], where: str, doc: dict[str, Any], out: _Collector
+) -> None:
+    # Remote write needs Prometheus's receiver flag (else 404), and exemplars need exemplar
+    # storage (else dropped silently; prometheus-api.md sections 2 and 3).
+    for path, url, exemplars in _remote_writes(doc):
+        match = _SVC_REF.search(url)
+        if match is None:
+            continue
+        name, ns = match.group(1), match.group(2)
+        svc = index.services(ns).get(name)
+        selector = ((svc or {}).get("spec") or {}).get("selector") or {}
+        if not selector:
+            continue
+        for pod in index.pods:
+            if pod.namespace != ns or any(pod.labels.get(k) != v for k, v in selector.items()):
+                continue
+            args = {str(a) for _, c in pod.containers() for a in c.get("args") or ()}
+            if "--web.enable-remote-write-receiver" not in args:
+                out.error(
+                    obj,
+                    f"{where}:{path}",
+                    f"{pod.oid} runs without --web.enable-remote-write-receiver: writes get 404",
+                )
+            if exemplars and not any(
+                a.startswith("--enable-feature=") and "exemplar-storage" in a for a in args
+            ):
+                out.error(
+                    obj,
+                    f"{where}:{path}",
+                    f"{pod.oid} runs without --enable-feature=exemplar-storage: exemplars dropped",
                 )
 
 
