@@ -7,44 +7,23 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-STANDIN_PATH = REPO / "stack" / "local"
-if str(STANDIN_PATH) not in sys.path:
-    sys.path.insert(0, str(STANDIN_PATH))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from standin_helpers import RemoteWriteReceiver  # noqa: E402
-from tempo_standin.app import Standin  # noqa: E402
-from tempo_standin.config import RemoteWrite, StandinConfig  # noqa: E402
+from standin_helpers import REPO, STANDIN_PATH, RemoteWriteReceiver, Running
+
+if str(STANDIN_PATH) not in sys.path:
+    sys.path.insert(0, str(STANDIN_PATH))
+
+from tempo_standin.app import Standin
+from tempo_standin.config import RemoteWrite, StandinConfig
 
 ALL_PROCESSORS = ("service-graphs", "span-metrics", "local-blocks")
-
-
-@dataclass
-class Running:
-    """A started in-process stand-in with its captured log and an HTTP client on its API."""
-
-    app: Standin
-    http: httpx.Client
-    lines: list[str] = field(default_factory=list)
-
-    @property
-    def grpc_port(self) -> int:
-        return self.app.otlp_grpc_port
-
-    @property
-    def otlp_http_url(self) -> str:
-        return f"http://127.0.0.1:{self.app.otlp_http_port}/v1/traces"
-
-    def log_matching(self, prefix: str) -> list[str]:
-        return [line for line in list(self.lines) if line.startswith(prefix)]
 
 
 @pytest.fixture

@@ -13,11 +13,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+STANDIN_PATH = REPO / "stack" / "local"
 
 SERVER, CLIENT, INTERNAL, PRODUCER, CONSUMER = 2, 3, 1, 4, 5
 UNSET, OK, ERROR = 0, 1, 2
@@ -308,3 +312,24 @@ def get_json(client: httpx.Client, path: str, **params: Any) -> Any:
 
 def gzip_json(doc: Any) -> bytes:
     return gzip.compress(json.dumps(doc).encode())
+
+
+@dataclass
+class Running:
+    """A started in-process stand-in (``tempo_standin.app.Standin``), its captured log and an
+    HTTP client on its API."""
+
+    app: Any
+    http: httpx.Client
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def grpc_port(self) -> int:
+        return int(self.app.otlp_grpc_port)
+
+    @property
+    def otlp_http_url(self) -> str:
+        return f"http://127.0.0.1:{self.app.otlp_http_port}/v1/traces"
+
+    def log_matching(self, prefix: str) -> list[str]:
+        return [line for line in list(self.lines) if line.startswith(prefix)]

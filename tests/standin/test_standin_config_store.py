@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from standin_helpers import REPO
 from tempo_standin.config import ConfigError, load_config, parse_go_duration
 from tempo_standin.model import SpanRecord
 from tempo_standin.store import TraceStore

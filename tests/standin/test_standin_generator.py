@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from conftest import Running
 from standin_helpers import (
     CLIENT,
     ERROR,
     SERVER,
     RemoteWriteReceiver,
+    Running,
     SpanSpec,
     WrittenSeries,
     export_request,

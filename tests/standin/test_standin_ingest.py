@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable
 
 import httpx
-from conftest import Running
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 from standin_helpers import (
     CLIENT,
     ERROR,
     SERVER,
+    Running,
     SpanSpec,
     export_request,
     get_json,

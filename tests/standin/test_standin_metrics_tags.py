@@ -7,11 +7,11 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import Running
 from standin_helpers import (
     CLIENT,
     ERROR,
     SERVER,
+    Running,
     SpanSpec,
     export_request,
     get_json,

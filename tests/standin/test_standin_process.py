@@ -16,9 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import REPO, STANDIN_PATH
 from standin_helpers import (
+    REPO,
     SERVER,
+    STANDIN_PATH,
     SpanSpec,
     export_request,
     free_port,

@@ -6,11 +6,11 @@ import re
 import time
 from collections.abc import Callable
 
-from conftest import Running
 from standin_helpers import (
     CLIENT,
     ERROR,
     SERVER,
+    Running,
     SpanSpec,
     export_request,
     get_json,

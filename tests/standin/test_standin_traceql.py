@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import Running
 from standin_helpers import (
     CLIENT,
     ERROR,
     INTERNAL,
     OK,
     SERVER,
+    Running,
     SpanSpec,
     export_request,
     get_json,
