@@ -11,7 +11,9 @@ import json
 import time
 from collections.abc import Callable
 
+import grpc
 import httpx
+import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 from standin_helpers import (
@@ -324,3 +326,29 @@ def test_large_api_responses_are_gzipped_when_accepted(standin: Running) -> None
     plain = standin.http.get(f"/api/v2/traces/{TID.hex()}", headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers
     assert plain.json() == raw.json()
+
+
+def test_a_failing_push_is_refused_and_counted(
+    standin: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object, **_kw: object) -> None:
+        raise RuntimeError("store unavailable")
+
+    monkeypatch.setattr(standin.app.store, "append", broken)
+    req = export_request("svc", [SpanSpec(TID, ROOT, "x"), SpanSpec(TID, CHILD, "y")])
+    with pytest.raises(grpc.RpcError) as info:
+        send_grpc(standin.grpc_port, req)
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    r = httpx.post(
+        standin.otlp_http_url,
+        content=req.SerializeToString(),
+        headers={"Content-Type": "application/x-protobuf"},
+    )
+    assert r.status_code == 500
+    for transport in ("grpc", "http"):
+        assert (
+            _metric(standin, "tempo_receiver_refused_spans", receiver="otlp", transport=transport)
+            == 2
+        )
+    assert len([line for line in standin.lines if line.startswith("ingest failed")]) == 2
+    assert standin.http.get("/ready").status_code == 200

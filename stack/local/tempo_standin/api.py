@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -90,21 +89,20 @@ def format_go_duration(seconds: float) -> str:
     return ("-" if neg else "") + out
 
 
-def _go_parse_int_error(name: str, value: str, bits: int) -> HttpError:
+def _go_parse_int_error(name: str, value: str) -> HttpError:
     """``invalid <name>: strconv.ParseInt: parsing "v": <reason>`` (Go's wording)."""
     reason = "invalid syntax"
     if re.fullmatch(r"[+-]?\d+", value):
         reason = "value out of range"
-    _ = bits
     return HttpError(400, f'invalid {name}: strconv.ParseInt: parsing "{value}": {reason}')
 
 
 def _parse_int(name: str, value: str, bits: int) -> int:
     if not re.fullmatch(r"[+-]?\d+", value):
-        raise _go_parse_int_error(name, value, bits)
+        raise _go_parse_int_error(name, value)
     n = int(value)
     if not -(2 ** (bits - 1)) <= n < 2 ** (bits - 1):
-        raise _go_parse_int_error(name, value, bits)
+        raise _go_parse_int_error(name, value)
     return n
 
 
@@ -885,6 +883,3 @@ class ApiServer(ThreadingHTTPServer):
 def make_api_server(app: Standin, host: str, port: int) -> ApiServer:
     handler = type("ApiHandler", (_Handler,), {"api": Api(app)})
     return ApiServer((host, port), handler)
-
-
-_ = HTTPStatus

@@ -108,10 +108,13 @@ class Standin:
             for trace_id in created:
                 self.log(f"trace {trace_id.hex()} visible by id at {now:.6f}")
 
-    def refuse(self, spans: int, transport: str) -> None:
+    def refuse(self, request: Any, transport: str, exc: Exception) -> None:
+        """Count a request the pipeline failed on (tempo_receiver_refused_spans, §12)."""
+        spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
         self.metrics.inc(
             "tempo_receiver_refused_spans", spans, receiver="otlp", transport=transport
         )
+        self.log(f"ingest failed ({transport}, {spans} spans): {type(exc).__name__}: {exc}")
 
     def count_query(self, op: str, result: str) -> None:
         self.metrics.inc("tempo_query_frontend_queries_total", op=op, result=result)
@@ -144,7 +147,7 @@ class Standin:
                 options=[("grpc.so_reuseport", 0)],
             )
             trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-                TraceServicer(self.ingest), server
+                TraceServicer(self.ingest, lambda req, exc: self.refuse(req, "grpc", exc)), server
             )
             bound = server.add_insecure_port(f"{host}:{port}")
             if bound == 0:
@@ -294,7 +297,18 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
             else:
                 self._reply(400, rpc_status_bytes(3, message), ctype)
             return
-        self.app.ingest(req, "http", len(raw))
+        try:
+            self.app.ingest(req, "http", len(raw))
+        except Exception as exc:  # a stand-in bug: refused like a failed pipeline push (500)
+            self.app.refuse(req, "http", exc)
+            message = f"{type(exc).__name__}: {exc}"
+            if is_json:
+                import json
+
+                self._reply(500, json.dumps({"code": 13, "message": message}).encode(), ctype)
+            else:
+                self._reply(500, rpc_status_bytes(13, message), ctype)
+            return
         if is_json:
             self._reply(200, b"{}", "application/json")
         else:

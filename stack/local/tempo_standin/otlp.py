@@ -14,7 +14,6 @@ import base64
 import gzip
 import hashlib
 import json
-import time
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -33,8 +32,6 @@ __all__ = [
     "records_from_request",
     "rpc_status_bytes",
 ]
-
-Ingest = Callable[[list[SpanRecord], list[tuple[bytes, Any, Any, str, str]], str, int], None]
 
 
 def records_from_request(
@@ -179,14 +176,19 @@ class TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
     """OTLP/gRPC TraceService.Export. The tenant header is ignored (single tenant, §2)."""
 
     def __init__(
-        self, ingest: Callable[[trace_service_pb2.ExportTraceServiceRequest, str, int], None]
+        self,
+        ingest: Callable[[trace_service_pb2.ExportTraceServiceRequest, str, int], None],
+        refuse: Callable[[Any, Exception], None],
     ) -> None:
         self._ingest = ingest
+        self._refuse = refuse
 
-    def Export(self, request: Any, context: Any) -> Any:
-        self._ingest(request, "grpc", request.ByteSize())
+    def Export(self, request: Any, context: Any) -> Any:  # gRPC method name
+        import grpc
+
+        try:
+            self._ingest(request, "grpc", request.ByteSize())
+        except Exception as exc:  # a stand-in bug: refuse the batch like a failed pipeline push
+            self._refuse(request, exc)
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
         return trace_service_pb2.ExportTraceServiceResponse()
-
-
-def now() -> float:
-    return time.time()

@@ -90,8 +90,7 @@ def _build_classes() -> dict[str, Any]:
     )
     msg("WriteRequest", [("timeseries", 1, T.TYPE_MESSAGE, rep, ".prometheus.TimeSeries")])
     pool = descriptor_pool.DescriptorPool()
-    fd = pool.Add(fdp)
-    _ = fd
+    pool.Add(fdp)
     return {
         name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"prometheus.{name}"))
         for name in ("Label", "Sample", "Exemplar", "TimeSeries", "WriteRequest")
