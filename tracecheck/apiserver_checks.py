@@ -1,0 +1,821 @@
+"""The apiserver leg of ``tracecheck smoke`` (group ``apiserver``, so ``--skip apiserver`` works)
+and ``tracecheck apiserver probe``.
+
+=========================  =========  =======================================================
+check                      stage      proves
+=========================  =========  =======================================================
+apiserver.reachable        preflight  /readyz answers, /version, who we are (SelfSubjectReview)
+                                      and so the trust mode, with the reason
+apiserver.requests         send       cheap read-only GETs carrying a sampled W3C traceparent
+                                      with tracecheck's trace ID (a bounded burst when the
+                                      credential is not trusted), each Audit-Id recorded
+apiserver.trace            verify     the apiserver exported spans for them to Tempo
+apiserver.span_metrics     verify     span-metrics for service="apiserver" rose in Prometheus
+=========================  =========  =======================================================
+
+Two modes (apiserver-tracing.md §4), decided by ``apiserver.reachable``:
+
+* **parent-child** (user in ``system:masters`` or ``system:monitoring``, Kubernetes >= 1.33):
+  the apiserver adopts our sampled traceparent whatever its sampling rate, so each request's
+  SERVER span (resource ``service.name=apiserver``) must appear under *our* trace ID with *our*
+  span as its parent: checked by parent span ID, request by request;
+* **link** (anyone else): the apiserver starts its own trace, sampled at
+  ``samplingRatePerMillion``, and links ours. A burst of ``apiserver.burst`` requests is sent;
+  their traces are found with ``{ link:traceID = "<ours>" }`` (each link carries the span ID of
+  the request, and the SERVER span its ``audit-id``), falling back to ``{ span."audit-id" = ...}``.
+  The check reports found/N and the sampling rate that implies, and passes when at least one
+  request was traced.
+
+The apiserver batches spans for 5 s before exporting (its BatchSpanProcessor schedule delay,
+§3), so the trace check polls up to ``deadlines.apiserver_trace``. The apiserver latency table
+(:mod:`tracecheck.latency`) over every apiserver span of the traces found goes to
+``ctx.tables["apiserver_latency"]``, which the smoke report prints and exports.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from tracecheck.config import Settings
+from tracecheck.errors import AuthError, BackendError, HTTPStatusError, UsageError
+from tracecheck.polling import Clock, Probe, SystemClock
+from tracecheck.report import CheckResult, Report, Status
+from tracecheck.smoke import Check, Progress, SmokeContext
+from tracecheck.spanmetrics import NAMES_REGEX, Naming, candidates
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tracecheck.apiserver import ApiserverClient, TrustMode, UserInfo
+    from tracecheck.tempo import Span, TempoClient
+
+__all__ = [
+    "LATENCY_TABLE",
+    "LINK_SETTLE",
+    "ApiserverReachable",
+    "ApiserverRequests",
+    "ApiserverSpanMetrics",
+    "ApiserverTrace",
+    "RequestRecord",
+    "checks",
+    "implied_rate",
+    "leg_ids",
+    "probe",
+]
+
+#: Key of the apiserver latency table in ``SmokeContext.tables`` / ``Report.tables``.
+LATENCY_TABLE = "apiserver_latency"
+#: Columns the latency table groups by; rows of the SERVER spans (the requests) come first.
+LATENCY_BY = ("kind", "name", "verb", "resource")
+_KIND_ORDER = {"SERVER": 0, "INTERNAL": 1, "CLIENT": 2}
+#: Link mode: once a sampled trace is seen, how long no new one may appear before the count is
+#: final. The apiserver exports every 5 s and Tempo makes traces searchable on a 10 s tick
+#: (tempo-api.md §10), so the traces of one burst appear within about 10 s of each other.
+LINK_SETTLE = 10.0
+# Link mode falls back to this many Audit-Ids per TraceQL query (keeps URLs short).
+_AUDIT_CHUNK = 20
+SERVICE = "apiserver"
+
+
+# -- deterministic IDs ------------------------------------------------------------------------
+
+
+def leg_ids(seed: int, count: int) -> tuple[bytes, tuple[bytes, ...]]:
+    """The apiserver leg's trace ID and ``count`` parent span IDs, derived from the run's seed
+    (STYLE 8), distinct from the synthetic trace's so the two never share a trace."""
+    rng = random.Random(f"tracecheck-apiserver-{seed}")
+
+    def nonzero(size: int) -> bytes:
+        while True:
+            value = rng.randbytes(size)
+            if any(value):
+                return value
+
+    trace_id = nonzero(16)
+    return trace_id, tuple(nonzero(8) for _ in range(count))
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One traced request as sent: our parent span ID and what the apiserver answered."""
+
+    method: str
+    path: str
+    span_id: bytes
+    status: int
+    audit_id: str
+    started: float  # unix seconds
+    elapsed: float  # seconds
+    message: str = ""  # the apiserver's Status message for a 4xx/5xx
+
+    def label(self) -> str:
+        return f"{self.method} {self.path}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "path": self.path,
+            "span_id": self.span_id.hex(),
+            "status": self.status,
+            "audit_id": self.audit_id,
+            "elapsed_ms": round(self.elapsed * 1000, 3),
+        }
+
+
+def implied_rate(found: int, sent: int, z: float = 1.96) -> tuple[float, float, float]:
+    """``(rate, low, high)`` per million: found/sent and its Wilson score interval (95 %)."""
+    if sent <= 0:
+        return 0.0, 0.0, 1e6
+    p = found / sent
+    denom = 1 + z * z / sent
+    centre = (p + z * z / (2 * sent)) / denom
+    half = z * math.sqrt(p * (1 - p) / sent + z * z / (4 * sent * sent)) / denom
+    return p * 1e6, max(0.0, centre - half) * 1e6, min(1.0, centre + half) * 1e6
+
+
+# -- shared helpers ----------------------------------------------------------------------------
+
+
+def _client(ctx: SmokeContext) -> ApiserverClient:
+    """The run's apiserver client (built on first use; ``ctx.set_client("apiserver", c)``
+    injects one). Credentials come from ``settings.apiserver.kubeconfig``, which the CLI fills
+    with :func:`tracecheck.apiserver.resolve_kubeconfig`; empty means the local pipeline's
+    kubeconfig if it exists, else ``~/.kube/config``, else the in-cluster service account."""
+
+    def make() -> ApiserverClient:
+        from tracecheck.apiserver import ApiserverClient, resolve_kubeconfig
+        from tracecheck.localstack.paths import default_state_dir
+
+        s = ctx.settings.apiserver
+        # No environment here (STYLE 7): without a kubeconfig from the caller, look where the
+        # local pipeline keeps its kubeconfig by default, then ~/.kube/config.
+        local = default_state_dir({}) / "kubeconfig"
+        path = resolve_kubeconfig(s.kubeconfig, {}, local)
+        return ApiserverClient.from_settings(s, kubeconfig=path)
+
+    return ctx._client("apiserver", make)
+
+
+def _mode(ctx: SmokeContext) -> TrustMode:
+    mode: TrustMode = ctx.values["apiserver_mode"]
+    return mode
+
+
+def _records(ctx: SmokeContext) -> list[RequestRecord]:
+    records: list[RequestRecord] = ctx.values.get("apiserver_requests", [])
+    return records
+
+
+def _statuses(records: Sequence[RequestRecord]) -> str:
+    counts = Counter(r.status for r in records)
+    return ", ".join(f"{status} x{n}" for status, n in sorted(counts.items()))
+
+
+# -- preflight --------------------------------------------------------------------------------
+
+
+class ApiserverReachable(Check):
+    name = "apiserver.reachable"
+    title = "apiserver ready (/readyz), its version, who we are and so the trust mode"
+    stage = "preflight"
+    hop = "apiserver"
+    deadline_key = "preflight"
+    error_hint = (
+        "is kube-apiserver running and reachable at the kubeconfig's server URL, with a "
+        "credential it accepts?"
+    )
+
+    def run(self, ctx: SmokeContext) -> CheckResult:
+        from tracecheck.apiserver import trust_mode
+
+        api = _client(ctx)
+        timeout = self.deadline(ctx)
+        ready = api.readyz(timeout=timeout)
+        version = api.version(timeout=timeout)
+        user: UserInfo | None = None
+        note = ""
+        try:
+            user = api.whoami(timeout=timeout)
+        except (AuthError, HTTPStatusError) as exc:
+            # 403 (RBAC without system:basic-user) or 404 (no SelfSubjectReview before 1.27).
+            note = f"SelfSubjectReview failed: {exc.cause}"
+        mode = trust_mode(user, version, note)
+        ctx.values.update(apiserver_mode=mode, apiserver_user=user, apiserver_version=version)
+        creds = api.credentials
+        ctx.target.update(
+            {
+                "apiserver": api.address,
+                "apiserver_context": creds.context,
+                "apiserver_version": version.git_version,
+                "apiserver_mode": mode.mode,
+            }
+        )
+        who = (
+            f"user {user.username} ({', '.join(user.groups) or 'no groups'})"
+            if user is not None
+            else "user unknown"
+        )
+        detail = (
+            f"/readyz {ready}; Kubernetes {version.git_version}; context {creds.context} "
+            f"({creds.method}); {who}; mode {mode.mode}: {mode.reason}"
+        )
+        data = {
+            "server": api.address,
+            "context": creds.context,
+            "auth": creds.method,
+            "version": version.git_version,
+            "user": user.username if user else None,
+            "groups": list(user.groups) if user else None,
+            "mode": mode.mode,
+            "mode_reason": mode.reason,
+        }
+        return self.result(Status.PASS, detail, data=data)
+
+
+# -- send -------------------------------------------------------------------------------------
+
+
+class ApiserverRequests(Check):
+    name = "apiserver.requests"
+    title = "read-only requests to the apiserver carrying a sampled traceparent with our trace ID"
+    stage = "send"
+    hop = "client -> apiserver"
+    requires = ("apiserver.reachable",)
+    error_hint = "the apiserver stopped answering while the traced requests were sent"
+
+    def __init__(self, *, writes_namespace: str | None = None) -> None:
+        #: ``--allow-writes --namespace NS``: also create and delete a ConfigMap in NS.
+        self.writes_namespace = writes_namespace
+
+    def plan(self, ctx: SmokeContext) -> list[tuple[str, str, Any]]:
+        """(method, path, body) of every request, in order."""
+        s = ctx.settings.apiserver
+        paths = list(s.paths) or ["/readyz"]
+        count = s.requests if _mode(ctx).trusted else max(s.burst, s.requests)
+        plan: list[tuple[str, str, Any]] = [
+            ("GET", paths[i % len(paths)], None) for i in range(count)
+        ]
+        if self.writes_namespace:
+            ns = self.writes_namespace
+            name = f"tracecheck-probe-{ctx.values.get('seed', 0) % 10**12:012d}"
+            body = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": name,
+                    "labels": {"app.kubernetes.io/part-of": "tracecheck"},
+                },
+                "data": {"purpose": "tracecheck apiserver probe: traced write path"},
+            }
+            plan.append(("POST", f"/api/v1/namespaces/{ns}/configmaps", body))
+            plan.append(("DELETE", f"/api/v1/namespaces/{ns}/configmaps/{name}", None))
+        return plan
+
+    def run(self, ctx: SmokeContext) -> CheckResult:
+        from tracecheck.apiserver import traceparent
+
+        api = _client(ctx)
+        mode = _mode(ctx)
+        plan = self.plan(ctx)
+        trace_id, span_ids = leg_ids(int(ctx.values.get("seed", 0)), len(plan))
+        ctx.values["apiserver_trace_id"] = trace_id
+        ctx.target["apiserver_trace_id"] = trace_id.hex()
+        ctx.values["apiserver_started_wall"] = ctx.clock.time()
+        timeout = ctx.settings.apiserver.timeout
+        records: list[RequestRecord] = []
+        ctx.values["apiserver_requests"] = records
+        for (method, path, body), span_id in zip(plan, span_ids, strict=True):
+            started = ctx.clock.time()
+            reply = api.send(
+                method,
+                path,
+                traceparent=traceparent(trace_id, span_id),
+                json_body=body,
+                timeout=timeout,
+            )
+            records.append(
+                RequestRecord(
+                    method=reply.method,
+                    path=path,
+                    span_id=span_id,
+                    status=reply.status,
+                    audit_id=reply.audit_id,
+                    started=started,
+                    elapsed=reply.elapsed,
+                    message=reply.message,
+                )
+            )
+        ctx.values["apiserver_sent_mono"] = ctx.clock.monotonic()
+        ctx.values["apiserver_sent_wall"] = ctx.clock.time()
+        header = f"traceparent 00-{trace_id.hex()}-<span>-01"
+        why = "trusted: each must come back as a child span" if mode.trusted else (
+            f"a burst of {len(records)}: the apiserver samples an untrusted caller's requests"
+        )  # fmt: skip
+        detail = f"{len(records)} requests with {header} ({mode.mode} mode, {why}): "
+        detail += _statuses(records)
+        missing_audit = [r for r in records if not r.audit_id]
+        refused = [r for r in records if r.status >= 400]
+        data = {
+            "trace_id": trace_id.hex(),
+            "mode": mode.mode,
+            "requests": [r.to_json() for r in records],
+        }
+        elapsed = sum(r.elapsed for r in records)
+        if refused:
+            seen: dict[str, RequestRecord] = {}
+            for r in refused:
+                seen.setdefault(r.label(), r)
+            listed = "; ".join(
+                f"{label}: {r.status} {r.message or ''}".rstrip() for label, r in seen.items()
+            )
+            return self.result(
+                Status.WARN,
+                f"{detail}; not all answered 2xx: {listed}",
+                hint="403: the credential lacks the RBAC permission for that path (a "
+                "system:monitoring credential may only GET /readyz, /livez, /healthz, /metrics); "
+                "its span is still expected, authorization runs inside the traced handler",
+                elapsed=elapsed,
+                data=data,
+            )
+        if missing_audit:
+            detail += f"; {len(missing_audit)} answers had no Audit-Id header (auditing off?)"
+            return self.result(Status.WARN, detail, elapsed=elapsed, data=data)
+        return self.result(Status.PASS, detail, elapsed=elapsed, data=data)
+
+
+# -- verify: the trace -------------------------------------------------------------------------
+
+
+def _is_server(span: Span) -> bool:
+    return span.kind == "SPAN_KIND_SERVER" and span.service_name == SERVICE
+
+
+class ApiserverTrace(Check):
+    name = "apiserver.trace"
+    title = "Tempo holds the apiserver's spans for our requests (parent/child, or link/audit-id)"
+    hop = "apiserver -> collector -> tempo"
+    requires = ("apiserver.requests", "preflight.tempo")
+    deadline_key = "apiserver_trace"
+    error_hint = "Tempo's API failed while polling for the apiserver's spans"
+
+    def run(self, ctx: SmokeContext) -> CheckResult:
+        if _mode(ctx).trusted:
+            return self._parent_child(ctx)
+        return self._link(ctx)
+
+    def _window(self, ctx: SmokeContext) -> tuple[float, float]:
+        started: float = ctx.values["apiserver_started_wall"]
+        return started - 600, ctx.clock.time() + 600
+
+    def _fresh(self, ctx: SmokeContext, span: Span) -> bool:
+        # With a fixed --seed the IDs repeat across runs: only spans of this run count.
+        started: float = ctx.values["apiserver_started_wall"]
+        return span.start_ns >= (started - 5.0) * 1e9
+
+    def _common(self, ctx: SmokeContext, outcome: Any) -> dict[str, Any]:
+        return {
+            "elapsed": outcome.elapsed,
+            "attempts": outcome.attempts,
+            "deadline": self.deadline(ctx),
+        }
+
+    def _delay(self, ctx: SmokeContext, outcome: Any) -> float | None:
+        sent: float | None = ctx.values.get("apiserver_sent_mono")
+        if outcome.found_at is None or sent is None:
+            return None
+        return max(0.0, float(outcome.found_at) - sent)
+
+    # -- parent/child -----------------------------------------------------------------------
+
+    def _parent_child(self, ctx: SmokeContext) -> CheckResult:
+        tempo = ctx.tempo()
+        records = _records(ctx)
+        trace_id: bytes = ctx.values["apiserver_trace_id"]
+        start, end = self._window(ctx)
+        by_parent = {r.span_id: r for r in records}
+
+        def probe(timeout: float) -> Probe[tuple[dict[bytes, Span], tuple[Span, ...]]]:
+            trace = tempo.trace(trace_id, start=start, end=end, timeout=timeout)
+            found: dict[bytes, Span] = {}
+            for span in trace.spans:
+                if span.parent_span_id in by_parent and _is_server(span) and self._fresh(ctx, span):
+                    found[span.parent_span_id] = span
+            seen = f"{len(found)} of {len(records)} SERVER spans under our spans"
+            return Probe(len(found) == len(records), (found, trace.spans), seen)
+
+        outcome = self.poll(ctx, probe, request_timeout=ctx.settings.tempo.timeout)
+        common = self._common(ctx, outcome)
+        if outcome.value is None and outcome.error is not None:
+            raise outcome.error
+        found, spans = outcome.value if outcome.value is not None else ({}, ())
+        ours = [s for s in spans if s.service_name == SERVICE and self._fresh(ctx, s)]
+        self._table(ctx, ours)
+        mismatched = [
+            r.label()
+            for r in records
+            if r.span_id in found
+            and r.audit_id
+            and found[r.span_id].attributes.get("audit-id") not in (None, r.audit_id)
+        ]
+        names = sorted({s.name for s in found.values()})
+        data = {
+            "mode": "parent-child",
+            "trace_id": trace_id.hex(),
+            "found": len(found),
+            "sent": len(records),
+            "span_names": names,
+            "apiserver_spans": len(ours),
+        }
+        if outcome.ok:
+            detail = (
+                f"all {len(records)} requests traced: SERVER spans of service apiserver under "
+                f"trace {trace_id.hex()}, each a child of our span (by parent span ID): "
+                f"{', '.join(names)}; {len(ours)} apiserver spans in all"
+            )
+            if mismatched:
+                return self.result(
+                    Status.WARN,
+                    detail + f"; but audit-id differs from the Audit-Id header for {mismatched}",
+                    delay=self._delay(ctx, outcome),
+                    data=data,
+                    **common,
+                )
+            return self.result(
+                Status.PASS, detail, delay=self._delay(ctx, outcome), data=data, **common
+            )
+        missing = [r.label() for r in records if r.span_id not in found]
+        linked = self._linked_elsewhere(ctx, tempo, trace_id) if not found else 0
+        if linked:
+            hint = (
+                f"{linked} apiserver traces *link* to our trace instead: the apiserver did not "
+                "trust this credential with the traceparent (only system:masters / "
+                "system:monitoring are trusted, impersonation does not count, Kubernetes >= 1.33)"
+            )
+        else:
+            hint = _export_hint(ctx)
+        return self.result(
+            Status.FAIL,
+            f"trace {trace_id.hex()} after {outcome.elapsed:.1f} s: {outcome.seen}; "
+            f"missing: {', '.join(dict.fromkeys(missing))}",
+            hint=hint,
+            data=data,
+            **common,
+        )
+
+    def _linked_elsewhere(self, ctx: SmokeContext, tempo: TempoClient, trace_id: bytes) -> int:
+        start, end = self._window(ctx)
+        try:
+            result = tempo.search(
+                f'{{ link:traceID = "{trace_id.hex()}" }}', start=start, end=end, limit=50
+            )
+        except BackendError:
+            return 0
+        return len(result.traces)
+
+    # -- link / audit-id -----------------------------------------------------------------------
+
+    def _link(self, ctx: SmokeContext) -> CheckResult:
+        tempo = ctx.tempo()
+        records = _records(ctx)
+        trace_id: bytes = ctx.values["apiserver_trace_id"]
+        start, end = self._window(ctx)
+        by_span = {r.span_id: r for r in records}
+        by_audit = {r.audit_id: r for r in records if r.audit_id}
+        query = f'{{ link:traceID = "{trace_id.hex()}" }}'
+        fetched: dict[bytes, tuple[Span, ...]] = {}
+        matched: dict[bytes, Span] = {}  # our span ID -> the apiserver's SERVER span
+        last_change = [ctx.clock.monotonic()]
+        first_seen: list[float] = []  # monotonic start of the probe that first saw a trace
+        deadline = self.deadline(ctx) or 0.0
+        settle = min(LINK_SETTLE, deadline)
+
+        def match(spans: Sequence[Span]) -> None:
+            for span in spans:
+                if not _is_server(span):
+                    continue
+                links = [lk.span_id for lk in span.links if lk.trace_id == trace_id]
+                record = next((by_span[sid] for sid in links if sid in by_span), None)
+                audit = span.attributes.get("audit-id")
+                if record is None and isinstance(audit, str):
+                    record = by_audit.get(audit)
+                if record is not None:
+                    matched[record.span_id] = span
+
+        def probe(timeout: float) -> Probe[int]:
+            began = ctx.clock.monotonic()
+            result = tempo.search(
+                query, start=start, end=end, limit=max(100, 2 * len(records)), timeout=timeout
+            )
+            before = len(matched)
+            for hit in result.traces:
+                if hit.trace_id not in fetched:
+                    trace = tempo.trace(hit.trace_id, start=start, end=end, timeout=timeout)
+                    if trace.found:
+                        fetched[hit.trace_id] = trace.spans
+                        match(trace.spans)
+            now = ctx.clock.monotonic()
+            if len(matched) != before:
+                last_change[0] = now
+                if not first_seen:
+                    first_seen.append(began)
+            n = len(matched)
+            quiet = now - last_change[0]
+            done = n == len(records) or (n > 0 and quiet >= settle)
+            seen = f"{n} of {len(records)} requests traced"
+            if n and not done:
+                seen += f" (waiting {settle - quiet:.0f} s more for late traces)"
+            return Probe(done, n, seen)
+
+        outcome = self.poll(ctx, probe, request_timeout=ctx.settings.tempo.timeout)
+        common = self._common(ctx, outcome)
+        if not matched and outcome.error is not None:
+            raise outcome.error
+        how = f"by {query}"
+        if not matched:
+            found_by_audit = self._by_audit_id(ctx, tempo, records, start, end, fetched)
+            for trace_spans in found_by_audit:
+                match(trace_spans)
+            if matched:
+                how = '{ span."audit-id" = ... } (no link to our trace was found)'
+        self._table(
+            ctx,
+            [
+                s
+                for trace_spans in fetched.values()
+                for s in trace_spans
+                if s.service_name == SERVICE and self._fresh(ctx, s)
+            ],
+        )
+        n, total = len(matched), len(records)
+        rate, low, high = implied_rate(n, total)
+        names = sorted({s.name for s in matched.values()})
+        mode = _mode(ctx)
+        data = {
+            "mode": "link",
+            "trace_id": trace_id.hex(),
+            "found": n,
+            "sent": total,
+            "implied_rate_per_million": round(rate),
+            "rate_interval_95": [round(low), round(high)],
+            "traced_audit_ids": sorted(r.audit_id for r in records if r.span_id in matched),
+            "span_names": names,
+        }
+        report = (
+            f"{n} of {total} requests traced, found {how} and matched by link span ID / Audit-Id; "
+            f"implied sampling rate ≈ {rate:,.0f} per million (95 % interval "
+            f"{low:,.0f}-{high:,.0f}); link mode because {mode.reason}"
+        )
+        sent: float | None = ctx.values.get("apiserver_sent_mono")
+        # The delay is until the first traced request was visible, not until the count settled.
+        delay = max(0.0, first_seen[0] - sent) if first_seen and sent is not None else None
+        if n:
+            return self.result(
+                Status.PASS,
+                report + (f"; span names: {', '.join(names)}" if names else ""),
+                delay=delay,
+                data=data,
+                **common,
+            )
+        return self.result(
+            Status.FAIL,
+            f"none of {total} requests traced after {outcome.elapsed:.1f} s ({outcome.seen})",
+            hint=(
+                "an untrusted caller is traced only at samplingRatePerMillion: 0 or unset means "
+                f"never, and a rate r finds about {total}*r/1e6 of this burst; raise the rate or "
+                "the burst (apiserver.burst), or use a credential in system:masters / "
+                "system:monitoring for a deterministic check; else "
+            )
+            + _export_hint(ctx),
+            data=data,
+            **common,
+        )
+
+    def _by_audit_id(
+        self,
+        ctx: SmokeContext,
+        tempo: TempoClient,
+        records: Sequence[RequestRecord],
+        start: float,
+        end: float,
+        fetched: dict[bytes, tuple[Span, ...]],
+    ) -> list[tuple[Span, ...]]:
+        """Last resort when no trace links ours: ``{ span."audit-id" = "..." || ... }``."""
+        from tracecheck.spanmetrics import quote
+
+        audits = [r.audit_id for r in records if r.audit_id]
+        out: list[tuple[Span, ...]] = []
+        try:
+            for i in range(0, len(audits), _AUDIT_CHUNK):
+                chunk = audits[i : i + _AUDIT_CHUNK]
+                q = "{ " + " || ".join(f'span."audit-id" = {quote(a)}' for a in chunk) + " }"
+                result = tempo.search(q, start=start, end=end, limit=2 * len(chunk))
+                for hit in result.traces:
+                    if hit.trace_id not in fetched:
+                        trace = tempo.trace(hit.trace_id, start=start, end=end)
+                        fetched[hit.trace_id] = trace.spans
+                    out.append(fetched[hit.trace_id])
+        except BackendError:
+            return out
+        return out
+
+    def _table(self, ctx: SmokeContext, spans: Sequence[Span]) -> None:
+        from tracecheck.latency import latency_rows
+
+        rows = latency_rows(spans, by=LATENCY_BY)
+        # Stable: within a kind, latency_rows' order (most spans first) stays.
+        rows.sort(key=lambda r: _KIND_ORDER.get(str(r["kind"]), 3))
+        ctx.tables[LATENCY_TABLE] = rows
+
+
+def _export_hint(ctx: SmokeContext) -> str:
+    """Which hop to look at when no apiserver span arrived."""
+    synthetic = ctx.results.get("tempo.trace_by_id")
+    base = (
+        "is kube-apiserver started with --tracing-config-file, does its endpoint reach the "
+        "collector's OTLP/gRPC port from the apiserver's host network (no cluster DNS names; "
+        "apiserver log: 'traces exporter is disconnected from the server'), and is "
+        "samplingRatePerMillion set?"
+    )
+    if synthetic is not None and synthetic.ok:
+        return (
+            "the synthetic trace reached Tempo, so the apiserver -> collector hop is broken: "
+            + (base)
+        )
+    return base
+
+
+# -- verify: span metrics ---------------------------------------------------------------------
+
+
+def _families(ctx: SmokeContext) -> tuple[Naming, ...]:
+    """The span-metric name families to watch (shared with the smoke plan's cache)."""
+    cached: tuple[Naming, ...] | None = ctx.values.get("span_metric_families")
+    if cached is None:
+        names = ctx.prometheus().label_values(
+            "__name__",
+            match=[f'{{__name__=~"{NAMES_REGEX}"}}'],
+            timeout=ctx.settings.deadlines.preflight,
+        )
+        cached = candidates(names, ctx.settings.smoke.span_metrics_naming)
+        ctx.values["span_metric_families"] = cached
+    return cached
+
+
+def _vector(
+    ctx: SmokeContext, query: str, timeout: float
+) -> dict[frozenset[tuple[str, str]], float]:
+    result = ctx.prometheus().query(query, timeout=timeout)
+    return {frozenset(s.labels.items()): s.value for s in result.samples}
+
+
+def _increase(before: Mapping[Any, float], after: Mapping[Any, float]) -> float:
+    """Sum of per-series increases; a series that went down was reset and counts from 0."""
+    total = 0.0
+    for key, value in after.items():
+        old = before.get(key, 0.0)
+        total += value - old if value >= old else value
+    return total
+
+
+class ApiserverSpanMetrics(Check):
+    name = "apiserver.span_metrics"
+    title = 'span-metrics for service="apiserver" present and rising in Prometheus'
+    hop = "apiserver spans -> metrics-generator -> prometheus"
+    deadline_key = "span_metrics"
+    error_hint = "Prometheus's query API failed while polling"
+
+    def __init__(self, *, via_tempo: bool = True) -> None:
+        self.requires = ("apiserver.requests", "preflight.prometheus") + (
+            ("preflight.tempo",) if via_tempo else ()
+        )
+
+    def _query(self, fam: Naming) -> str:
+        return fam.selector(fam.calls, SERVICE, span_kind="SPAN_KIND_SERVER")
+
+    def before_send(self, ctx: SmokeContext) -> None:
+        timeout = ctx.settings.deadlines.preflight
+        ctx.values["apiserver_span_metrics_baseline"] = {
+            fam: _vector(ctx, self._query(fam), timeout) for fam in _families(ctx)
+        }
+
+    def run(self, ctx: SmokeContext) -> CheckResult:
+        base: dict[Naming, dict[Any, float]] = ctx.values["apiserver_span_metrics_baseline"]
+        records = _records(ctx)
+        trusted = _mode(ctx).trusted
+        # Trusted: every request is traced, so the SERVER-span counter must rise by at least
+        # their number. Link mode: only sampled requests count (the apiserver's own traffic too).
+        expected = len(records) if trusted else 1
+
+        def probe(timeout: float) -> Probe[tuple[Naming, float, int]]:
+            seen = []
+            for fam, before in base.items():
+                now = _vector(ctx, self._query(fam), timeout)
+                rose = _increase(before, now)
+                seen.append(f"{fam.calls} +{rose:g} ({len(now)} series)")
+                if rose >= expected:
+                    return Probe(True, (fam, rose, len(now)), seen[-1])
+            return Probe(False, None, ", ".join(seen) + f"; need +{expected}")
+
+        outcome = self.poll(ctx, probe, request_timeout=ctx.settings.prometheus.timeout)
+        common = {
+            "elapsed": outcome.elapsed,
+            "attempts": outcome.attempts,
+            "deadline": self.deadline(ctx),
+        }
+        if outcome.ok and outcome.value is not None:
+            fam, rose, series = outcome.value
+            sent: float | None = ctx.values.get("apiserver_sent_mono")
+            delay = None
+            if outcome.found_at is not None and sent is not None:
+                delay = max(0.0, outcome.found_at - sent)
+            return self.result(
+                Status.PASS,
+                f"{self._query(fam)}: {series} series, +{rose:g} since the send "
+                f"(expected at least +{expected}; {fam.flavour} naming)",
+                delay=delay,
+                data={"naming": fam.flavour, "increase": rose, "series": series},
+                **common,
+            )
+        if outcome.error is not None:
+            raise outcome.error
+        trace = ctx.results.get("apiserver.trace")
+        if trace is not None and trace.ok:
+            hint = (
+                "the apiserver's spans are in Tempo but its span-metrics did not rise: is the "
+                "metrics-generator's span-metrics processor on, and did the spans end within its "
+                "30 s ingestion slack?"
+            )
+        else:
+            hint = "no apiserver spans reached Tempo (see apiserver.trace), so none were counted"
+        return self.result(
+            Status.FAIL, f"{outcome.seen} after {outcome.elapsed:.1f} s", hint=hint, **common
+        )
+
+
+# -- the plan ---------------------------------------------------------------------------------
+
+
+def checks(
+    settings: Settings,
+    *,
+    writes_namespace: str | None = None,
+) -> list[Check]:
+    """The apiserver checks for the smoke plan (``tracecheck.smoke.EXTENSIONS``)."""
+    via_tempo = settings.smoke.span_metrics_naming != "otel"
+    return [
+        ApiserverReachable(),
+        ApiserverRequests(writes_namespace=writes_namespace),
+        ApiserverTrace(),
+        ApiserverSpanMetrics(via_tempo=via_tempo),
+    ]
+
+
+def probe(
+    settings: Settings,
+    *,
+    requests: int | None = None,
+    paths: Sequence[str] = (),
+    allow_writes: bool = False,
+    namespace: str | None = None,
+    clock: Clock | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    context: SmokeContext | None = None,
+) -> Report:
+    """``tracecheck apiserver probe``: the apiserver leg on its own (Tempo and Prometheus
+    preflights plus the four apiserver checks), read-only unless ``allow_writes``.
+
+    ``requests`` overrides ``apiserver.requests`` (traced requests; the burst in link mode is at
+    least ``apiserver.burst``), ``paths`` the paths requested. ``allow_writes`` with
+    ``namespace`` also creates and deletes a ConfigMap there, so write paths (``POST``,
+    ``DELETE``, etcd ``Txn``) are traced too. The report's tables hold the apiserver latency
+    table; its exit code follows the usual rules.
+
+    >>> report = probe(load_settings(), requests=8)            # doctest: +SKIP
+    >>> report.result("apiserver.trace").status, report.tables["apiserver_latency"][:1]
+    """
+    from tracecheck.smoke import PrometheusPreflight, TempoPreflight, smoke
+
+    if allow_writes and not namespace:
+        raise UsageError("apiserver", "--allow-writes", "needs --namespace NS (where to write)")
+    if namespace and not allow_writes:
+        raise UsageError("apiserver", "--namespace", "only used with --allow-writes")
+    if requests is not None and requests < 1:
+        raise UsageError("apiserver", "--requests", f"must be at least 1, not {requests}")
+    if any(not p.startswith("/") for p in paths):
+        bad = next(p for p in paths if not p.startswith("/"))
+        raise UsageError("apiserver", "--path", f"{bad!r} must start with /")
+    changes: dict[str, Any] = {"smoke.only": (), "smoke.skip": ()}
+    if requests is not None:
+        changes["apiserver.requests"] = requests
+    if paths:
+        changes["apiserver.paths"] = tuple(paths)
+    settings = settings.replace(**changes)
+    plan: list[Check] = [TempoPreflight(), PrometheusPreflight()]
+    plan += checks(settings, writes_namespace=namespace if allow_writes else None)
+    ctx = context or SmokeContext(settings, clock or SystemClock())
+    report = smoke(settings, progress=progress, checks=plan, context=ctx)
+    # No synthetic trace here: the report's trace is the apiserver leg's.
+    return replace(report, trace_id=str(ctx.target.get("apiserver_trace_id", "")))
