@@ -18,8 +18,9 @@ What the apiserver puts on its spans (apiserver-tracing.md §5-§6), and how thi
   ``user_agent.original`` / ``http.user_agent``, ``http.status_code`` /
   ``http.response.status_code``);
 * errors: span status Error, which otelhttp sets for 5xx only (§5.3), or an HTTP status >= 500;
-* WATCH and other long-running requests (exec, attach, port-forward, proxy, followed logs) last
-  as long as the client stays connected and would swamp p99: they are excluded unless asked.
+* WATCH and other long-running requests (log, exec, attach, port-forward, proxy: the apiserver's
+  own long-running check) last as long as the client stays connected and would swamp p99: they
+  are excluded unless asked.
 
 pandas is imported inside the functions (STYLE 13).
 """
@@ -82,9 +83,8 @@ _TARGET = ("http.target", "url.path")
 _USER_AGENT = ("user_agent.original", "http.user_agent", "user-agent")
 _STATUS = ("http.status_code", "http.response.status_code")
 
-_VERB_OF_METHOD = {"POST": "CREATE", "PUT": "UPDATE", "PATCH": "PATCH"}
 # Subresources that hold the connection open (the apiserver's long-running request check).
-_LONG_SUBRESOURCES = frozenset({"exec", "attach", "portforward", "proxy"})
+_CONNECT_SUBRESOURCES = frozenset({"log", "exec", "attach", "portforward", "proxy"})
 # namespaces/<ns>/status and /finalize are subresources of the namespace, not resources in it.
 _NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
 
@@ -101,12 +101,18 @@ def _first(attrs: Mapping[str, Any], keys: Sequence[str]) -> Any:
 def parse_request(method: str, target: str) -> tuple[str, str, bool, bool]:
     """``(verb, resource, is_watch, long_running)`` of a request, from its method and URI.
 
-    Follows the apiserver's RequestInfo rules for the paths it serves: ``/api/<v>`` and
-    ``/apis/<group>/<v>``, an optional ``namespaces/<ns>`` (a namespace object itself when
-    nothing follows), the legacy ``/watch/`` prefix, ``watch=true`` in the query. Resource
-    verbs: GET of a named object is GET, of a collection LIST (WATCH with ``watch``), POST
-    CREATE, PUT UPDATE, DELETE of a collection DELETECOLLECTION. Other paths (``/readyz``,
-    ``/version``, discovery) are non-resource: the verb is the HTTP method, the resource "".
+    The verb is the apiserver's own normalized verb, the ``verb`` label of
+    ``apiserver_request_total`` and attribute of its handler spans (k8s.io/apiserver
+    ``endpoints/metrics`` NormalizedVerb): GET of a named object is GET, of a collection LIST,
+    WATCH when the first ``watch`` parameter is neither ``0`` nor ``false`` or the path has the
+    legacy ``/watch/`` prefix, CONNECT for the log, exec, attach, portforward and proxy
+    subresources; POST, PUT, PATCH and DELETE stay as they are. Paths follow RequestInfo:
+    ``/api/<v>`` and ``/apis/<group>/<v>``, an optional ``namespaces/<ns>`` (the namespace
+    object itself when nothing else follows, or its ``status``/``finalize``). Other paths
+    (``/readyz``, ``/version``, discovery) are non-resource: resource "".
+
+    ``long_running`` follows the apiserver's long-running check (watch, and the attach, exec,
+    log, portforward and proxy subresources): such requests last as long as the client stays.
 
     >>> parse_request("GET", "/api/v1/namespaces/default/pods?limit=1")
     ('LIST', 'pods', False, False)
@@ -118,9 +124,8 @@ def parse_request(method: str, target: str) -> tuple[str, str, bool, bool]:
         parts = urlsplit(target)
     except ValueError:
         return method, "", False, False
-    query = parse_qs(parts.query)
-    watch_param = any(v.lower() in ("true", "1") for v in query.get("watch", []))
-    follow = any(v.lower() in ("true", "1") for v in query.get("follow", []))
+    watch_values = parse_qs(parts.query, keep_blank_values=True).get("watch", [])
+    watch_param = bool(watch_values) and watch_values[0].lower() not in ("0", "false")
     segs = [s for s in parts.path.split("/") if s]
     rest: list[str] = []
     if len(segs) >= 2 and segs[0] == "api":
@@ -130,22 +135,24 @@ def parse_request(method: str, target: str) -> tuple[str, str, bool, bool]:
     legacy_watch = bool(rest) and rest[0] == "watch"
     if legacy_watch:
         rest = rest[1:]
+    is_get = method in ("GET", "HEAD")
+    watch = is_get and (watch_param or legacy_watch)
     if not rest:  # non-resource: health, version, discovery, metrics
-        watch = watch_param or legacy_watch
-        return method, "", watch, watch
+        return ("WATCH" if watch else ("GET" if is_get else method)), "", watch, watch
     if rest[0] == "namespaces" and len(rest) >= 3 and rest[2] not in _NAMESPACE_SUBRESOURCES:
         rest = rest[2:]  # namespaces/<ns>/<resource>...
     resource = rest[0]
     named = len(rest) >= 2
     subresource = rest[2] if len(rest) >= 3 else ""
-    watch = legacy_watch or (watch_param and method == "GET")
-    if method in ("GET", "HEAD"):
-        verb = "WATCH" if watch else ("GET" if named else "LIST")
-    elif method == "DELETE":
-        verb = "DELETE" if named else "DELETECOLLECTION"
+    if subresource in _CONNECT_SUBRESOURCES:
+        verb = "CONNECT"
+    elif watch:
+        verb = "WATCH"
+    elif is_get:
+        verb = "GET" if named else "LIST"
     else:
-        verb = _VERB_OF_METHOD.get(method, method)
-    long_running = watch or subresource in _LONG_SUBRESOURCES or (subresource == "log" and follow)
+        verb = method
+    long_running = watch or subresource in _CONNECT_SUBRESOURCES
     return verb, resource, watch, long_running
 
 
