@@ -23,8 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from tracecheck import __version__
+from tracecheck import __version__, counters
 from tracecheck.config import Settings
+from tracecheck.counters import CounterSnapshot, SeriesKey
 from tracecheck.errors import BackendError, UsageError
 from tracecheck.polling import Clock, PollOutcome, Probe, SystemClock, poll_until
 from tracecheck.report import CheckResult, Report, Status
@@ -492,19 +493,6 @@ class TempoSearch(Check):
         return self.result(Status.FAIL, f"{query}: {outcome.seen}", hint=hint, **common)
 
 
-def _per_series(samples: Iterable[Any]) -> dict[frozenset[tuple[str, str]], float]:
-    return {frozenset(s.labels.items()): s.value for s in samples}
-
-
-def _increase(before: Mapping[Any, float], after: Mapping[Any, float]) -> float:
-    """Sum of per-series increases; a series that went down was reset and counts from 0."""
-    total = 0.0
-    for key, value in after.items():
-        old = before.get(key, 0.0)
-        total += value - old if value >= old else value
-    return total
-
-
 class _PrometheusCheck(Check):
     error_hint = "Prometheus's query API failed while polling"
 
@@ -530,10 +518,18 @@ class _PrometheusCheck(Check):
             ctx.values["span_metric_families"] = cached
         return cached
 
-    def vector(
-        self, ctx: SmokeContext, query: str, timeout: float
-    ) -> dict[frozenset[tuple[str, str]], float]:
-        return _per_series(ctx.prometheus().query(query, timeout=timeout).samples)
+    def snapshot(self, ctx: SmokeContext, selector: str) -> CounterSnapshot:
+        return counters.snapshot(
+            ctx.prometheus(),
+            selector,
+            now=ctx.clock.time(),
+            timeout=ctx.settings.deadlines.preflight,
+        )
+
+    def rose(
+        self, ctx: SmokeContext, base: CounterSnapshot, timeout: float
+    ) -> dict[SeriesKey, float]:
+        return counters.increase(ctx.prometheus(), base, now=ctx.clock.time(), timeout=timeout)
 
 
 class SpanMetrics(_PrometheusCheck):
@@ -551,30 +547,26 @@ class SpanMetrics(_PrometheusCheck):
         return calls, buckets
 
     def before_send(self, ctx: SmokeContext) -> None:
-        timeout = ctx.settings.deadlines.preflight
         base = {}
         for fam in self.families(ctx):
             calls, buckets = self._queries(ctx, fam)
-            base[fam] = (self.vector(ctx, calls, timeout), self.vector(ctx, buckets, timeout))
+            base[fam] = (self.snapshot(ctx, calls), self.snapshot(ctx, buckets))
         ctx.values["span_metrics_baseline"] = base
 
     def run(self, ctx: SmokeContext) -> CheckResult:
-        base: dict[Naming, tuple[dict[Any, float], dict[Any, float]]] = ctx.values[
-            "span_metrics_baseline"
-        ]
+        base: dict[Naming, tuple[CounterSnapshot, CounterSnapshot]]
+        base = ctx.values["span_metrics_baseline"]
         trace = ctx.trace
         expected = trace.count_for(ctx.settings.smoke.server_service)
         server = trace.span("server")
 
-        def probe(timeout: float) -> Probe[tuple[Naming, float, dict[Any, float]]]:
+        def probe(timeout: float) -> Probe[tuple[Naming, float, dict[float, float]]]:
             seen = []
-            for fam, (calls_before, buckets_before) in base.items():
-                calls_q, buckets_q = self._queries(ctx, fam)
-                rose = _increase(calls_before, self.vector(ctx, calls_q, timeout))
+            for fam, (calls_base, buckets_base) in base.items():
+                rose = sum(self.rose(ctx, calls_base, timeout).values())
                 seen.append(f"{fam.calls} +{rose:g}")
                 if rose >= expected:
-                    after = self.vector(ctx, buckets_q, timeout)
-                    deltas = _bucket_deltas(buckets_before, after)
+                    deltas = _by_le(self.rose(ctx, buckets_base, timeout))
                     if deltas.get(float("inf"), 0.0) >= 1:
                         return Probe(True, (fam, rose, deltas), f"{fam.calls} +{rose:g}")
                     seen[-1] += " (histogram not yet)"
@@ -629,16 +621,13 @@ class SpanMetrics(_PrometheusCheck):
         )
 
 
-def _bucket_deltas(before: Mapping[Any, float], after: Mapping[Any, float]) -> dict[float, float]:
-    """Per ``le`` bound, the increase of the cumulative bucket counter."""
+def _by_le(per_series: Mapping[SeriesKey, float]) -> dict[float, float]:
+    """Bucket-counter increases summed per ``le`` bound."""
     out: dict[float, float] = {}
-    for key, value in after.items():
-        labels = dict(key)
-        le = float(labels.get("le", "nan"))
-        if le != le:
-            continue
-        old = before.get(key, 0.0)
-        out[le] = out.get(le, 0.0) + (value - old if value >= old else value)
+    for key, rose in per_series.items():
+        le = float(dict(key).get("le", "nan"))
+        if le == le:  # not NaN
+            out[le] = out.get(le, 0.0) + rose
     return out
 
 
@@ -734,16 +723,14 @@ class ServiceGraph(_PrometheusCheck):
         )
 
     def before_send(self, ctx: SmokeContext) -> None:
-        ctx.values["service_graph_baseline"] = self.vector(
-            ctx, self._query(ctx), ctx.settings.deadlines.preflight
-        )
+        ctx.values["service_graph_baseline"] = self.snapshot(ctx, self._query(ctx))
 
     def run(self, ctx: SmokeContext) -> CheckResult:
         before = ctx.values["service_graph_baseline"]
         query = self._query(ctx)
 
         def probe(timeout: float) -> Probe[float]:
-            rose = _increase(before, self.vector(ctx, query, timeout))
+            rose = sum(self.rose(ctx, before, timeout).values())
             return Probe(rose >= 1, rose, f"+{rose:g}")
 
         outcome = self.poll(ctx, probe, request_timeout=ctx.settings.prometheus.timeout)

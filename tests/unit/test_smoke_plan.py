@@ -18,7 +18,7 @@ import pytest
 from tracecheck.config import Settings, load_settings
 from tracecheck.errors import ExitCode, Unreachable
 from tracecheck.polling import FakeClock
-from tracecheck.prometheus import Exemplar, ExemplarSeries, QueryResult, Sample
+from tracecheck.prometheus import Exemplar, ExemplarSeries, QueryResult, RangeSeries
 from tracecheck.report import Status
 from tracecheck.smoke import SmokeContext, default_checks, smoke
 from tracecheck.synth import RUN_ID_ATTRIBUTE
@@ -189,15 +189,17 @@ class Pipeline:
         return [dict(k) | {"_value": v} for k, v in out.items()]
 
     def query(self, q: str, **kw: Any) -> QueryResult:
-        m = re.fullmatch(r"([a-z_]+)\{(.*)\}", q)
+        # The checks read raw samples (selector[window]); one point per series at "now".
+        m = re.fullmatch(r"([a-z_]+)\{(.*)\}\[(\d+)s\]", q)
         assert m is not None, q
         want = dict(re.findall(r'([a-z_]+)="([^"]*)"', m.group(2)))
-        samples = tuple(
-            Sample({k: v for k, v in s.items() if k != "_value"}, s["_value"], self.clock.time())
+        now = self.clock.time()
+        series = tuple(
+            RangeSeries({k: v for k, v in s.items() if k != "_value"}, ((now, s["_value"]),))
             for s in self.series()
             if s["__name__"] == m.group(1) and all(s.get(k) == v for k, v in want.items())
         )
-        return QueryResult("vector", samples, ())
+        return QueryResult("matrix", (), series)
 
     def query_exemplars(self, q: str, **kw: Any) -> tuple[ExemplarSeries, ...]:
         spans = self.visible(self.metrics_delay)
