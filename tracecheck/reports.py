@@ -726,8 +726,8 @@ def chart_latency(report: ApiserverReport) -> Figure:
     positions = list(range(len(top)))
     with_data = [(p, d) for p, d in zip(positions, data, strict=True) if len(d)]
     if with_data:
-        ax.boxplot([d for _, d in with_data], positions=[p for p, _ in with_data], vert=False,
-                   widths=0.5, showfliers=False, manage_ticks=False,
+        ax.boxplot([d for _, d in with_data], positions=[p for p, _ in with_data],
+                   orientation="horizontal", widths=0.5, showfliers=False, manage_ticks=False,
                    medianprops={"color": "tab:blue"})  # fmt: skip
         import numpy as np
 
@@ -789,7 +789,9 @@ def chart_delays(report: ApiserverReport) -> Figure:
             ax.barh(i, values[0], color="tab:purple", height=0.5)
             ax.text(values[0], i + 0.3, f"{values[0]:.2f}s", ha="right", fontsize=8)
         else:
-            ax.boxplot([values], positions=[i], vert=False, widths=0.5, manage_ticks=False)
+            ax.boxplot(
+                [values], positions=[i], orientation="horizontal", widths=0.5, manage_ticks=False
+            )
             median = float(sorted(values)[len(values) // 2])
             ax.text(median, i + 0.3, f"median {median:.2f}s (n={len(values)})", ha="center",
                     fontsize=8)  # fmt: skip
