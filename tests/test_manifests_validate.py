@@ -490,6 +490,8 @@ ARTICLE_DEFECTS = [
     ("warning", "Deployment/monitoring/prometheus", "API token automounted"),
     ("warning", "Deployment/monitoring/tempo", "no NetworkPolicy restricts ingress"),
     ("warning", "Deployment/monitoring/tempo", "missing app.kubernetes.io/name"),
+    # RollingUpdate on a single data volume: two Tempo pods on one WAL during a rollout.
+    ("warning", "Deployment/monitoring/tempo", "RollingUpdate with a data volume"),
 ]
 
 

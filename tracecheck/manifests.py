@@ -590,6 +590,15 @@ def _check_pod(pod: _PodView, index: _Index, out: _Collector) -> None:
                 "hostPath volume: node files writable by the pod, and fsGroup is not applied "
                 "(use a local PersistentVolume)",
             )
+    strategy = ((pod.obj.get("spec") or {}).get("strategy") or {}).get("type", "RollingUpdate")
+    single_writer = any("persistentVolumeClaim" in v or "hostPath" in v for v in volumes.values())
+    if pod.obj.get("kind") == "Deployment" and single_writer and strategy != "Recreate":
+        out.warning(
+            pod.oid,
+            "spec.strategy",
+            f"{strategy} with a data volume: old and new pod share it during a rollout; "
+            "use Recreate",
+        )
     for cpath, c in pod.containers():
         csc = c.get("securityContext") or {}
         if csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True:
