@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -334,9 +334,7 @@ class ApiserverRequests(Check):
             return self.result(
                 Status.WARN,
                 f"{detail}; not all answered 2xx: {listed}",
-                hint="403: the credential lacks the RBAC permission for that path (a "
-                "system:monitoring credential may only GET /readyz, /livez, /healthz, /metrics); "
-                "its span is still expected, authorization runs inside the traced handler",
+                hint=_refused_hint(ctx, refused),
                 elapsed=elapsed,
                 data=data,
             )
@@ -344,6 +342,25 @@ class ApiserverRequests(Check):
             detail += f"; {len(missing_audit)} answers had no Audit-Id header (auditing off?)"
             return self.result(Status.WARN, detail, elapsed=elapsed, data=data)
         return self.result(Status.PASS, detail, elapsed=elapsed, data=data)
+
+
+def _refused_hint(ctx: SmokeContext, refused: Sequence[RequestRecord]) -> str:
+    user: UserInfo | None = ctx.values.get("apiserver_user")
+    who = f"user {user.username!r}" if user is not None else "the credential"
+    parts = []
+    if any(r.status == 403 for r in refused):
+        text = f"403: {who} lacks the RBAC permission for these requests"
+        if user is not None and "system:monitoring" in user.groups:
+            text += " (system:monitoring may only GET /readyz, /livez, /healthz and /metrics)"
+        parts.append(text)
+    if any(r.status == 404 for r in refused):
+        parts.append("404: the path or namespace does not exist (check --path / --namespace)")
+    if any(r.status >= 500 for r in refused):
+        parts.append("5xx: the apiserver failed these requests (its log says why)")
+    parts.append(
+        "their spans are still expected: the tracing filter wraps authorization and the handlers"
+    )
+    return "; ".join(parts)
 
 
 # -- verify: the trace -------------------------------------------------------------------------
@@ -664,22 +681,6 @@ def _families(ctx: SmokeContext) -> tuple[Naming, ...]:
     return cached
 
 
-def _vector(
-    ctx: SmokeContext, query: str, timeout: float
-) -> dict[frozenset[tuple[str, str]], float]:
-    result = ctx.prometheus().query(query, timeout=timeout)
-    return {frozenset(s.labels.items()): s.value for s in result.samples}
-
-
-def _increase(before: Mapping[Any, float], after: Mapping[Any, float]) -> float:
-    """Sum of per-series increases; a series that went down was reset and counts from 0."""
-    total = 0.0
-    for key, value in after.items():
-        old = before.get(key, 0.0)
-        total += value - old if value >= old else value
-    return total
-
-
 class ApiserverSpanMetrics(Check):
     name = "apiserver.span_metrics"
     title = 'span-metrics for service="apiserver" present and rising in Prometheus'
@@ -696,13 +697,21 @@ class ApiserverSpanMetrics(Check):
         return fam.selector(fam.calls, SERVICE, span_kind="SPAN_KIND_SERVER")
 
     def before_send(self, ctx: SmokeContext) -> None:
+        from tracecheck import counters
+
         timeout = ctx.settings.deadlines.preflight
+        prom = ctx.prometheus()
+        # Raw samples, not instant values: robust to a generator restart (tracecheck.counters).
         ctx.values["apiserver_span_metrics_baseline"] = {
-            fam: _vector(ctx, self._query(fam), timeout) for fam in _families(ctx)
+            fam: counters.snapshot(prom, self._query(fam), now=ctx.clock.time(), timeout=timeout)
+            for fam in _families(ctx)
         }
 
     def run(self, ctx: SmokeContext) -> CheckResult:
-        base: dict[Naming, dict[Any, float]] = ctx.values["apiserver_span_metrics_baseline"]
+        from tracecheck import counters
+
+        base: dict[Naming, counters.CounterSnapshot] = ctx.values["apiserver_span_metrics_baseline"]
+        prom = ctx.prometheus()
         records = _records(ctx)
         trusted = _mode(ctx).trusted
         # Trusted: every request is traced, so the SERVER-span counter must rise by at least
@@ -712,11 +721,11 @@ class ApiserverSpanMetrics(Check):
         def probe(timeout: float) -> Probe[tuple[Naming, float, int]]:
             seen = []
             for fam, before in base.items():
-                now = _vector(ctx, self._query(fam), timeout)
-                rose = _increase(before, now)
-                seen.append(f"{fam.calls} +{rose:g} ({len(now)} series)")
+                per_series = counters.increase(prom, before, now=ctx.clock.time(), timeout=timeout)
+                rose = sum(per_series.values())
+                seen.append(f"{fam.calls} +{rose:g} ({len(per_series)} series)")
                 if rose >= expected:
-                    return Probe(True, (fam, rose, len(now)), seen[-1])
+                    return Probe(True, (fam, rose, len(per_series)), seen[-1])
             return Probe(False, None, ", ".join(seen) + f"; need +{expected}")
 
         outcome = self.poll(ctx, probe, request_timeout=ctx.settings.prometheus.timeout)
