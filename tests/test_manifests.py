@@ -254,7 +254,12 @@ def test_minikube_overlay_uses_local_volumes_not_hostpath(rendered: dict[str, st
         "hostPath" in v for o in objs if o["kind"] == "Deployment" for v in pod_spec(o)["volumes"]
     )
     policy = find(objs, "NetworkPolicy", "otel-collector")
-    assert policy["spec"]["ingress"][0]["from"][0] == {"ipBlock": {"cidr": "192.168.49.0/24"}}
+    assert [p.get("ipBlock", {}).get("cidr") for p in policy["spec"]["ingress"][0]["from"]] == [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        None,  # the smoke job's pods
+    ]
 
 
 def test_production_overlay_scales_the_gateway_and_scrapes_every_replica(
