@@ -825,6 +825,7 @@ def probe(
     plan: list[Check] = [TempoPreflight(), PrometheusPreflight()]
     plan += checks(settings, writes_namespace=namespace if allow_writes else None)
     ctx = context or SmokeContext(settings, clock or SystemClock())
+    ctx.settings = settings  # a given context runs with the probe's settings too
     report = smoke(settings, progress=progress, checks=plan, context=ctx)
     # No synthetic trace here: the report's trace is the apiserver leg's.
     return replace(report, trace_id=str(ctx.target.get("apiserver_trace_id", "")))
