@@ -794,3 +794,16 @@ def test_retarget_moves_every_object_and_renames_cluster_scoped_ones(
     )
     crole = find(moved, "ClusterRole", "tracecheck-smoke-x")
     assert crole["rules"][0]["resourceNames"] == ["scratch"]
+
+
+def test_without_kubectl_on_path_render_uses_the_local_pipelines_kubectl(
+    rendered: dict[str, str], built: LocalStack, tmp_path: Path
+) -> None:
+    local = built.binary("kubectl")  # built (or cached) like the local pipeline's
+    prefix = manifests.find_kustomize({"PATH": str(tmp_path)})
+    assert prefix == [str(local), "kustomize"]
+    # The same objects as with the kustomize on PATH (versions may differ; the output must not).
+    for target in ("base", "production"):
+        assert objects_of(manifests.render(target, kustomize=prefix)) == objects_of(
+            rendered[target]
+        )
