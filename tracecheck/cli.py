@@ -104,6 +104,17 @@ def _csv(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(p.strip() for v in values for p in v.split(",") if p.strip())
 
 
+def _kubeconfig(explicit: str | None) -> str | None:
+    """--kubeconfig, else TRACECHECK_APISERVER_KUBECONFIG, KUBECONFIG, the local pipeline's,
+    ~/.kube/config; None: the in-cluster service account."""
+    from tracecheck.apiserver import resolve_kubeconfig
+    from tracecheck.localstack import default_state_dir
+
+    explicit = explicit or os.environ.get("TRACECHECK_APISERVER_KUBECONFIG", "")
+    local = default_state_dir(os.environ) / "kubeconfig"
+    return resolve_kubeconfig(explicit, os.environ, local)
+
+
 class _ProgressLine:
     """One live status line on stderr while checks wait (only on a terminal)."""
 
@@ -193,6 +204,12 @@ def smoke(
         list[str] | None, typer.Option(help="CHECK=SECONDS, e.g. search=45 (repeatable).")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the synthetic trace.")] = None,
+    client_service: Annotated[
+        str | None, typer.Option(help="service.name of the synthetic CLIENT span.")
+    ] = None,
+    server_service: Annotated[
+        str | None, typer.Option(help="service.name of the synthetic SERVER span.")
+    ] = None,
 ) -> None:
     """Send a synthetic trace and prove it reaches Tempo and Prometheus (and the apiserver's).
 
@@ -220,8 +237,10 @@ def smoke(
         "collector.tenant": tenant,
         "tempo.tenant": tenant,
         "prometheus.tenant": tenant,
-        "apiserver.kubeconfig": kubeconfig,
+        "apiserver.kubeconfig": _kubeconfig(kubeconfig),
         "apiserver.context": context,
+        "smoke.client_service": client_service,
+        "smoke.server_service": server_service,
         "smoke.span_metrics_naming": span_metrics_naming,
         "smoke.seed": seed,
     }

@@ -302,6 +302,8 @@ class SendTrace(Check):
             "spans": result.spans,
             "attempts": result.attempts,
             "rejected_spans": result.rejected_spans,
+            # unix time the export returned: delays of later checks are counted from here
+            "sent_at": round(ctx.values["sent_wall"], 6),
         }
         detail = (
             f"{result.spans} spans over {result.protocol} to {result.address} "
