@@ -530,6 +530,13 @@ class ApiserverClient:
         """A client for ``settings`` (``kubeconfig`` overrides ``settings.kubeconfig``; with
         neither, the in-cluster service account)."""
         path = kubeconfig if kubeconfig is not None else (settings.kubeconfig or None)
+        if path is None and settings.context:
+            raise ConfigError(
+                SYSTEM,
+                "credentials",
+                f"--context {settings.context} needs a kubeconfig, and none was found "
+                "(--kubeconfig, KUBECONFIG, the local pipeline's, ~/.kube/config)",
+            )
         creds = load_credentials(path, settings.context)
 
         def reload() -> Credentials:

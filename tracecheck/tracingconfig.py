@@ -77,6 +77,15 @@ class Finding:
     def __str__(self) -> str:
         return f"line {self.line}: {self.level}: {self.field}: {self.message}"
 
+    def to_json(self) -> dict[str, Any]:
+        """``{"level", "line", "field", "message"}`` for ``--output json``."""
+        return {
+            "level": self.level,
+            "line": self.line,
+            "field": self.field,
+            "message": self.message,
+        }
+
 
 def check_tracing_config(path: str | Path) -> list[Finding]:
     """Validate the TracingConfiguration in ``path``; findings in line order.

@@ -655,6 +655,14 @@ def test_from_settings_reads_kubeconfig_and_context(
     assert apiserver.seen[-1].headers["authorization"] == f"Bearer {TOKEN}"
 
 
+def test_a_context_without_any_kubeconfig_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as err:
+        ApiserverClient.from_settings(ApiserverSettings(context="viewer"), kubeconfig=None)
+    assert str(err.value).startswith(
+        "apiserver at credentials: --context viewer needs a kubeconfig, and none was found"
+    )
+
+
 # -- trust mode ----------------------------------------------------------------------------------
 
 V134 = ServerVersion("v1.34.4", 1, 34)

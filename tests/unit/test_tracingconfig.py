@@ -211,6 +211,12 @@ def test_several_problems_come_in_line_order_and_render_one_per_line(tmp_path: P
     text = render_findings(findings, str(path)).splitlines()
     assert text[0].startswith(f"{path}:3: error: endpoint: ")
     assert text[-1] == f"{path}: 3 error(s), 0 warning(s)"
+    assert findings[2].to_json() == {
+        "level": "error",
+        "line": 5,
+        "field": "extra",
+        "message": findings[2].message,
+    }
     assert str(findings[2]) == (
         "line 5: error: extra: unknown field (strict decoding refuses it); known fields: "
         "apiVersion, kind, endpoint, samplingRatePerMillion"
