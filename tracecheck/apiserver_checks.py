@@ -49,7 +49,7 @@ from tracecheck.smoke import Check, Progress, SmokeContext
 from tracecheck.spanmetrics import NAMES_REGEX, Naming, candidates
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tracecheck.apiserver import ApiserverClient, TrustMode, UserInfo
+    from tracecheck.apiserver import ApiserverClient, ServerVersion, TrustMode, UserInfo
     from tracecheck.tempo import Span, TempoClient
 
 __all__ = [
@@ -448,7 +448,8 @@ class ApiserverTrace(Check):
         }
         if outcome.ok:
             detail = (
-                f"all {len(records)} requests traced: SERVER spans of service apiserver under "
+                f"parent-child mode ({_short_why(ctx)}): all {len(records)} requests traced: "
+                "SERVER spans of service apiserver under "
                 f"trace {trace_id.hex()}, each a child of our span (by parent span ID): "
                 f"{', '.join(names)}; {len(ours)} apiserver spans in all"
             )
@@ -569,7 +570,6 @@ class ApiserverTrace(Check):
         n, total = len(matched), len(records)
         rate, low, high = implied_rate(n, total)
         names = sorted({s.name for s in matched.values()})
-        mode = _mode(ctx)
         data = {
             "mode": "link",
             "trace_id": trace_id.hex(),
@@ -581,9 +581,9 @@ class ApiserverTrace(Check):
             "span_names": names,
         }
         report = (
-            f"{n} of {total} requests traced, found {how} and matched by link span ID / Audit-Id; "
-            f"implied sampling rate ≈ {rate:,.0f} per million (95 % interval "
-            f"{low:,.0f}-{high:,.0f}); link mode because {mode.reason}"
+            f"link mode ({_short_why(ctx)}): {n} of {total} requests traced, found {how} and "
+            f"matched by link span ID / Audit-Id; implied sampling rate ≈ {rate:,.0f} per "
+            f"million (95 % interval {round(low, -3):,.0f}-{round(high, -3):,.0f})"
         )
         sent: float | None = ctx.values.get("apiserver_sent_mono")
         # The delay is until the first traced request was visible, not until the count settled.
@@ -645,6 +645,19 @@ class ApiserverTrace(Check):
         # Stable: within a kind, latency_rows' order (most spans first) stays.
         rows.sort(key=lambda r: _KIND_ORDER.get(str(r["kind"]), 3))
         ctx.tables[LATENCY_TABLE] = rows
+
+
+def _short_why(ctx: SmokeContext) -> str:
+    """The trust decision in a few words (apiserver.reachable has the full reason)."""
+    user: UserInfo | None = ctx.values.get("apiserver_user")
+    version: ServerVersion | None = ctx.values.get("apiserver_version")
+    if version is not None and not version.at_least(1, 33):
+        return f"Kubernetes {version.git_version} < 1.33 ignores incoming trace context"
+    if user is None:
+        return "the user's groups are unknown"
+    if user.privileged_groups:
+        return f"{user.username} is in {' and '.join(user.privileged_groups)}"
+    return f"{user.username} is in neither system:masters nor system:monitoring"
 
 
 def _export_hint(ctx: SmokeContext) -> str:

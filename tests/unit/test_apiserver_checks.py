@@ -249,7 +249,10 @@ def test_trusted_requests_come_back_as_children_of_our_spans() -> None:
     assert report.trace_id == trace_id.hex()
     trace = result(report, "apiserver.trace")
     assert trace.data["found"] == 4 and trace.data["sent"] == 4
-    assert trace.detail.startswith("all 4 requests traced: SERVER spans of service apiserver")
+    assert trace.detail.startswith(
+        "parent-child mode (tracecheck-admin is in system:masters): all 4 requests traced: "
+        "SERVER spans of service apiserver under trace "
+    )
     # First visible on the first poll after the apiserver's 5 s batch delay.
     assert trace.delay is not None and 5.0 <= trace.delay < 6.0
     metrics = result(report, "apiserver.span_metrics")
@@ -330,12 +333,13 @@ def test_untrusted_burst_is_found_by_link_and_the_rate_is_implied() -> None:
     assert trace.data["implied_rate_per_million"] == 260_000
     low, high = trace.data["rate_interval_95"]
     assert 150_000 < low < 260_000 < high < 400_000
-    assert trace.detail.startswith(
+    assert trace.detail == (
+        "link mode (tracecheck-viewer is in neither system:masters nor system:monitoring): "
         "13 of 50 requests traced, found by { link:traceID = "
         f'"{leg_ids(4242, 1)[0].hex()}" }} and matched by link span ID / Audit-Id; implied '
-        "sampling rate ≈ 260,000 per million"
+        "sampling rate ≈ 260,000 per million (95 % interval 159,000-396,000); span names: "
+        "GET /api/v1/x"
     )
-    assert "link mode because user 'tracecheck-viewer' (system:authenticated)" in trace.detail
     assert trace.data["traced_audit_ids"][0] == "00000000-0000-4000-8000-000000000000"
     # Visible to search 5 s (export) + 10 s (search) after the send; then a settle window.
     assert trace.delay is not None and 15.0 <= trace.delay < 16.5
