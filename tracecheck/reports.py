@@ -775,7 +775,7 @@ def chart_latency(report: ApiserverReport) -> Figure:
 
 def chart_delays(report: ApiserverReport) -> Figure:
     """Pipeline delay per stage: one bar per smoke stage, a box for exemplar-derived delays."""
-    fig = _figure(9, 1.4 + 0.45 * max(1, report.delays["stage"].nunique()))
+    fig = _figure(9, 1.4 + 0.6 * max(1, report.delays["stage"].nunique()))
     ax = fig.add_subplot()
     if report.delays.empty:
         ax.text(0.5, 0.5, "no delays measured (run with --probe)", ha="center", va="center",
@@ -795,7 +795,9 @@ def chart_delays(report: ApiserverReport) -> Figure:
             median = float(sorted(values)[len(values) // 2])
             ax.text(median, i + 0.3, f"median {median:.2f}s (n={len(values)})", ha="center",
                     fontsize=8)  # fmt: skip
-    ax.set_yticks(range(len(stages)), [_short(s, 60) for s in stages], fontsize=8)
+    # "tempo.search (tempo ingester -> search)": the check on one line, its hop below.
+    labels = [s.replace(" (", "\n(", 1) for s in stages]
+    ax.set_yticks(range(len(stages)), labels, fontsize=8)
     ax.set_xlabel("seconds from send (smoke) or span end (exemplars) until visible")
     ax.set_title("pipeline delay per stage", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
