@@ -477,3 +477,13 @@ def test_render_formats() -> None:
     assert data["notes"] == list(table.notes)
     with pytest.raises(UsageError, match="choose from table, json, csv, markdown"):
         table.render("yaml")
+
+
+def test_param_pairs_from_the_command_line() -> None:
+    from tracecheck.query import iter_pairs
+
+    assert dict(iter_pairs(["service=api", "expr=a=b", "empty="])) == {
+        "service": "api", "expr": "a=b", "empty": ""
+    }  # fmt: skip
+    with pytest.raises(UsageError, match="'service' is not key=value"):
+        dict(iter_pairs(["service"]))
