@@ -259,6 +259,89 @@ def smoke(
     raise _Exit(report.exit_code)
 
 
+# ------------------------------------------------------------------------ stack (Kubernetes)
+
+TargetArg = Annotated[
+    str, typer.Argument(help="base, minikube, production, or a kustomization directory.")
+]
+
+
+@stack_app.command("render")
+def stack_render(
+    target: TargetArg = "base",
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write to FILE.")] = None,
+) -> None:
+    """Render the manifests with kustomize (multi-document YAML on stdout).
+
+    Example: tracecheck stack render production -o pipeline.yaml
+    """
+    from tracecheck.manifests import render
+
+    _write(render(target), output)
+
+
+@stack_app.command("validate")
+def stack_validate(
+    targets: Annotated[list[str] | None, typer.Argument(help="Targets (default: all).")] = None,
+    k8s_version: Annotated[str, typer.Option(help="Kubernetes schema version.")] = "1.34",
+) -> None:
+    """Validate rendered manifests offline: Kubernetes schemas plus the pipeline's own checks.
+
+    Exit 1 when any finding is an error. Example: tracecheck stack validate
+    """
+    from tracecheck.manifests import TARGETS, load_objects, render, validate
+
+    errors = 0
+    for target in targets or list(TARGETS):
+        rendered = render(target)
+        findings = validate(rendered, k8s_version)
+        errors += sum(f.level == "error" for f in findings)
+        typer.echo(f"{target}: {len(load_objects(rendered))} objects, {len(findings)} findings")
+        for f in findings:
+            typer.echo(f"  {f}")
+    raise _Exit(ExitCode.CHECK_FAILED if errors else ExitCode.OK)
+
+
+@stack_app.command("apply")
+def stack_apply(
+    target: TargetArg = "base",
+    kubeconfig: Annotated[str | None, typer.Option(help="kubeconfig (default: kubectl's).")] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Server-side dry run: admit, store nothing.")
+    ] = False,
+    wait: Annotated[bool, typer.Option(help="Wait for every rollout.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds per rollout.")] = 300.0,
+) -> None:
+    """Apply the manifests (server-side), wait for the rollouts, then suggest `tracecheck smoke`.
+
+    Example: tracecheck stack apply minikube --context minikube
+    """
+    from tracecheck.manifests import apply, render
+
+    result = apply(
+        render(target),
+        kubeconfig=kubeconfig,
+        context=context,
+        wait=wait and not dry_run,
+        dry_run="server" if dry_run else None,
+        timeout=timeout,
+    )
+    for line in result.applied:
+        typer.echo(line)
+    for r in result.rollouts:
+        typer.echo(
+            f"rollout {r.kind}/{r.name}: {'ok' if r.ok else 'NOT READY'} {r.detail}".rstrip()
+        )
+    for name in result.created_secrets:
+        typer.echo(f"created secret {name} (random value, not shown)")
+    for name in result.missing_secrets:
+        typer.echo(f"missing secret {name}: create it before the pods can start")
+    if result.ok and not dry_run:
+        typer.echo(f"next: {result.next_step}")
+    raise _Exit(ExitCode.OK if result.ok else ExitCode.CHECK_FAILED)
+
+
 # --------------------------------------------------------------------------------- stack local
 
 StateOpt = Annotated[

@@ -1293,6 +1293,7 @@ def apply(
     command = [*base, "apply", "--server-side", "--field-manager=tracecheck", "-f", "-"]
     if dry_run:
         command.append(f"--dry-run={dry_run}")
+        _require_namespaces(base, objects, where, timeout)
     proc = _run(command, rendered, timeout)
     if proc.returncode != 0:
         raise _kubectl_error(where, proc.stderr or proc.stdout)
@@ -1312,6 +1313,27 @@ def apply(
         created_secrets=tuple(created),
         missing_secrets=tuple(missing),
     )
+
+
+def _require_namespaces(
+    base: list[str], objects: list[dict[str, Any]], where: str, timeout: float
+) -> None:
+    """A server-side dry run stores nothing, so objects in a namespace that the same apply would
+    create are refused one by one ("namespaces ... not found"): say so once, up front."""
+    created = [o["metadata"]["name"] for o in objects if o.get("kind") == "Namespace"]
+    for name in created:
+        proc = _run(
+            [*base, "get", "namespace", name, "-o", "name", "--ignore-not-found"], None, timeout
+        )
+        if proc.returncode != 0:
+            raise _kubectl_error(where, proc.stderr)
+        if not proc.stdout.strip():
+            raise ConfigError(
+                "kubectl",
+                where,
+                f"namespace {name!r} does not exist and a server-side dry run cannot create it: "
+                f"create it first (kubectl create namespace {name}) or apply without --dry-run",
+            )
 
 
 def _external_secrets(objects: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
