@@ -841,4 +841,6 @@ def probe(
     ctx.settings = settings  # a given context runs with the probe's settings too
     report = smoke(settings, progress=progress, checks=plan, context=ctx)
     # No synthetic trace here: the report's trace is the apiserver leg's.
-    return replace(report, trace_id=str(ctx.target.get("apiserver_trace_id", "")))
+    return replace(
+        report, trace_id=str(ctx.target.get("apiserver_trace_id", "")), command="apiserver probe"
+    )

@@ -37,8 +37,18 @@ local_app = typer.Typer(
     "Tempo stand-in).",
     no_args_is_help=True,
 )
+apiserver_app = typer.Typer(
+    help="The apiserver leg: traced requests, the TracingConfiguration file.", no_args_is_help=True
+)
+query_app = typer.Typer(
+    help="Ad-hoc TraceQL and PromQL, and the saved queries in queries/.", no_args_is_help=True
+)
+report_app = typer.Typer(help="Latency reports with tables and plots.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 stack_app.add_typer(local_app, name="local")
+app.add_typer(apiserver_app, name="apiserver")
+app.add_typer(query_app, name="query")
+app.add_typer(report_app, name="report")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -414,6 +424,292 @@ def local_env(state_dir: StateOpt = None) -> None:
 
     for key, value in _local(state_dir).env().items():
         typer.echo(f"export {key}={shlex.quote(value)}")
+
+
+# ---------------------------------------------------------------------- shared query options
+
+TempoUrlOpt = Annotated[str | None, typer.Option(help="Tempo HTTP API base URL.")]
+PromUrlOpt = Annotated[str | None, typer.Option(help="Prometheus base URL.")]
+TenantOpt = Annotated[str | None, typer.Option(help="X-Scope-OrgID for Tempo and Prometheus.")]
+FormatOpt = Annotated[str, typer.Option("--output", "-o", help="table, json, csv or markdown.")]
+SinceOpt = Annotated[str | None, typer.Option(help="Window ending now, e.g. 15m, 1h (default 1h).")]
+StartOpt = Annotated[str | None, typer.Option(help="Window start: RFC 3339 or unix seconds.")]
+EndOpt = Annotated[str | None, typer.Option(help="Window end: RFC 3339 or unix seconds.")]
+MaxRowsOpt = Annotated[int, typer.Option(help="Rows printed at most (a note says what was cut).")]
+
+
+def _query_settings(
+    config: Path | None, tempo_url: str | None, prometheus_url: str | None, tenant: str | None
+) -> Any:
+    return _settings(
+        config,
+        {
+            "tempo.url": tempo_url,
+            "prometheus.url": prometheus_url,
+            "tempo.tenant": tenant,
+            "prometheus.tenant": tenant,
+        },
+    )
+
+
+def _print_table(table: Any, fmt: str) -> None:
+    """A query's table on stdout; with CSV the notes go to stderr (CSV has no room for them)."""
+    text = table.render(fmt, width=_term_width())
+    sys.stdout.write(text)
+    if fmt == "csv":
+        for note in table.notes:
+            _err(note)
+
+
+# ---------------------------------------------------------------------------------- apiserver
+
+
+@apiserver_app.command("probe")
+def apiserver_probe(
+    config: ConfigOpt = None,
+    requests: Annotated[int | None, typer.Option(help="Traced requests (default 4).")] = None,
+    path: Annotated[
+        list[str] | None, typer.Option(help="Path to GET with a traceparent (repeatable).")
+    ] = None,
+    allow_writes: Annotated[
+        bool, typer.Option(help="Also create and delete a ConfigMap (needs --namespace).")
+    ] = False,
+    namespace: Annotated[str | None, typer.Option(help="Namespace for --allow-writes.")] = None,
+    kubeconfig: Annotated[str | None, typer.Option(help="kubeconfig file.")] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
+    tempo_url: TempoUrlOpt = None,
+    prometheus_url: PromUrlOpt = None,
+    tenant: TenantOpt = None,
+    output: Annotated[
+        list[str] | None,
+        typer.Option("--output", "-o", help="table, json, junit, markdown[:PATH]."),
+    ] = None,
+) -> None:
+    """Send traced requests to kube-apiserver and find its spans in Tempo and Prometheus.
+
+    Says which mode ran: a credential in system:masters / system:monitoring has its traceparent
+    honoured (parent/child); any other starts its own traces (found by Audit-Id or span link).
+    Example: tracecheck apiserver probe --context viewer --requests 20
+    """
+    from tracecheck.apiserver_checks import probe
+    from tracecheck.render import parse_output, render
+
+    outputs = [parse_output(o) for o in (output or ["table"])]
+    flags = {
+        "tempo.url": tempo_url,
+        "prometheus.url": prometheus_url,
+        "tempo.tenant": tenant,
+        "prometheus.tenant": tenant,
+        "apiserver.kubeconfig": _kubeconfig(kubeconfig),
+        "apiserver.context": context,
+    }
+    progress = _ProgressLine(sys.stderr.isatty())
+    try:
+        report = probe(
+            _settings(config, flags),
+            requests=requests,
+            paths=path or (),
+            allow_writes=allow_writes,
+            namespace=namespace,
+            progress=progress,
+        )
+    finally:
+        progress.clear()
+    for fmt, dest in outputs:
+        _write(render(report, fmt, color=_color() and dest is None, width=_term_width()), dest)
+    raise _Exit(report.exit_code)
+
+
+@apiserver_app.command("check-config")
+def apiserver_check_config(
+    file: Annotated[Path, typer.Argument(help="A TracingConfiguration YAML file.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+) -> None:
+    """Validate a kube-apiserver TracingConfiguration; every message names line and field.
+
+    Exit 4 on any error, 0 with warnings only. Example:
+    tracecheck apiserver check-config stack/apiserver/tracing-config.yaml
+    """
+    import json
+
+    from tracecheck.tracingconfig import check_tracing_config, has_errors, render_findings
+
+    findings = check_tracing_config(file)
+    if output == "json":
+        typer.echo(json.dumps([f.to_json() for f in findings], indent=2))
+    else:
+        typer.echo(render_findings(findings, str(file)))
+    raise _Exit(ExitCode.CONFIG if has_errors(findings) else ExitCode.OK)
+
+
+# -------------------------------------------------------------------------------------- query
+
+
+@query_app.command("traceql")
+def query_traceql(
+    expr: Annotated[
+        str, typer.Argument(help="TraceQL, e.g. '{ resource.service.name = \"apiserver\" }'.")
+    ],
+    config: ConfigOpt = None,
+    since: SinceOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    limit: Annotated[int, typer.Option(help="Traces at most (search).")] = 20,
+    spss: Annotated[int, typer.Option(help="Spans per span set (search).")] = 3,
+    metrics: Annotated[bool, typer.Option(help="A TraceQL metrics query (| rate() ...).")] = False,
+    instant: Annotated[bool, typer.Option(help="With --metrics: one value per series.")] = False,
+    step: Annotated[str | None, typer.Option(help="With --metrics: step, e.g. 30s.")] = None,
+    max_rows: MaxRowsOpt = 10_000,
+    output: FormatOpt = "table",
+    tempo_url: TempoUrlOpt = None,
+    tenant: TenantOpt = None,
+) -> None:
+    """Run TraceQL against Tempo: a search (one row per matched span) or a metrics query.
+
+    Example: tracecheck query traceql '{ span.http.target =~ "/api/v1/.*" }' --since 15m
+    """
+    from tracecheck.query import run_traceql
+
+    table = run_traceql(
+        _query_settings(config, tempo_url, None, tenant),
+        expr,
+        since=since,
+        start=start,
+        end=end,
+        limit=limit,
+        spss=spss,
+        metrics=metrics,
+        instant=instant,
+        step=step,
+        max_rows=max_rows,
+    )
+    _print_table(table, output)
+
+
+@query_app.command("promql")
+def query_promql(
+    expr: Annotated[str, typer.Argument(help="PromQL; checked locally before it is sent.")],
+    config: ConfigOpt = None,
+    at: Annotated[str | None, typer.Option(help="Evaluation time (instant) or range end.")] = None,
+    range_: Annotated[
+        str | None, typer.Option("--range", help="A range query over this duration, e.g. 1h.")
+    ] = None,
+    step: Annotated[str | None, typer.Option(help="Range step (kept under 11,000 points).")] = None,
+    max_rows: MaxRowsOpt = 10_000,
+    output: FormatOpt = "table",
+    prometheus_url: PromUrlOpt = None,
+    tenant: TenantOpt = None,
+) -> None:
+    """Run PromQL against Prometheus, instant (--at) or range (--range, --step).
+
+    Example: tracecheck query promql 'sum by (span_name) (rate(traces_spanmetrics_calls_total[5m]))'
+    """
+    from tracecheck.query import run_promql
+
+    settings = _query_settings(config, None, prometheus_url, tenant)
+    table = run_promql(settings, expr, at=at, range_=range_, step=step, max_rows=max_rows)
+    _print_table(table, output)
+
+
+@query_app.command("list")
+def query_list(output: FormatOpt = "table") -> None:
+    """List the saved queries (queries/*.traceql, *.promql) with their parameters.
+
+    Example: tracecheck query list
+    """
+    from tracecheck.queries import list_queries
+
+    _print_table(list_queries(), output)
+
+
+@query_app.command("run")
+def query_run(
+    name: Annotated[str, typer.Argument(help="A saved query's name (tracecheck query list).")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE (repeatable).")
+    ] = None,
+    config: ConfigOpt = None,
+    since: SinceOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    at: Annotated[str | None, typer.Option(help="PromQL evaluation time.")] = None,
+    range_: Annotated[str | None, typer.Option("--range", help="PromQL range, e.g. 1h.")] = None,
+    step: Annotated[str | None, typer.Option(help="Range or metrics step.")] = None,
+    limit: Annotated[int | None, typer.Option(help="TraceQL: traces at most.")] = None,
+    spss: Annotated[int | None, typer.Option(help="TraceQL: spans per span set.")] = None,
+    max_rows: MaxRowsOpt = 10_000,
+    output: FormatOpt = "table",
+    tempo_url: TempoUrlOpt = None,
+    prometheus_url: PromUrlOpt = None,
+    tenant: TenantOpt = None,
+) -> None:
+    """Run a saved query with parameters.
+
+    Example: tracecheck query run apiserver-slowest-requests --param min_duration=50ms
+    """
+    from tracecheck.queries import run_saved
+    from tracecheck.query import iter_pairs
+
+    table = run_saved(
+        _query_settings(config, tempo_url, prometheus_url, tenant),
+        name,
+        dict(iter_pairs(param or [])),
+        since=since,
+        start=start,
+        end=end,
+        at=at,
+        range_=range_,
+        step=step,
+        limit=limit,
+        spss=spss,
+        max_rows=max_rows,
+    )
+    _print_table(table, output)
+
+
+# ------------------------------------------------------------------------------------- report
+
+
+@report_app.command("apiserver")
+def report_apiserver(
+    config: ConfigOpt = None,
+    since: SinceOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    service: Annotated[
+        str, typer.Option(help="service.name of the apiserver's spans.")
+    ] = "apiserver",
+    limit: Annotated[int, typer.Option(help="Traces read from Tempo at most.")] = 1000,
+    probe: Annotated[
+        bool, typer.Option(help="Run tracecheck smoke first to measure every stage's delay.")
+    ] = False,
+    full: Annotated[bool, typer.Option(help="Every column, not the summary.")] = False,
+    html: Annotated[str | None, typer.Option(help="Write a self-contained HTML report.")] = None,
+    png: Annotated[str | None, typer.Option(help="Write the main chart as PNG.")] = None,
+    output: FormatOpt = "table",
+    tempo_url: TempoUrlOpt = None,
+    prometheus_url: PromUrlOpt = None,
+    tenant: TenantOpt = None,
+) -> None:
+    """Per-endpoint apiserver latency from traces, span-metrics and the apiserver's own metrics.
+
+    Example: tracecheck report apiserver --since 1h --html report.html
+    """
+    from tracecheck.reports import apiserver_report, write_html, write_png
+
+    settings = _query_settings(config, tempo_url, prometheus_url, tenant)
+    if probe:
+        settings = settings.replace(**{"apiserver.kubeconfig": _kubeconfig(None) or ""})
+    report = apiserver_report(
+        settings, since=since, start=start, end=end, service=service, trace_limit=limit, probe=probe
+    )
+    _print_table(report.table(full=full), output)
+    if html:
+        write_html(report, html)
+        _err(f"wrote {html}")
+    if png:
+        write_png(report, png)
+        _err(f"wrote {png}")
 
 
 # --------------------------------------------------------------------------------------- main

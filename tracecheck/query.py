@@ -148,7 +148,7 @@ class ResultTable:
         ``no data`` note instead of an empty table. ``csv`` has no room for notes: print
         :attr:`notes` to stderr. ``json`` carries them in ``notes``.
         """
-        from tracecheck.render import _md_table, render_csv, render_rows
+        from tracecheck.render import render_csv, render_markdown_rows, render_rows
 
         if fmt == "json":
             return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
@@ -163,7 +163,9 @@ class ResultTable:
             )  # fmt: skip
             return "\n".join([*body, *self.notes]) + "\n"
         if fmt == "markdown":
-            parts = [_md_table([_display(r, self.columns) for r in self.rows], self.columns)]
+            parts = [
+                render_markdown_rows([_display(r, self.columns) for r in self.rows], self.columns)
+            ]
             if not self.rows:
                 parts = []
             parts += [f"_{n}_" for n in self.notes]

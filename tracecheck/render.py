@@ -25,6 +25,7 @@ __all__ = [
     "render_json",
     "render_junit",
     "render_markdown",
+    "render_markdown_rows",
     "render_rows",
     "render_text",
     "report_to_dict",
@@ -115,6 +116,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "schema_version": report.schema_version,
         "tool": "tracecheck",
         "tool_version": report.tool_version,
+        "command": report.command,
         "run_id": report.run_id,
         "trace_id": report.trace_id,
         "started_at": _iso(report.started_at),
@@ -139,16 +141,14 @@ def render_junit(report: Report) -> str:
     """JUnit XML (one test case per check) for CI systems: FAIL -> failure, ERROR -> error."""
     from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
 
-    suite: Any = TestSuite("tracecheck.smoke")
+    suite: Any = TestSuite(f"tracecheck.{report.command.replace(' ', '.')}")
     suite.timestamp = _iso(report.started_at)
     suite.add_property("run_id", report.run_id)
     suite.add_property("trace_id", report.trace_id)
     for key, value in sorted(report.target.items()):
         suite.add_property(f"target.{key}", str(value))
     for r in report.results:
-        case = TestCase(
-            r.name, classname=f"tracecheck.smoke.{r.name.split('.', 1)[0]}", time=r.elapsed
-        )
+        case = TestCase(r.name, classname=f"{suite.name}.{r.name.split('.', 1)[0]}", time=r.elapsed)
         text = "\n".join(x for x in (r.detail, f"hint: {r.hint}" if r.hint else "") if x)
         if r.status is Status.FAIL:
             case.result = [Failure(r.detail, type_=r.hop or "check")]
@@ -194,7 +194,7 @@ def _summary(report: Report) -> str:
     counts = report.counts()
     parts = [f"{n} {s.lower()}" for s, n in counts.items() if n]
     return (
-        f"tracecheck smoke: {', '.join(parts) or 'no checks'} in "
+        f"tracecheck {report.command}: {', '.join(parts) or 'no checks'} in "
         f"{report.finished_at - report.started_at:.1f}s (run {report.run_id or '-'}, "
         f"trace {report.trace_id or '-'}) -> exit {int(report.exit_code)}"
     )
@@ -298,7 +298,9 @@ def render_rows(
 # -- Markdown / CSV -------------------------------------------------------------------------------
 
 
-def _md_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+def render_markdown_rows(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None
+) -> str:
     if not rows:
         return "_no rows_"
     cols = list(columns or rows[0].keys())
@@ -313,11 +315,21 @@ def _md_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None =
 
 
 def render_markdown(report: Report) -> str:
-    out = [f"## tracecheck smoke: exit {int(report.exit_code)}", "", _summary(report), ""]
-    out += ["### Checks", "", _md_table(_check_rows(report)), ""]
+    out = [
+        f"## tracecheck {report.command}: exit {int(report.exit_code)}",
+        "",
+        _summary(report),
+        "",
+    ]
+    out += ["### Checks", "", render_markdown_rows(_check_rows(report)), ""]
     for name, rows in report.tables.items():
         if rows:
-            out += [f"### {name.replace('_', ' ').capitalize()}", "", _md_table(rows), ""]
+            out += [
+                f"### {name.replace('_', ' ').capitalize()}",
+                "",
+                render_markdown_rows(rows),
+                "",
+            ]
     hints = _hints(report)
     if hints:
         out += ["### Hints", "", *(f"- {h}" for h in hints), ""]

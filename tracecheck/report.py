@@ -64,6 +64,7 @@ class Report:
     target: Mapping[str, Any] = field(default_factory=dict)  # redacted endpoints and versions
     tables: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     tool_version: str = ""
+    command: str = "smoke"  # the tracecheck command that made the report
     schema_version: int = REPORT_SCHEMA_VERSION
 
     @property
