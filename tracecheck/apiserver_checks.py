@@ -156,7 +156,7 @@ def _client(ctx: SmokeContext) -> ApiserverClient:
         path = resolve_kubeconfig(s.kubeconfig, {}, local)
         return ApiserverClient.from_settings(s, kubeconfig=path)
 
-    return ctx._client("apiserver", make)
+    return ctx.client("apiserver", make)
 
 
 def _mode(ctx: SmokeContext) -> TrustMode:

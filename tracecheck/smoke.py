@@ -88,7 +88,7 @@ class SmokeContext:
 
             return CollectorClient(self.settings.collector, clock=self.clock)
 
-        return self._client("collector", make)
+        return self.client("collector", make)
 
     def tempo(self) -> TempoClient:
         def make() -> TempoClient:
@@ -96,7 +96,7 @@ class SmokeContext:
 
             return TempoClient(self.settings.tempo)
 
-        return self._client("tempo", make)
+        return self.client("tempo", make)
 
     def prometheus(self) -> PrometheusClient:
         def make() -> PrometheusClient:
@@ -104,9 +104,10 @@ class SmokeContext:
 
             return PrometheusClient(self.settings.prometheus)
 
-        return self._client("prometheus", make)
+        return self.client("prometheus", make)
 
-    def _client(self, name: str, make: Callable[[], T]) -> T:
+    def client(self, name: str, make: Callable[[], T]) -> T:
+        """The client called ``name``, built by ``make`` on first use and closed at the end."""
         with self._lock:
             if name not in self._clients:
                 self._clients[name] = make()
