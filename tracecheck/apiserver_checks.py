@@ -43,9 +43,9 @@ from typing import TYPE_CHECKING, Any
 
 from tracecheck.config import Settings
 from tracecheck.errors import AuthError, BackendError, HTTPStatusError, UsageError
+from tracecheck.plan import Check, Progress, SmokeContext
 from tracecheck.polling import Clock, Probe, SystemClock
 from tracecheck.report import CheckResult, Report, Status
-from tracecheck.smoke import Check, Progress, SmokeContext
 from tracecheck.spanmetrics import NAMES_REGEX, Naming, candidates
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -785,7 +785,7 @@ def checks(
     *,
     writes_namespace: str | None = None,
 ) -> list[Check]:
-    """The apiserver checks for the smoke plan (``tracecheck.smoke.EXTENSIONS``)."""
+    """The apiserver checks for the smoke plan (``tracecheck.plan.EXTENSIONS``)."""
     via_tempo = settings.smoke.span_metrics_naming != "otel"
     return [
         ApiserverReachable(),
@@ -818,7 +818,7 @@ def probe(
     >>> report = probe(load_settings(), requests=8)            # doctest: +SKIP
     >>> report.result("apiserver.trace").status, report.tables["apiserver_latency"][:1]
     """
-    from tracecheck.smoke import PrometheusPreflight, TempoPreflight, smoke
+    from tracecheck.plan import PrometheusPreflight, TempoPreflight, smoke
 
     if allow_writes and not namespace:
         raise UsageError("apiserver", "--allow-writes", "needs --namespace NS (where to write)")

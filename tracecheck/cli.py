@@ -225,8 +225,8 @@ def smoke(
 
     Example: tracecheck smoke --output table --output junit:reports/smoke.xml
     """
+    from tracecheck.plan import smoke as run_smoke
     from tracecheck.render import parse_output, render
-    from tracecheck.smoke import smoke as run_smoke
 
     outputs = [parse_output(o) for o in (output or ["table"])]
     flags: dict[str, Any] = {

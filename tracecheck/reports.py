@@ -335,7 +335,7 @@ def apiserver_report(
     if trace_limit < 1:
         raise QueryError("report", "--limit", "the trace limit must be positive")
     if probe and smoke_report is None:
-        from tracecheck.smoke import smoke
+        from tracecheck.plan import smoke
 
         smoke_report = smoke(settings, clock=clock)
     out = _Collected()

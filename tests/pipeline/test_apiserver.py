@@ -23,8 +23,8 @@ from tracecheck.apiserver_checks import LATENCY_TABLE, leg_ids, probe
 from tracecheck.config import Settings, load_settings
 from tracecheck.errors import ConfigError, ExitCode
 from tracecheck.localstack import LocalStack
+from tracecheck.plan import smoke
 from tracecheck.report import Report, Status
-from tracecheck.smoke import smoke
 from tracecheck.tempo import TempoClient
 from tracecheck.tracingconfig import check_tracing_config
 

@@ -22,8 +22,8 @@ import pytest
 
 from tracecheck.config import load_settings
 from tracecheck.localstack import LocalStack
+from tracecheck.plan import smoke
 from tracecheck.report import Status
-from tracecheck.smoke import smoke
 
 SPANMETRICS_COLLECTOR = [
     "--collector-endpoint",

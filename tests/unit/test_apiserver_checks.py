@@ -29,10 +29,10 @@ from tracecheck.apiserver_checks import (
 )
 from tracecheck.config import Settings, load_settings
 from tracecheck.errors import AuthError, ExitCode, UsageError
+from tracecheck.plan import SmokeContext
 from tracecheck.polling import FakeClock
 from tracecheck.prometheus import QueryResult, RangeSeries
 from tracecheck.report import CheckResult, Report, Status
-from tracecheck.smoke import SmokeContext
 from tracecheck.tempo import BuildInfo, Link, SearchResult, Span, SpanSet, Trace, TraceSummary
 
 ADMIN = UserInfo("tracecheck-admin", ("system:masters", "system:authenticated"))
@@ -455,7 +455,7 @@ def test_probe_refuses_bad_options(kw: dict[str, Any], message: str) -> None:
 
 
 def test_smoke_skip_apiserver_drops_the_leg() -> None:
-    from tracecheck.smoke import default_checks, select_checks
+    from tracecheck.plan import default_checks, select_checks
 
     every = default_checks(settings())
     names = [c.name for c in every if c.group == "apiserver"]

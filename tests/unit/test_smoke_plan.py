@@ -17,10 +17,10 @@ import pytest
 
 from tracecheck.config import Settings, load_settings
 from tracecheck.errors import ExitCode, Unreachable
+from tracecheck.plan import SmokeContext, default_checks, smoke
 from tracecheck.polling import FakeClock
 from tracecheck.prometheus import Exemplar, ExemplarSeries, QueryResult, RangeSeries
 from tracecheck.report import Status
-from tracecheck.smoke import SmokeContext, default_checks, smoke
 from tracecheck.synth import RUN_ID_ATTRIBUTE
 from tracecheck.tempo import BuildInfo, SearchResult, Span, SpanSet, Trace, TraceSummary
 

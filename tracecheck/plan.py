@@ -1,4 +1,4 @@
-"""``tracecheck smoke``: a plan of checks that proves traces and span-metrics flow end to end.
+"""``tracecheck smoke`` (the plan of checks): proves traces and span-metrics flow end to end.
 
 The plan runs in three stages; the checks of a stage run in parallel:
 
