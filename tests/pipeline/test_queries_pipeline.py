@@ -342,9 +342,13 @@ def test_range_over_the_point_limit_is_refused(sent: Sent) -> None:
 
 
 def test_range_query_rows(sent: Sent) -> None:
-    table = run_promql(sent.settings, 'up{job="prometheus"}', range_="5m", step="30s")
+    # vector(1) has a point at every step whatever the pipeline's age: 5m / 30s + 1 (both ends
+    # are inclusive in query_range).
+    table = run_promql(sent.settings, "vector(1)", range_="5m", step="30s")
     assert table.kind == "promql-matrix"
-    assert 9 <= len(table.rows) <= 11 and set(table.column("value")) == {1.0}
+    assert len(table.rows) == 11 and set(table.column("value")) == {1.0}
+    times = table.column("time")
+    assert times == sorted(times) and len(set(times)) == 11
 
 
 def test_empty_results_are_no_data_not_errors(sent: Sent) -> None:
