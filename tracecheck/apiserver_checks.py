@@ -43,10 +43,10 @@ from typing import TYPE_CHECKING, Any
 
 from tracecheck.config import Settings
 from tracecheck.errors import AuthError, BackendError, HTTPStatusError, UsageError
-from tracecheck.plan import Check, Progress, SmokeContext
+from tracecheck.plan import Check, Progress, SmokeContext, span_metric_families
 from tracecheck.polling import Clock, Probe, SystemClock
 from tracecheck.report import CheckResult, Report, Status
-from tracecheck.spanmetrics import NAMES_REGEX, Naming, candidates
+from tracecheck.spanmetrics import Naming
 
 if TYPE_CHECKING:  # pragma: no cover
     from tracecheck.apiserver import ApiserverClient, ServerVersion, TrustMode, UserInfo
@@ -374,6 +374,7 @@ class ApiserverTrace(Check):
     name = "apiserver.trace"
     title = "Tempo holds the apiserver's spans for our requests (parent/child, or link/audit-id)"
     hop = "apiserver -> collector -> tempo"
+    sent_key = "apiserver_sent_mono"
     requires = ("apiserver.requests", "preflight.tempo")
     deadline_key = "apiserver_trace"
     error_hint = "Tempo's API failed while polling for the apiserver's spans"
@@ -391,19 +392,6 @@ class ApiserverTrace(Check):
         # With a fixed --seed the IDs repeat across runs: only spans of this run count.
         started: float = ctx.values["apiserver_started_wall"]
         return span.start_ns >= (started - 5.0) * 1e9
-
-    def _common(self, ctx: SmokeContext, outcome: Any) -> dict[str, Any]:
-        return {
-            "elapsed": outcome.elapsed,
-            "attempts": outcome.attempts,
-            "deadline": self.deadline(ctx),
-        }
-
-    def _delay(self, ctx: SmokeContext, outcome: Any) -> float | None:
-        sent: float | None = ctx.values.get("apiserver_sent_mono")
-        if outcome.found_at is None or sent is None:
-            return None
-        return max(0.0, float(outcome.found_at) - sent)
 
     # -- parent/child -----------------------------------------------------------------------
 
@@ -424,7 +412,7 @@ class ApiserverTrace(Check):
             return Probe(len(found) == len(records), (found, trace.spans), seen)
 
         outcome = self.poll(ctx, probe, request_timeout=ctx.settings.tempo.timeout)
-        common = self._common(ctx, outcome)
+        common = self.poll_fields(ctx, outcome)
         if outcome.value is None and outcome.error is not None:
             raise outcome.error
         found, spans = outcome.value if outcome.value is not None else ({}, ())
@@ -457,12 +445,12 @@ class ApiserverTrace(Check):
                 return self.result(
                     Status.WARN,
                     detail + f"; but audit-id differs from the Audit-Id header for {mismatched}",
-                    delay=self._delay(ctx, outcome),
+                    delay=self.delay(ctx, outcome),
                     data=data,
                     **common,
                 )
             return self.result(
-                Status.PASS, detail, delay=self._delay(ctx, outcome), data=data, **common
+                Status.PASS, detail, delay=self.delay(ctx, outcome), data=data, **common
             )
         missing = [r.label() for r in records if r.span_id not in found]
         linked = self._linked_elsewhere(ctx, tempo, trace_id) if not found else 0
@@ -548,7 +536,7 @@ class ApiserverTrace(Check):
             return Probe(done, n, seen)
 
         outcome = self.poll(ctx, probe, request_timeout=ctx.settings.tempo.timeout)
-        common = self._common(ctx, outcome)
+        common = self.poll_fields(ctx, outcome)
         if not matched and outcome.error is not None:
             raise outcome.error
         how = f"by {query}"
@@ -680,24 +668,11 @@ def _export_hint(ctx: SmokeContext) -> str:
 # -- verify: span metrics ---------------------------------------------------------------------
 
 
-def _families(ctx: SmokeContext) -> tuple[Naming, ...]:
-    """The span-metric name families to watch (shared with the smoke plan's cache)."""
-    cached: tuple[Naming, ...] | None = ctx.values.get("span_metric_families")
-    if cached is None:
-        names = ctx.prometheus().label_values(
-            "__name__",
-            match=[f'{{__name__=~"{NAMES_REGEX}"}}'],
-            timeout=ctx.settings.deadlines.preflight,
-        )
-        cached = candidates(names, ctx.settings.smoke.span_metrics_naming)
-        ctx.values["span_metric_families"] = cached
-    return cached
-
-
 class ApiserverSpanMetrics(Check):
     name = "apiserver.span_metrics"
     title = 'span-metrics for service="apiserver" present and rising in Prometheus'
     hop = "apiserver spans -> metrics-generator -> prometheus"
+    sent_key = "apiserver_sent_mono"
     deadline_key = "span_metrics"
     error_hint = "Prometheus's query API failed while polling"
 
@@ -717,7 +692,7 @@ class ApiserverSpanMetrics(Check):
         # Raw samples, not instant values: robust to a generator restart (tracecheck.counters).
         ctx.values["apiserver_span_metrics_baseline"] = {
             fam: counters.snapshot(prom, self._query(fam), now=ctx.clock.time(), timeout=timeout)
-            for fam in _families(ctx)
+            for fam in span_metric_families(ctx)
         }
 
     def run(self, ctx: SmokeContext) -> CheckResult:
@@ -742,27 +717,16 @@ class ApiserverSpanMetrics(Check):
             return Probe(False, None, ", ".join(seen) + f"; need +{expected}")
 
         outcome = self.poll(ctx, probe, request_timeout=ctx.settings.prometheus.timeout)
-        common = {
-            "elapsed": outcome.elapsed,
-            "attempts": outcome.attempts,
-            "deadline": self.deadline(ctx),
-        }
+        measured = self.measured(ctx, outcome)
         if outcome.ok and outcome.value is not None:
             fam, rose, series = outcome.value
-            sent: float | None = ctx.values.get("apiserver_sent_mono")
-            delay = None
-            if outcome.found_at is not None and sent is not None:
-                delay = max(0.0, outcome.found_at - sent)
             return self.result(
                 Status.PASS,
                 f"{self._query(fam)}: {series} series, +{rose:g} since the send "
                 f"(expected at least +{expected}; {fam.flavour} naming)",
-                delay=delay,
                 data={"naming": fam.flavour, "increase": rose, "series": series},
-                **common,
+                **measured,
             )
-        if outcome.error is not None:
-            raise outcome.error
         trace = ctx.results.get("apiserver.trace")
         if trace is not None and trace.ok:
             hint = (
@@ -773,7 +737,7 @@ class ApiserverSpanMetrics(Check):
         else:
             hint = "no apiserver spans reached Tempo (see apiserver.trace), so none were counted"
         return self.result(
-            Status.FAIL, f"{outcome.seen} after {outcome.elapsed:.1f} s", hint=hint, **common
+            Status.FAIL, f"{outcome.seen} after {outcome.elapsed:.1f} s", hint=hint, **measured
         )
 
 

@@ -29,7 +29,13 @@ from tracecheck.counters import CounterSnapshot, SeriesKey
 from tracecheck.errors import BackendError, UsageError
 from tracecheck.polling import Clock, PollOutcome, Probe, SystemClock, poll_until
 from tracecheck.report import CheckResult, Report, Status
-from tracecheck.spanmetrics import SERVICE_GRAPH_REQUESTS, Naming, candidates, quote
+from tracecheck.spanmetrics import (
+    NAMES_REGEX,
+    SERVICE_GRAPH_REQUESTS,
+    Naming,
+    candidates,
+    quote,
+)
 from tracecheck.synth import RUN_ID_ATTRIBUTE, SyntheticTrace, build_trace, compare_trace
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -146,6 +152,8 @@ class Check:
     deadline_key: ClassVar[str | None] = None
     #: What to look at when the check cannot reach its backend.
     error_hint: ClassVar[str] = ""
+    #: ``ctx.values`` key of the monotonic time its data was sent: delays count from there.
+    sent_key: ClassVar[str] = "sent_mono"
 
     @property
     def group(self) -> str:
@@ -196,9 +204,31 @@ class Check:
         s = ctx.settings.smoke
         return poll_until(wrapped, deadline, ctx.clock, initial=s.poll_initial, cap=s.poll_max)
 
+    def measured(self, ctx: SmokeContext, outcome: PollOutcome[Any]) -> dict[str, Any]:
+        """:meth:`poll_fields` plus, once the data was seen, ``delay``: keyword arguments for
+        :meth:`result`.
+
+        A poll whose last probe could not reach its backend is not a FAIL: the error is raised
+        again, and the plan turns it into an ERROR naming that backend.
+        """
+        if not outcome.ok and outcome.error is not None:
+            raise outcome.error
+        fields = self.poll_fields(ctx, outcome)
+        if outcome.ok:
+            fields["delay"] = self.delay(ctx, outcome)
+        return fields
+
+    def poll_fields(self, ctx: SmokeContext, outcome: PollOutcome[Any]) -> dict[str, Any]:
+        """``elapsed``, ``attempts`` and ``deadline`` of a poll, for :meth:`result`."""
+        return {
+            "elapsed": outcome.elapsed,
+            "attempts": outcome.attempts,
+            "deadline": self.deadline(ctx),
+        }
+
     def delay(self, ctx: SmokeContext, outcome: PollOutcome[Any]) -> float | None:
         """Seconds from the end of the send to the first poll that saw the data."""
-        sent: float | None = ctx.values.get("sent_mono")
+        sent: float | None = ctx.values.get(self.sent_key)
         if outcome.found_at is None or sent is None:
             return None
         return max(0.0, outcome.found_at - sent)
@@ -361,17 +391,14 @@ class CollectorExported(Check):
             return Probe(sent >= expected, now, f"exporter sent +{sent:g} of {expected} spans")
 
         outcome = self.poll(ctx, probe, request_timeout=ctx.settings.collector.timeout)
-        if not outcome.ok or outcome.value is None:
-            if outcome.error is not None:
-                raise outcome.error
+        measured = self.measured(ctx, outcome)
+        if outcome.value is None:
             return self.result(
                 Status.FAIL,
                 f"{outcome.seen} within {outcome.elapsed:.1f} s",
                 hint="the collector accepted the spans but did not export them: check its "
                 "otlp exporter's endpoint (Tempo's OTLP port) and its logs",
-                elapsed=outcome.elapsed,
-                attempts=outcome.attempts,
-                deadline=self.deadline(ctx),
+                **measured,
             )
         now = outcome.value
         failed = (now.send_failed - before.send_failed) + (
@@ -383,14 +410,7 @@ class CollectorExported(Check):
         if failed > 0 or refused > 0:
             status = Status.WARN
             detail += f"; meanwhile {failed:g} failed and {refused:g} refused spans"
-        return self.result(
-            status,
-            detail,
-            elapsed=outcome.elapsed,
-            delay=self.delay(ctx, outcome),
-            attempts=outcome.attempts,
-            deadline=self.deadline(ctx),
-        )
+        return self.result(status, detail, **measured)
 
 
 class TempoTraceById(Check):
@@ -421,20 +441,13 @@ class TempoTraceById(Check):
             return Probe(not problems, problems, seen)
 
         outcome = self.poll(ctx, probe, request_timeout=ctx.settings.tempo.timeout)
-        common = {
-            "elapsed": outcome.elapsed,
-            "attempts": outcome.attempts,
-            "deadline": self.deadline(ctx),
-        }
+        measured = self.measured(ctx, outcome)
         if outcome.ok:
             return self.result(
                 Status.PASS,
                 f"trace {trace.trace_id_hex}: all {len(trace.spans)} spans match",
-                delay=self.delay(ctx, outcome),
-                **common,
+                **measured,
             )
-        if outcome.error is not None:
-            raise outcome.error
         exported = ctx.results.get("collector.exported")
         if exported is not None and exported.ok:
             hint = "the collector exported the spans, so Tempo dropped them or cannot find them: "
@@ -446,7 +459,7 @@ class TempoTraceById(Check):
             Status.FAIL,
             f"trace {trace.trace_id_hex} after {outcome.elapsed:.1f} s: {outcome.seen}",
             hint=hint,
-            **common,
+            **measured,
         )
 
 
@@ -463,7 +476,6 @@ class TempoSearch(Check):
         tempo = ctx.tempo()
         query = f"{{ span.{RUN_ID_ATTRIBUTE} = {quote(trace.run_id)} }}"
         start = int(trace.start_ns / 1e9) - 300
-        deadline = self.deadline(ctx) or 0.0
 
         def probe(timeout: float) -> Probe[int]:
             end = int(ctx.clock.time()) + 60
@@ -476,7 +488,7 @@ class TempoSearch(Check):
             return Probe(False, None, f"not found yet ({len(result.traces)} other traces)")
 
         outcome = self.poll(ctx, probe, request_timeout=ctx.settings.tempo.timeout)
-        common = {"elapsed": outcome.elapsed, "attempts": outcome.attempts, "deadline": deadline}
+        measured = self.measured(ctx, outcome)
         if outcome.ok:
             matched = outcome.value or 0
             detail = f"{query} found trace {trace.trace_id_hex}; {matched} spans matched"
@@ -484,16 +496,29 @@ class TempoSearch(Check):
             if matched != len(trace.spans):
                 status = Status.WARN
                 detail += f" (expected {len(trace.spans)})"
-            return self.result(status, detail, delay=self.delay(ctx, outcome), **common)
-        if outcome.error is not None:
-            raise outcome.error
+            return self.result(status, detail, **measured)
         by_id = ctx.results.get("tempo.trace_by_id")
         hint = "Tempo holds the trace but search does not see it: the ingester makes a trace "
         hint += "searchable only trace_idle_period after its last span; check the search "
         hint += "time range and query frontend"
         if by_id is None or not by_id.ok:
             hint = "the trace is not in Tempo at all: see tempo.trace_by_id"
-        return self.result(Status.FAIL, f"{query}: {outcome.seen}", hint=hint, **common)
+        return self.result(Status.FAIL, f"{query}: {outcome.seen}", hint=hint, **measured)
+
+
+def span_metric_families(ctx: SmokeContext) -> tuple[Naming, ...]:
+    """The span-metric name families to watch (tracecheck.spanmetrics.candidates), asked of
+    Prometheus once per run and shared by every check that reads span-metrics."""
+    cached: tuple[Naming, ...] | None = ctx.values.get("span_metric_families")
+    if cached is None:
+        names = ctx.prometheus().label_values(
+            "__name__",
+            match=[f'{{__name__=~"{NAMES_REGEX}"}}'],
+            timeout=ctx.settings.deadlines.preflight,
+        )
+        cached = candidates(names, ctx.settings.smoke.span_metrics_naming)
+        ctx.values["span_metric_families"] = cached
+    return cached
 
 
 class _PrometheusCheck(Check):
@@ -507,19 +532,7 @@ class _PrometheusCheck(Check):
         )
 
     def families(self, ctx: SmokeContext) -> tuple[Naming, ...]:
-        cached: tuple[Naming, ...] | None = ctx.values.get("span_metric_families")
-        if cached is None:
-            from tracecheck.spanmetrics import NAMES_REGEX
-
-            preference = ctx.settings.smoke.span_metrics_naming
-            names = ctx.prometheus().label_values(
-                "__name__",
-                match=[f'{{__name__=~"{NAMES_REGEX}"}}'],
-                timeout=ctx.settings.deadlines.preflight,
-            )
-            cached = candidates(names, preference)
-            ctx.values["span_metric_families"] = cached
-        return cached
+        return span_metric_families(ctx)
 
     def snapshot(self, ctx: SmokeContext, selector: str) -> CounterSnapshot:
         return counters.snapshot(
@@ -576,14 +589,8 @@ class SpanMetrics(_PrometheusCheck):
             return Probe(False, None, ", ".join(seen) + f" of {expected}")
 
         outcome = self.poll(ctx, probe, request_timeout=ctx.settings.prometheus.timeout)
-        common = {
-            "elapsed": outcome.elapsed,
-            "attempts": outcome.attempts,
-            "deadline": self.deadline(ctx),
-        }
+        measured = self.measured(ctx, outcome)
         if not outcome.ok or outcome.value is None:
-            if outcome.error is not None:
-                raise outcome.error
             return self.result(
                 Status.FAIL,
                 f"{outcome.seen} after {outcome.elapsed:.1f} s",
@@ -591,7 +598,7 @@ class SpanMetrics(_PrometheusCheck):
                 "(overrides.defaults.metrics_generator.processors: span-metrics), does its "
                 "remote_write reach Prometheus (--web.enable-remote-write-receiver), and were "
                 "the spans within the 30 s ingestion slack (clock skew)?",
-                **common,
+                **measured,
             )
         fam, rose, deltas = outcome.value
         ctx.values["span_metrics_family"] = fam
@@ -610,7 +617,7 @@ class SpanMetrics(_PrometheusCheck):
                 Status.FAIL,
                 detail + f"; but buckets below the duration rose: {sorted(misplaced)}",
                 hint="the latency histogram's unit or buckets are wrong",
-                **common,
+                **measured,
             )
         status = Status.PASS if rose == expected else Status.WARN
         if status is Status.WARN:
@@ -618,9 +625,8 @@ class SpanMetrics(_PrometheusCheck):
         return self.result(
             status,
             detail,
-            delay=self.delay(ctx, outcome),
             data={"naming": fam.flavour, "increase": rose, "expected": expected},
-            **common,
+            **measured,
         )
 
 
@@ -676,20 +682,13 @@ class Exemplars(_PrometheusCheck):
             return Probe(False, None, f"{count} exemplars, none with our trace ID")
 
         outcome = self.poll(ctx, probe, request_timeout=ctx.settings.prometheus.timeout)
-        common = {
-            "elapsed": outcome.elapsed,
-            "attempts": outcome.attempts,
-            "deadline": self.deadline(ctx),
-        }
+        measured = self.measured(ctx, outcome)
         if outcome.ok and outcome.value is not None:
             return self.result(
                 Status.PASS,
                 f"{outcome.value.latency_bucket}: {outcome.seen}",
-                delay=self.delay(ctx, outcome),
-                **common,
+                **measured,
             )
-        if outcome.error is not None:
-            raise outcome.error
         unknown = ctx.values.get("exemplar_storage") is None
         return self.result(
             Status.FAIL,
@@ -701,7 +700,7 @@ class Exemplars(_PrometheusCheck):
                 if unknown
                 else ""
             ),
-            **common,
+            **measured,
         )
 
 
@@ -737,23 +736,15 @@ class ServiceGraph(_PrometheusCheck):
             return Probe(rose >= 1, rose, f"+{rose:g}")
 
         outcome = self.poll(ctx, probe, request_timeout=ctx.settings.prometheus.timeout)
-        common = {
-            "elapsed": outcome.elapsed,
-            "attempts": outcome.attempts,
-            "deadline": self.deadline(ctx),
-        }
+        measured = self.measured(ctx, outcome)
         if outcome.ok:
-            return self.result(
-                Status.PASS, f"{query} {outcome.seen}", delay=self.delay(ctx, outcome), **common
-            )
-        if outcome.error is not None:
-            raise outcome.error
+            return self.result(Status.PASS, f"{query} {outcome.seen}", **measured)
         return self.result(
             Status.FAIL,
             f"{query} {outcome.seen} after {outcome.elapsed:.1f} s",
             hint="no service-graph edge: is the service-graphs processor enabled, and did the "
             "CLIENT and SERVER spans reach the same generator within its wait (10 s)?",
-            **common,
+            **measured,
         )
 
 
