@@ -134,7 +134,7 @@ class SmokeSettings:
     server_service: str = _f("tracecheck-server", "service.name of the synthetic SERVER span")
     seed: int = _f(0, "seed for the synthetic trace (0: derived from the run start time)")
     poll_initial: float = _f(0.05, "first poll interval, seconds")
-    poll_max: float = _f(1.0, "poll interval cap, seconds")
+    poll_max: float = _f(0.7, "poll interval cap, seconds")
 
 
 @dataclass(frozen=True, slots=True)
