@@ -115,6 +115,7 @@ class DeadlineSettings:
     """Per-check deadlines in seconds; defaults from Tempo 2.9's polling budget (tempo-api §10)."""
 
     preflight: float = _f(5.0, "readiness of collector, Tempo, Prometheus, apiserver")
+    send: float = _f(15.0, "synthetic trace accepted by the collector, retries included")
     trace_by_id: float = _f(10.0, "synthetic trace visible by ID in Tempo")
     search: float = _f(30.0, "trace found by TraceQL search")
     span_metrics: float = _f(60.0, "span-metrics counters rose in Prometheus")

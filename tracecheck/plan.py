@@ -52,6 +52,7 @@ __all__ = [
     "run_checks",
     "select_checks",
     "smoke",
+    "span_metric_families",
 ]
 
 T = TypeVar("T")
@@ -177,6 +178,13 @@ class Check:
         kw.setdefault("hop", self.hop)
         return CheckResult(name=self.name, title=self.title, status=status, detail=detail, **kw)
 
+    def budget(self, ctx: SmokeContext) -> Callable[[], float]:
+        """A function giving the seconds left before this check's deadline (at least
+        MIN_REQUEST_TIMEOUT): a check making several requests passes it to each, so together
+        they cannot outlast the deadline."""
+        end = ctx.clock.monotonic() + (self.deadline(ctx) or 0.0)
+        return lambda: max(MIN_REQUEST_TIMEOUT, end - ctx.clock.monotonic())
+
     def poll(
         self,
         ctx: SmokeContext,
@@ -267,10 +275,10 @@ class TempoPreflight(Check):
 
     def run(self, ctx: SmokeContext) -> CheckResult:
         tempo = ctx.tempo()
-        timeout = self.deadline(ctx)
-        tempo.ready(timeout=timeout)
+        left = self.budget(ctx)
+        tempo.ready(timeout=left())
         try:
-            version = tempo.buildinfo(timeout=timeout).version
+            version = tempo.buildinfo(timeout=left()).version
         except BackendError as exc:
             # buildinfo exists since 2.3 (tempo-api.md §13); older Tempo still answers /ready.
             version = f"unknown ({exc.cause})"
@@ -288,10 +296,10 @@ class PrometheusPreflight(Check):
 
     def run(self, ctx: SmokeContext) -> CheckResult:
         prom = ctx.prometheus()
-        timeout = self.deadline(ctx)
-        prom.ready(timeout=timeout)
-        version = prom.buildinfo(timeout=timeout).version
-        exemplars = prom.exemplar_storage_enabled(timeout=timeout)
+        left = self.budget(ctx)
+        prom.ready(timeout=left())
+        version = prom.buildinfo(timeout=left()).version
+        exemplars = prom.exemplar_storage_enabled(timeout=left())
         ctx.values["exemplar_storage"] = exemplars
         ctx.target["prometheus_version"] = version
         state = {True: "on", False: "OFF", None: "unknown"}[exemplars]
@@ -312,6 +320,7 @@ class SendTrace(Check):
     stage = "send"
     hop = "client -> collector"
     requires = ("preflight.collector",)
+    deadline_key = "send"
     error_hint = "the collector refused or dropped the export; check its OTLP receiver and logs"
 
     def run(self, ctx: SmokeContext) -> CheckResult:
@@ -325,7 +334,9 @@ class SendTrace(Check):
                 server_service=s.smoke.server_service,
             )
             ctx.values["trace"] = trace
-        result = ctx.collector().export(trace.to_otlp(), protocol=s.collector.protocol)
+        result = ctx.collector().export(
+            trace.to_otlp(), protocol=s.collector.protocol, timeout=self.deadline(ctx)
+        )
         ctx.values["sent_mono"] = ctx.clock.monotonic()
         ctx.values["sent_wall"] = ctx.clock.time()
         data = {
