@@ -114,15 +114,19 @@ def _csv(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(p.strip() for v in values for p in v.split(",") if p.strip())
 
 
-def _kubeconfig(explicit: str | None) -> str | None:
-    """--kubeconfig, else TRACECHECK_APISERVER_KUBECONFIG, KUBECONFIG, the local pipeline's,
-    ~/.kube/config; None: the in-cluster service account."""
+def _with_kubeconfig(settings: Any) -> Any:
+    """Settings whose apiserver.kubeconfig is filled when neither --kubeconfig, the TOML file nor
+    TRACECHECK_APISERVER_KUBECONFIG chose one: KUBECONFIG, the local pipeline's kubeconfig,
+    ~/.kube/config (empty: the in-cluster service account). The environment is read here, in
+    the CLI, never in core code."""
+    if settings.apiserver.kubeconfig:
+        return settings
     from tracecheck.apiserver import resolve_kubeconfig
     from tracecheck.localstack import default_state_dir
 
-    explicit = explicit or os.environ.get("TRACECHECK_APISERVER_KUBECONFIG", "")
     local = default_state_dir(os.environ) / "kubeconfig"
-    return resolve_kubeconfig(explicit, os.environ, local)
+    found = resolve_kubeconfig("", os.environ, local)
+    return settings.replace(**{"apiserver.kubeconfig": found}) if found else settings
 
 
 class _ProgressLine:
@@ -247,7 +251,7 @@ def smoke(
         "collector.tenant": tenant,
         "tempo.tenant": tenant,
         "prometheus.tenant": tenant,
-        "apiserver.kubeconfig": _kubeconfig(kubeconfig),
+        "apiserver.kubeconfig": kubeconfig,
         "apiserver.context": context,
         "smoke.client_service": client_service,
         "smoke.server_service": server_service,
@@ -256,7 +260,7 @@ def smoke(
     }
     for key, value in (_kv(deadline, "--deadline") or {}).items():
         flags[f"deadlines.{key}"] = value
-    settings = _settings(config, flags)
+    settings = _with_kubeconfig(_settings(config, flags))
     progress = _ProgressLine(
         sys.stderr.isatty() and not any(p is None and f != "table" for f, p in outputs)
     )
@@ -500,13 +504,13 @@ def apiserver_probe(
         "prometheus.url": prometheus_url,
         "tempo.tenant": tenant,
         "prometheus.tenant": tenant,
-        "apiserver.kubeconfig": _kubeconfig(kubeconfig),
+        "apiserver.kubeconfig": kubeconfig,
         "apiserver.context": context,
     }
     progress = _ProgressLine(sys.stderr.isatty())
     try:
         report = probe(
-            _settings(config, flags),
+            _with_kubeconfig(_settings(config, flags)),
             requests=requests,
             paths=path or (),
             allow_writes=allow_writes,
@@ -699,7 +703,7 @@ def report_apiserver(
 
     settings = _query_settings(config, tempo_url, prometheus_url, tenant)
     if probe:
-        settings = settings.replace(**{"apiserver.kubeconfig": _kubeconfig(None) or ""})
+        settings = _with_kubeconfig(settings)
     report = apiserver_report(
         settings, since=since, start=start, end=end, service=service, trace_limit=limit, probe=probe
     )

@@ -259,3 +259,22 @@ def test_a_stalled_server_cannot_hold_the_check_past_its_deadline(stalling: str)
     assert p.returncode == 3 and check["status"] == "ERROR"
     assert "no answer within" in check["detail"]
     assert check["elapsed_s"] < 2 + 1.0  # the 2 s preflight deadline, plus scheduling slack
+
+
+def test_kubeconfig_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracecheck.cli import _with_kubeconfig
+    from tracecheck.config import load_settings
+
+    env_kc = tmp_path / "env-kubeconfig"
+    env_kc.write_text("apiVersion: v1\n")
+    monkeypatch.setenv("KUBECONFIG", str(env_kc))
+    monkeypatch.setenv("TRACECHECK_STATE_DIR", str(tmp_path / "no-local-pipeline"))
+    cfg = tmp_path / "tc.toml"
+    cfg.write_text('[apiserver]\nkubeconfig = "/from/the/file"\n')
+    # The TOML file beats KUBECONFIG (file < env < flags concerns TRACECHECK_* variables only).
+    assert _with_kubeconfig(load_settings(cfg)).apiserver.kubeconfig == "/from/the/file"
+    # Nothing chosen: KUBECONFIG fills it.
+    assert _with_kubeconfig(load_settings()).apiserver.kubeconfig == str(env_kc)
+    monkeypatch.delenv("KUBECONFIG")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert _with_kubeconfig(load_settings()).apiserver.kubeconfig == ""  # in-cluster
