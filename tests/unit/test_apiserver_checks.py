@@ -284,6 +284,23 @@ def test_nothing_exported_fails_naming_the_apiserver_hop() -> None:
     assert report.exit_code == ExitCode.CHECK_FAILED
 
 
+def test_partly_traced_requests_fail_naming_only_the_missing_ones() -> None:
+    # The second request's spans reach Tempo after the deadline; the other three in time.
+    world = World(FakeClock(), late=lambda i: 60.0 if i == 1 else 0.0)
+    report = run_probe(world)
+    trace = result(report, "apiserver.trace")
+    assert trace.status is Status.FAIL
+    assert trace.detail.endswith(
+        "after 30.0 s: 3 of 4 SERVER spans under our spans; "
+        "missing: GET /api/v1/namespaces/default/pods?limit=1"
+    )
+    assert trace.data["found"] == 3 and trace.data["sent"] == 4
+    assert trace.hint.startswith("3 of 4 arrived, so the apiserver exports")
+    # The spans that did arrive are still tabulated.
+    rows = report.tables[LATENCY_TABLE]
+    assert sum(r["count"] for r in rows if r["kind"] == "SERVER") == 3
+
+
 def test_a_user_that_is_not_really_trusted_is_explained_by_the_link() -> None:
     # Looks trusted (e.g. impersonating system:masters), but the apiserver links instead.
     world = World(FakeClock(), honours_traceparent=False, sampled=lambda i: True)
