@@ -421,6 +421,8 @@ class TrustMode:
 
     mode: Literal["parent-child", "link"]
     reason: str
+    #: The decision in a few words, for the lines that repeat it (``reason`` has the whole).
+    why: str = ""
 
     @property
     def trusted(self) -> bool:
@@ -437,25 +439,29 @@ def trust_mode(user: UserInfo | None, version: ServerVersion | None, note: str =
             "link",
             f"Kubernetes {ver} < {since} treats every request as from a public endpoint: it never "
             "uses an incoming traceparent as parent",
+            f"Kubernetes {ver} < {since} ignores incoming trace context",
         )
     if user is None:
+        unknown = "the user's groups are unknown"
         why = f" ({note})" if note else ""
         return TrustMode(
-            "link",
-            f"the user's groups are unknown{why}: assuming the traceparent is not honoured",
+            "link", f"{unknown}{why}: assuming the traceparent is not honoured", unknown
         )
     groups = ", ".join(user.groups) or "no groups"
     if user.privileged_groups:
+        trusted = " and ".join(user.privileged_groups)
         return TrustMode(
             "parent-child",
-            f"user {user.username!r} is in {' and '.join(user.privileged_groups)}, and "
-            f"Kubernetes {ver} >= {since} honours its traceparent",
+            f"user {user.username!r} is in {trusted}, and Kubernetes {ver} >= {since} honours "
+            "its traceparent",
+            f"{user.username} is in {trusted}",
         )
     return TrustMode(
         "link",
         f"user {user.username!r} ({groups}) is in neither system:masters nor system:monitoring, "
         f"so Kubernetes {ver} starts its own trace, links ours and samples it at "
         "samplingRatePerMillion",
+        f"{user.username} is in neither system:masters nor system:monitoring",
     )
 
 

@@ -49,7 +49,7 @@ from tracecheck.report import CheckResult, Report, Status
 from tracecheck.spanmetrics import Naming
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tracecheck.apiserver import ApiserverClient, ServerVersion, TrustMode, UserInfo
+    from tracecheck.apiserver import ApiserverClient, TrustMode, UserInfo
     from tracecheck.tempo import Span, TempoClient
 
 __all__ = [
@@ -203,7 +203,7 @@ class ApiserverReachable(Check):
             # 403 (RBAC without system:basic-user) or 404 (no SelfSubjectReview before 1.27).
             note = f"SelfSubjectReview failed: {exc.cause}"
         mode = trust_mode(user, version, note)
-        ctx.values.update(apiserver_mode=mode, apiserver_user=user, apiserver_version=version)
+        ctx.values.update(apiserver_mode=mode, apiserver_user=user)
         creds = api.credentials
         ctx.target.update(
             {
@@ -440,7 +440,7 @@ class ApiserverTrace(Check):
         }
         if outcome.ok:
             detail = (
-                f"parent-child mode ({_short_why(ctx)}): all {len(records)} requests traced: "
+                f"parent-child mode ({_mode(ctx).why}): all {len(records)} requests traced: "
                 "SERVER spans of service apiserver under "
                 f"trace {trace_id.hex()}, each a child of our span (by parent span ID): "
                 f"{', '.join(names)}; {len(ours)} apiserver spans in all"
@@ -576,7 +576,7 @@ class ApiserverTrace(Check):
             "span_names": names,
         }
         report = (
-            f"link mode ({_short_why(ctx)}): {n} of {total} requests traced, found {how} and "
+            f"link mode ({_mode(ctx).why}): {n} of {total} requests traced, found {how} and "
             f"matched by link span ID / Audit-Id; implied sampling rate ≈ {rate:,.0f} per "
             f"million (95 % interval {round(low, -3):,.0f}-{round(high, -3):,.0f})"
         )
@@ -640,19 +640,6 @@ class ApiserverTrace(Check):
         # Stable: within a kind, latency_rows' order (most spans first) stays.
         rows.sort(key=lambda r: _KIND_ORDER.get(str(r["kind"]), 3))
         ctx.tables[LATENCY_TABLE] = rows
-
-
-def _short_why(ctx: SmokeContext) -> str:
-    """The trust decision in a few words (apiserver.reachable has the full reason)."""
-    user: UserInfo | None = ctx.values.get("apiserver_user")
-    version: ServerVersion | None = ctx.values.get("apiserver_version")
-    if version is not None and not version.at_least(1, 33):
-        return f"Kubernetes {version.git_version} < 1.33 ignores incoming trace context"
-    if user is None:
-        return "the user's groups are unknown"
-    if user.privileged_groups:
-        return f"{user.username} is in {' and '.join(user.privileged_groups)}"
-    return f"{user.username} is in neither system:masters nor system:monitoring"
 
 
 def _export_hint(ctx: SmokeContext) -> str:
