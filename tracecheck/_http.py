@@ -285,7 +285,6 @@ class HTTPBackend:
         (connect, send, first byte) and the whole body read are bounded by it.
         """
         limit = self.endpoint.timeout if timeout is None else timeout
-        address = self.address
         try:
             request = self._client.build_request(
                 method,
@@ -376,7 +375,7 @@ class HTTPBackend:
         except json.JSONDecodeError as exc:
             raise self.protocol_error(
                 reply.address,
-                f"invalid JSON ({exc.msg} at position {exc.pos}): {excerpt(reply.body, 120)}",
+                f"invalid JSON ({exc.msg} at position {exc.pos}): {self.excerpt(reply.body, 120)}",
             ) from None
 
     def scrub(self, text: str) -> str:
@@ -385,12 +384,19 @@ class HTTPBackend:
             text = text.replace(secret, "***")
         return text
 
+    def excerpt(self, body: bytes | str, limit: int = 200) -> str:
+        """A one-line excerpt of a response body for a message, scrubbed *before* it is cut:
+        a secret cut in half by the excerpt would no longer match and its head would show."""
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", errors="replace")
+        return excerpt(self.scrub(body), limit)
+
     def protocol_error(self, address: str, cause: str) -> ProtocolError:
         return ProtocolError(self.system, address, self.scrub(cause))
 
     def status_error(self, reply: Reply, detail: str | None = None) -> BackendError:
         """The error for an unexpected status: AuthError for 401/403, else HTTPStatusError."""
-        body = self.scrub(excerpt(reply.body) if detail is None else detail)
+        body = self.excerpt(reply.body) if detail is None else self.scrub(detail)
         cause = f"HTTP {reply.status}: {body}"
         if reply.status in (401, 403):
             what = "credentials missing or refused" if reply.status == 401 else "not allowed"

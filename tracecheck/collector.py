@@ -385,16 +385,16 @@ class CollectorClient:
             try:
                 _, message, _ = decode_rpc_status(reply.body)
             except ValueError:
-                return excerpt(reply.body)
+                return self._http.excerpt(reply.body)
             return message or "(no message)"
         if "json" in ctype:
             try:
                 data = self._http.decode_json(reply)
             except BackendError:
-                return excerpt(reply.body)
+                return self._http.excerpt(reply.body)
             if isinstance(data, dict) and data.get("message"):
                 return str(data["message"])
-        return excerpt(reply.body)
+        return self._http.excerpt(reply.body)
 
     # -- health and metrics ---------------------------------------------------------------
 
@@ -412,7 +412,7 @@ class CollectorClient:
             check_url(SYSTEM, url)
             reply = self._http.request("GET", url, timeout=limit, expect=(200, 503))
             if reply.status == 503:
-                raise NotReady(SYSTEM, reply.address, f"HTTP 503: {excerpt(reply.body)}")
+                raise NotReady(SYSTEM, reply.address, f"HTTP 503: {self._http.excerpt(reply.body)}")
             return
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
             ExportTraceServiceRequest,

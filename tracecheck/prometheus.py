@@ -38,7 +38,6 @@ from tracecheck.errors import (
     NotReady,
     QueryError,
     TracecheckError,
-    excerpt,
 )
 from tracecheck.tempo import BuildInfo, buildinfo_from
 
@@ -124,7 +123,7 @@ class PrometheusClient(HTTPBackend):
         if reply.status == 503:
             # Set during shutdown (web/web.go): a restart is in progress, retry later.
             stopping = reply.headers.get("X-Prometheus-Stopping", "").lower() == "true"
-            cause = "stopping" if stopping else f"HTTP 503: {excerpt(reply.body)}"
+            cause = "stopping" if stopping else f"HTTP 503: {self.excerpt(reply.body)}"
             raise NotReady(SYSTEM, reply.address, cause)
 
     def buildinfo(self, *, timeout: float | None = None) -> BuildInfo:
@@ -312,7 +311,7 @@ class PrometheusClient(HTTPBackend):
 
     def _api_error(self, reply: Reply, envelope: Mapping[str, Any]) -> TracecheckError:
         error_type = str(envelope.get("errorType", "") or "")
-        error = str(envelope.get("error", "") or "") or excerpt(reply.body)
+        error = str(envelope.get("error", "") or "") or self.excerpt(reply.body)
         detail = f"{error_type}: {error}" if error_type else error
         if error_type in _QUERY_ERRORS:
             return QueryError(SYSTEM, reply.address, self.scrub(detail))

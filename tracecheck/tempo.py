@@ -38,7 +38,7 @@ import httpx
 
 from tracecheck._http import Endpoint, HTTPBackend, Reply
 from tracecheck.config import TempoSettings
-from tracecheck.errors import NotReady, QueryError, excerpt
+from tracecheck.errors import NotReady, QueryError
 from tracecheck.exposition import Exposition
 from tracecheck.ids import InvalidID, parse_span_id, parse_trace_id
 
@@ -219,15 +219,17 @@ class TempoClient(HTTPBackend):
         reply = self.request("GET", "/ready", timeout=timeout, expect=(200, 503))
         body = reply.text.strip()
         if reply.status != 200:
-            raise NotReady(SYSTEM, reply.address, f"HTTP {reply.status}: {excerpt(body)}")
+            raise NotReady(SYSTEM, reply.address, f"HTTP {reply.status}: {self.excerpt(body)}")
         if body != "ready":
-            raise NotReady(SYSTEM, reply.address, f"unexpected answer: {excerpt(body)}")
+            raise NotReady(SYSTEM, reply.address, f"unexpected answer: {self.excerpt(body)}")
 
     def echo(self, *, timeout: float | None = None) -> None:
         """``/api/echo`` (served where the query-frontend runs; Grafana's "Test" button)."""
         reply = self.request("GET", "/api/echo", timeout=timeout)
         if reply.text.strip() != "echo":
-            raise self.protocol_error(reply.address, f"unexpected answer: {excerpt(reply.body)}")
+            raise self.protocol_error(
+                reply.address, f"unexpected answer: {self.excerpt(reply.body)}"
+            )
 
     def buildinfo(self, *, timeout: float | None = None) -> BuildInfo:
         """Version and build of Tempo (2.3+). ``/status/buildinfo`` would crash the handler (§3)."""
@@ -265,7 +267,7 @@ class TempoClient(HTTPBackend):
                 expect=(200, 400, 404), headers={"Accept": "application/json"},
             )  # fmt: skip
             if reply.status == 400:
-                raise QueryError(SYSTEM, reply.address, f"HTTP 400: {excerpt(reply.body)}")
+                raise self._rejected(reply)
             if reply.status == 200:
                 return self._trace_v2(tid, reply)
             # 404: v2 never answers 404 for a missing trace (§4.3), so this Tempo has no v2 route.
@@ -278,9 +280,9 @@ class TempoClient(HTTPBackend):
         if reply.status == 404:  # v1's "not found" (§4.3)
             return Trace(tid, ())
         if reply.status == 400:
-            raise QueryError(SYSTEM, reply.address, f"HTTP 400: {excerpt(reply.body)}")
+            raise self._rejected(reply)
         if reply.status == 422:  # v1's "trace too large": v2 would return it as PARTIAL
-            return Trace(tid, (), partial=True, message=f"HTTP 422: {excerpt(reply.body)}")
+            return Trace(tid, (), partial=True, message=f"HTTP 422: {self.excerpt(reply.body)}")
         data = self._object(reply, self.decode_json(reply))
         batches = data.get("batches", data.get("resourceSpans", []))
         return Trace(tid, self._spans(reply, batches))
@@ -329,7 +331,7 @@ class TempoClient(HTTPBackend):
             "GET", "/api/search", params=params, timeout=timeout, expect=(200, 400)
         )
         if reply.status == 400:
-            raise QueryError(SYSTEM, reply.address, f"HTTP 400: {excerpt(reply.body)}")
+            raise self._rejected(reply)
         data = self._object(reply, self.decode_json(reply))
         try:
             traces = tuple(_summary(t) for t in _list(data.get("traces")))
@@ -355,7 +357,7 @@ class TempoClient(HTTPBackend):
             "GET", "/api/search/tags", params=params, timeout=timeout, expect=(200, 400)
         )
         if reply.status == 400:
-            raise QueryError(SYSTEM, reply.address, f"HTTP 400: {excerpt(reply.body)}")
+            raise self._rejected(reply)
         data = self._object(reply, self.decode_json(reply))
         return tuple(sorted({str(t) for t in _list(data.get("tagNames"))}))
 
@@ -375,7 +377,7 @@ class TempoClient(HTTPBackend):
             "GET", "/api/v2/search/tags", params=params, timeout=timeout, expect=(200, 400)
         )
         if reply.status == 400:
-            raise QueryError(SYSTEM, reply.address, f"HTTP 400: {excerpt(reply.body)}")
+            raise self._rejected(reply)
         data = self._object(reply, self.decode_json(reply))
         out: dict[str, tuple[str, ...]] = {}
         for scope in _list(data.get("scopes")):
@@ -408,7 +410,7 @@ class TempoClient(HTTPBackend):
             path = f"/api/search/tag/{quote(tag, safe='')}/values"
             reply = self.request("GET", path, params=params, timeout=timeout, expect=(200, 400))
         if reply.status == 400:
-            raise QueryError(SYSTEM, reply.address, f"HTTP 400: {excerpt(reply.body)}")
+            raise self._rejected(reply)
         data = self._object(reply, self.decode_json(reply))
         values: list[str] = []
         for item in _list(data.get("tagValues")):
@@ -483,10 +485,14 @@ class TempoClient(HTTPBackend):
     ) -> tuple[dict[str, Any], str]:
         reply = self.request("GET", path, params=params, timeout=timeout, expect=(200, 400))
         if reply.status == 400:
-            raise QueryError(SYSTEM, reply.address, f"HTTP 400: {excerpt(reply.body)}")
+            raise self._rejected(reply)
         return self._object(reply, self.decode_json(reply)), reply.address
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _rejected(self, reply: Reply) -> QueryError:
+        """Tempo's 400: a bad query, ID or parameter, with Tempo's own text (§8)."""
+        return QueryError(SYSTEM, reply.address, f"HTTP {reply.status}: {self.excerpt(reply.body)}")
 
     def _object(self, reply: Reply, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):

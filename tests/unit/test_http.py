@@ -225,6 +225,23 @@ def test_401_is_auth_error_and_an_echoed_credential_is_scrubbed(
     assert info.value.exit_code == ExitCode.BACKEND
 
 
+def test_a_credential_cut_by_the_excerpt_is_still_scrubbed(http_server: LocalHTTPServer) -> None:
+    # The excerpt keeps 200 characters: scrubbing after the cut would leave the token's head.
+    http_server.handler = lambda r: (500, {}, ("x" * 190 + " " + SECRET).encode())
+    with backend(http_server.url) as b, pytest.raises(HTTPStatusError) as info:
+        b.request("GET", "/api/search")
+    assert str(info.value) == f"tempo at {http_server.url}/api/search: HTTP 500: {'x' * 190} ***"
+    assert SECRET[:6] not in str(info.value)
+
+
+def test_garbage_json_excerpt_is_scrubbed_before_the_cut(http_server: LocalHTTPServer) -> None:
+    http_server.handler = lambda r: (200, {}, ("<html>" + "y" * 110 + " " + SECRET).encode())
+    with backend(http_server.url) as b, pytest.raises(ProtocolError) as info:
+        b.get_json("/api/status/buildinfo")
+    assert SECRET[:6] not in str(info.value)
+    assert str(info.value).endswith("y ***")
+
+
 def test_403_is_auth_error(http_server: LocalHTTPServer) -> None:
     http_server.handler = lambda r: (403, {}, b"forbidden")
     with backend(http_server.url) as b, pytest.raises(AuthError) as info:

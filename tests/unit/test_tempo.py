@@ -364,6 +364,22 @@ def test_search_400_carries_tempos_text() -> None:
     assert info.value.exit_code == 4
 
 
+def test_400_and_not_ready_texts_never_show_a_configured_credential() -> None:
+    secret = "tempo-token-0123456789"
+    # A proxy in front of Tempo echoes the request headers; the excerpt would cut the token.
+    echo = f"bad request: {'h' * 160} Authorization: Bearer {secret}"
+    router = Router({"/api/search": (400, echo), "/ready": (503, echo)})
+    headers = (("Authorization", f"Bearer {secret}"),)
+    with client(router, headers=headers) as tempo:
+        with pytest.raises(QueryError) as rejected:
+            tempo.search("{}", start=1_700_000_000, end=1_700_000_060)
+        with pytest.raises(NotReady) as not_ready:
+            tempo.ready()
+    for error in (rejected.value, not_ready.value):
+        assert secret[:6] not in str(error)
+        assert str(error).endswith("Authorization: ***")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "cause"),
     [
