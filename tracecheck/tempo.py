@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +63,10 @@ __all__ = [
 AttrValue = str | int | float | bool | bytes | list[Any] | dict[str, Any] | None
 
 SYSTEM = "tempo"
+
+# The body Go's HTTP router (Tempo's, Prometheus's) sends for an unknown route. A missing trace
+# on v1 is a 404 with an empty body instead (§4.3).
+_NO_ROUTE = "404 page not found"
 
 # OTLP enum numbers, for backends that print numbers instead of names (OTLP/JSON does; §4.2).
 _SPAN_KINDS = (
@@ -209,8 +212,9 @@ class TempoClient(HTTPBackend):
         self, settings: TempoSettings, *, transport: httpx.BaseTransport | None = None
     ) -> None:
         super().__init__(Endpoint.from_settings(SYSTEM, settings), transport=transport)
-        self._v1_only = False  # set once /api/v2/traces answered 404 (Tempo < 2.6)
-        self._lock = threading.Lock()
+        # Set once v1 answered after /api/v2/traces gave 404 (Tempo < 2.6). A plain bool: two
+        # threads racing here both just ask v2 once more.
+        self._v1_only = False
 
     # -- health and identity (§3) -------------------------------------------------------------
 
@@ -271,13 +275,16 @@ class TempoClient(HTTPBackend):
             if reply.status == 200:
                 return self._trace_v2(tid, reply)
             # 404: v2 never answers 404 for a missing trace (§4.3), so this Tempo has no v2 route.
-            with self._lock:
-                self._v1_only = True
         reply = self.request(
             "GET", f"/api/traces/{hex_id}", params=params, timeout=timeout,
             expect=(200, 400, 404, 422), headers={"Accept": "application/json"},
         )  # fmt: skip
-        if reply.status == 404:  # v1's "not found" (§4.3)
+        if reply.status == 404 and reply.text.strip() == _NO_ROUTE:
+            # No v1 route either: the URL is not Tempo's query API (wrong port or path prefix).
+            # Reporting "trace not found" here would blame the pipeline for a wrong address.
+            raise self.status_error(reply)
+        self._v1_only = True
+        if reply.status == 404:  # v1's "not found": 404 with an empty body (§4.3)
             return Trace(tid, ())
         if reply.status == 400:
             raise self._rejected(reply)

@@ -215,6 +215,20 @@ def test_trace_v1_404_is_not_found() -> None:
     assert router.paths() == [V2, V1]
 
 
+def test_trace_with_no_trace_route_at_all_is_a_status_error_not_not_found() -> None:
+    # A wrong port or path prefix: neither v2 nor v1 exists, the router's own 404 both times.
+    router = Router({})
+    with client(router) as tempo:
+        for _ in range(2):
+            with pytest.raises(HTTPStatusError) as info:
+                tempo.trace(TRACE_HEX)
+            assert (
+                str(info.value) == f"tempo at http://tempo:3200{V1}: HTTP 404: 404 page not found"
+            )
+    # Nothing was learnt about the API version: the second call asked v2 again.
+    assert router.paths() == [V2, V1, V2, V1]
+
+
 def test_trace_v1_422_too_large_is_partial_without_spans() -> None:
     router = Router({V1: (422, "trace exceeds max size (max bytes: 5000000)")})
     with client(router) as tempo:
