@@ -124,7 +124,8 @@ class Credentials:
     kubeconfig: str  # the kubeconfig path(s), "" in-cluster
     method: str  # "client certificate", "bearer token", "exec plugin", "service account", ...
     tls_server_name: str = ""
-    proxy: str = ""
+    # A kubeconfig's proxy-url may carry user:password@, so it stays out of repr too.
+    proxy: str = field(default="", repr=False)
     token: str = field(default="", repr=False)
     ssl_context: ssl.SSLContext | bool = field(default=True, repr=False, compare=False)
     #: Credentials that may change under us (exec plugin, service-account token): reload on 401.

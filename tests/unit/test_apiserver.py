@@ -254,6 +254,10 @@ def test_token_credentials_and_their_repr(
     assert (creds.server, creds.context, creds.method) == (apiserver.url, "ops", "bearer token")
     assert creds.token == TOKEN
     assert TOKEN not in repr(creds)
+    proxied = Credentials(
+        apiserver.url, "ops", "", "bearer token", proxy="http://u:pw-9x@proxy:3128"
+    )
+    assert "pw-9x" not in repr(proxied)
     assert creds.where == f"{apiserver.url} (context ops)"
     # kr8s wrote the CA data to a temporary file; it is gone once the SSL context exists.
     assert list(private_tmp.iterdir()) == []
