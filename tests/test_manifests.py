@@ -757,6 +757,25 @@ def test_find_kustomize_prefers_kustomize_then_kubectl_then_fails_with_a_hint(
     assert "install kubectl" in str(err.value)
 
 
+def test_find_kustomize_never_builds_a_kubectl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without kubectl on PATH and nothing in the build cache, the answer is the install hint:
+    no kube-apiserver build starts behind ``stack render`` (a ``go`` that records any call)."""
+    gobin = tmp_path / "gobin"
+    gobin.mkdir()
+    calls = tmp_path / "go-calls"
+    go = gobin / "go"
+    go.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
+    go.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{gobin}:/usr/bin:/bin")
+    monkeypatch.setenv("TRACECHECK_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="neither kustomize nor kubectl found"):
+        manifests.find_kustomize({"PATH": str(gobin)})
+    assert not calls.exists()
+    assert not (tmp_path / "cache").exists()
+
+
 def test_render_errors_name_the_directory_and_the_cause(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as usage:
         manifests.render("nosuchoverlay")

@@ -189,7 +189,8 @@ def resolve_target(target: str = "base") -> Path:
 
 def find_kustomize(env: Mapping[str, str] | None = None) -> list[str]:
     """The command prefix that renders a kustomization: ``kustomize build`` or
-    ``kubectl kustomize`` from ``PATH``, else the kubectl the local pipeline builds.
+    ``kubectl kustomize`` from ``PATH``, else the kubectl the local pipeline has built (cached;
+    never built here).
 
     Raises :class:`ConfigError` with an install hint when there is none.
     """
@@ -210,21 +211,19 @@ def find_kustomize(env: Mapping[str, str] | None = None) -> list[str]:
 
 
 def _local_kubectl() -> str | None:
-    # The local pipeline's kubectl (built from Go modules); building it needs Go, so a failure is
-    # "not available" rather than an error of its own.
+    # The kubectl the local pipeline already built, if any. Only the cache is consulted: building
+    # it here would start a kube-apiserver Go build (minutes, no progress) behind `stack render`.
     from tracecheck.errors import TracecheckError
+    from tracecheck.localstack.build import cached_build
+    from tracecheck.localstack.paths import default_cache_dir, find_repo_root
 
     try:
-        from tracecheck import localstack
-
-        stack = localstack.LocalStack(
-            repo=localstack.find_repo_root(),
-            state_dir=localstack.default_state_dir(os.environ),
-            cache_dir=localstack.default_cache_dir(os.environ),
-        )
-        binary = stack.binary("kubectl")
-    except (TracecheckError, OSError, ImportError):
+        record = cached_build(find_repo_root(), default_cache_dir(os.environ), "kube-apiserver")
+    except (TracecheckError, OSError):
         return None
+    if record is None:
+        return None
+    binary = Path(record.directory) / "kubectl"
     return str(binary) if binary.is_file() else None
 
 
