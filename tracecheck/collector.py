@@ -344,10 +344,8 @@ class CollectorClient:
             return _Failure(exc, is_transient(exc))
         if 200 <= reply.status < 300:
             return self._http_success(reply)
-        message = self._http_error_message(reply)
-        if reply.status in (401, 403):
-            return _Failure(self._http.status_error(reply, message), False)
-        error = self._http.status_error(reply, message)
+        # status_error makes 401/403 an AuthError; neither is retryable.
+        error = self._http.status_error(reply, self._http_error_message(reply))
         if reply.status in _RETRYABLE_HTTP:
             return _Failure(error, True, _retry_after(reply.headers.get("Retry-After"), self.clock))
         return _Failure(error, False)
@@ -365,7 +363,14 @@ class CollectorClient:
             ps = data.get("partialSuccess") if isinstance(data, dict) else None
             if not isinstance(ps, dict):
                 return 0, ""
-            return int(ps.get("rejectedSpans", 0) or 0), one_line(str(ps.get("errorMessage", "")))
+            rejected = ps.get("rejectedSpans") or 0
+            if isinstance(rejected, str) and rejected.isdigit():
+                rejected = int(rejected)  # OTLP/JSON writes int64 as a decimal string (§2)
+            if isinstance(rejected, bool) or not isinstance(rejected, int):
+                raise self._http.protocol_error(
+                    reply.address, f"partialSuccess.rejectedSpans is not a count: {rejected!r}"
+                )
+            return rejected, one_line(str(ps.get("errorMessage", "")))
         response = ExportTraceServiceResponse()
         try:
             response.ParseFromString(reply.body)

@@ -470,6 +470,28 @@ def test_http_partial_success_in_the_response(http_server: LocalHTTPServer) -> N
     )
 
 
+def test_http_json_partial_success_and_a_malformed_one(http_server: LocalHTTPServer) -> None:
+    # A backend answering in OTLP/JSON: int64 as a decimal string (collector-otlp.md §2).
+    bodies = [
+        b'{"partialSuccess": {"rejectedSpans": "2", "errorMessage": "too old"}}',
+        b'{"partialSuccess": {"rejectedSpans": "many"}}',
+    ]
+    http_server.handler = lambda r: (200, {"Content-Type": "application/json"}, bodies.pop(0))
+    with http_client(http_server) as collector:
+        result = collector.export(make_request(3))
+        with pytest.raises(ProtocolError) as info:
+            collector.export(make_request(3))
+    assert (result.rejected_spans, result.error_message, result.accepted_spans) == (
+        2,
+        "too old",
+        1,
+    )
+    assert str(info.value) == (
+        f"collector at {http_server.url}/v1/traces: "
+        "partialSuccess.rejectedSpans is not a count: 'many'"
+    )
+
+
 def test_http_429_with_retry_after_then_ok(http_server: LocalHTTPServer) -> None:
     answers = [(429, {"Retry-After": "2"}, b""), (200, {}, b"")]
     http_server.handler = lambda r: answers.pop(0)
