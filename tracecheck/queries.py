@@ -481,7 +481,7 @@ def shape(
     out_rows = [{c: r.get(c) for c in q.columns} for r in rows]
     return ResultTable(
         q.columns,
-        limit_rows(q.columns, out_rows, max_rows, notes),
+        limit_rows(out_rows, max_rows, notes),
         tuple(notes),
         raw.kind,
         raw.query,

@@ -28,7 +28,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
@@ -194,10 +194,7 @@ def _json_value(value: Any) -> Any:
 
 
 def limit_rows(
-    columns: Sequence[str],
-    rows: Sequence[Mapping[str, Any]],
-    max_rows: int | None,
-    notes: list[str],
+    rows: Sequence[Mapping[str, Any]], max_rows: int | None, notes: list[str]
 ) -> tuple[Mapping[str, Any], ...]:
     """Cut ``rows`` to ``max_rows`` and say so in ``notes`` (never silently)."""
     if max_rows is not None and len(rows) > max_rows:
@@ -937,7 +934,7 @@ def search_table(
             f"{hidden} matched spans not shown: at most {spss} spans per span set (raise --spss, "
             "max 100)"
         )
-    return ResultTable(columns, limit_rows(columns, rows, max_rows, notes), tuple(notes),
+    return ResultTable(columns, limit_rows(rows, max_rows, notes), tuple(notes),
                        "traceql-search", query, start, end)  # fmt: skip
 
 
@@ -978,7 +975,7 @@ def metrics_table(
     if not rows:
         notes.append(f"no data: no series between {iso(start)} and {iso(end)}")
     kind = "traceql-metrics-instant" if instant else "traceql-metrics"
-    return ResultTable(columns, limit_rows(columns, rows, max_rows, notes), tuple(notes), kind,
+    return ResultTable(columns, limit_rows(rows, max_rows, notes), tuple(notes), kind,
                        query, start, end)  # fmt: skip
 
 
@@ -1023,9 +1020,7 @@ def run_promql(
         step_s = choose_step(t_start, t_end, step)
         result = client.query_range(query, start=t_start, end=t_end, step=step_s)
         table = promql_table(query, result, t_start, t_end, max_rows=max_rows)
-        return ResultTable(table.columns, table.rows,
-                           (*table.notes, f"step {step_s:g}s"), table.kind, query, t_start,
-                           t_end)  # fmt: skip
+        return replace(table, notes=(*table.notes, f"step {step_s:g}s"))
 
 
 def _label_columns(label_sets: Sequence[Mapping[str, str]]) -> tuple[str, ...]:
@@ -1068,7 +1063,7 @@ def promql_table(
     if not rows:
         when = f"between {iso(start)} and {iso(end)}" if start is not None else f"at {iso(end)}"
         notes.append(f"no data: the query returned no series {when}")
-    return ResultTable(columns, limit_rows(columns, rows, max_rows, notes), tuple(notes),
+    return ResultTable(columns, limit_rows(rows, max_rows, notes), tuple(notes),
                        f"promql-{rtype}", query, start, end)  # fmt: skip
 
 
