@@ -206,14 +206,23 @@ def test_bad_config_exits_4_with_one_line(tmp_path: Path) -> None:
     )
 
 
-def test_port_in_use_exits_1(tmp_path: Path) -> None:
+@pytest.mark.parametrize("busy_listener", ["http", "otlp-grpc", "otlp-http"])
+def test_port_in_use_exits_1(tmp_path: Path, busy_listener: str) -> None:
     import socket
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        cfg = _config(tmp_path, port, free_port(), free_port(), "http://127.0.0.1:9/api/v1/write")
+        ports = {name: free_port() for name in ("http", "otlp-grpc", "otlp-http")}
+        ports[busy_listener] = port
+        cfg = _config(
+            tmp_path,
+            ports["http"],
+            ports["otlp-grpc"],
+            ports["otlp-http"],
+            "http://127.0.0.1:9/api/v1/write",
+        )
         out = subprocess.run(
             [sys.executable, "-m", "tempo_standin", "--config", str(cfg)],
             env={**os.environ, "PYTHONPATH": str(STANDIN_PATH)},
@@ -221,5 +230,6 @@ def test_port_in_use_exits_1(tmp_path: Path) -> None:
             timeout=60,
         )
     assert out.returncode == 1
-    assert "cannot start:" in out.stderr.decode()
+    assert "cannot start: " in out.stderr.decode()
+    assert str(port) in out.stderr.decode()
     assert "Traceback" not in out.stderr.decode()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent import futures
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 from tempo_standin import TENANT, VERSION
 from tempo_standin.api import ApiServer, make_api_server
@@ -33,6 +33,8 @@ from tempo_standin.selfmetrics import MetricsRegistry
 from tempo_standin.store import TraceStore
 
 __all__ = ["Standin", "stderr_logger"]
+
+_S = TypeVar("_S")
 
 
 def stderr_logger(line: str) -> None:
@@ -149,9 +151,14 @@ class Standin:
             trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
                 TraceServicer(self.ingest, lambda req, exc: self.refuse(req, "grpc", exc)), server
             )
-            bound = server.add_insecure_port(f"{host}:{port}")
+            try:
+                bound = server.add_insecure_port(f"{host}:{port}")
+            except RuntimeError:  # grpcio >= 1.5x raises instead of returning 0
+                bound = 0
             if bound == 0:
-                raise OSError(f"otlp grpc receiver: cannot listen on {host}:{port}")
+                raise OSError(
+                    f"otlp grpc receiver: cannot listen on {host}:{port} (address in use?)"
+                )
             server.start()
             self._grpc = server
             self.otlp_grpc_port = bound
@@ -159,12 +166,19 @@ class Standin:
         if c.otlp_http is not None:
             host, port = endpoint_host_port(c.otlp_http)
             handler = type("OtlpHandler", (_OtlpHttpHandler,), {"app": self})
-            self._otlp_http = _Server((host, port), handler)
+            self._otlp_http = _listen(
+                "otlp http receiver", host, port, lambda: _Server((host, port), handler)
+            )
             self.otlp_http_port = self._otlp_http.server_address[1]
             otlp_server = self._otlp_http
             self._spawn(lambda: otlp_server.serve_forever(poll_interval=0.1), "otlp-http")
             self.log(f"otlp http receiver listening on {host}:{self.otlp_http_port}")
-        self._api = make_api_server(self, c.http_host, c.http_port)
+        self._api = _listen(
+            "http api",
+            c.http_host,
+            c.http_port,
+            lambda: make_api_server(self, c.http_host, c.http_port),
+        )
         self.http_port = self._api.server_address[1]
         api = self._api
         self._spawn(lambda: api.serve_forever(poll_interval=0.1), "http-api")
@@ -229,6 +243,15 @@ class Standin:
         except Exception as exc:
             self.log(f"final collection failed: {type(exc).__name__}: {exc}")
         self.log("tempo stand-in stopped")
+
+
+def _listen(what: str, host: str, port: int, make: Callable[[], _S]) -> _S:
+    """``make()``, with a bind failure turned into one OSError line naming the listener and its
+    address (README "Running it")."""
+    try:
+        return make()
+    except OSError as exc:
+        raise OSError(f"{what}: cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 class _Server(ThreadingHTTPServer):
