@@ -92,12 +92,8 @@ def candidates(metric_names: Iterable[str], preference: str) -> tuple[Naming, ..
     names = set(metric_names)
     pool = [f for f in FAMILIES if preference in ("auto", f.flavour)]
     present = [f for f in pool if f.calls in names and f.latency_bucket in names]
-    if present:
-        return tuple(present)
-    if preference == "otel":
-        # Nothing yet: the unit is unknown, so watch both connector units.
-        return (OTEL_MS, OTEL_S)
-    return tuple(pool)
+    # Nothing yet: watch the whole pool (for "otel" both connector units, the unit is unknown).
+    return tuple(present or pool)
 
 
 def quote(value: str) -> str:
