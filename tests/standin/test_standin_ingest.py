@@ -137,6 +137,12 @@ def test_bad_trace_ids_get_tempos_400_texts(standin: Running) -> None:
     )
     r = standin.http.get("/api/traces/" + "a" * 33)
     assert (r.status_code, r.text) == (400, "trace IDs can't be larger than 128 bits")
+    # Characters are checked before the length (pkg/util/traceid.go).
+    r = standin.http.get("/api/traces/" + "a" * 39 + "g")
+    assert (r.status_code, r.text) == (
+        400,
+        "trace IDs can only contain hex characters: invalid character 'g' at position 40",
+    )
     r = standin.http.get("/api/v2/traces/" + "a" * 32, params={"start": "yesterday"})
     assert r.status_code == 400
     assert r.text == 'invalid start: strconv.ParseInt: parsing "yesterday": invalid syntax'

@@ -276,9 +276,11 @@ class Api:
 
     @staticmethod
     def parse_trace_id(text: str) -> bytes:
-        """§4.1: hex, case-insensitive, at most 32 characters, left-padded."""
-        if len(text) > 32:
-            raise HttpError(400, "trace IDs can't be larger than 128 bits")
+        """§4.1: hex, case-insensitive, at most 32 characters, left-padded.
+
+        As ``pkg/util/traceid.go`` does: the characters are checked first (positions 1-based),
+        then the length, so a long ID with a bad character reports the character.
+        """
         for i, ch in enumerate(text):
             if ch not in "0123456789abcdefABCDEF":
                 raise HttpError(
@@ -286,6 +288,8 @@ class Api:
                     f"trace IDs can only contain hex characters: invalid character '{ch}' "
                     f"at position {i + 1}",
                 )
+        if len(text) > 32:
+            raise HttpError(400, "trace IDs can't be larger than 128 bits")
         return bytes.fromhex(text.rjust(32, "0"))
 
     def _lookup_trace(self, tid: str, params: dict[str, str]) -> list[SpanRecord]:
