@@ -250,9 +250,9 @@ def build_trace(
 def compare_trace(expected: SyntheticTrace, got: Trace) -> list[str]:
     """Differences between the trace sent and the trace Tempo returned, one line each.
 
-    Spans are matched by span ID (bytes); parents, names, kinds, services, status and every
-    attribute sent must come back. Extra attributes added on the way (by a collector processor,
-    say) are allowed.
+    Spans are matched by span ID (bytes); parents, names, kinds, services, status code and
+    message, timestamps and every attribute sent must come back. Extra attributes added on the
+    way (by a collector processor, say) are allowed.
     """
     problems: list[str] = []
     by_id = {s.span_id: s for s in got.spans}
@@ -277,6 +277,10 @@ def compare_trace(expected: SyntheticTrace, got: Trace) -> list[str]:
             problems.append(f"{label}: service {have.service_name!r} != {want.service!r}")
         if have.status_code != want.status_code:
             problems.append(f"{label}: status {have.status_code} != {want.status_code}")
+        elif have.status_message != want.status_message:
+            problems.append(
+                f"{label}: status message {have.status_message!r} != {want.status_message!r}"
+            )
         if have.start_ns != want.start_ns or have.end_ns != want.end_ns:
             problems.append(f"{label}: timestamps differ")
         for key, value in want.attributes.items():

@@ -104,3 +104,16 @@ def test_compare_reports_each_difference() -> None:
     assert "span query" in text and "missing" in text
     assert "payment.amount=1.0 != 42.5" in text
     assert len(problems) == 5
+
+
+def test_compare_reports_a_lost_status_message() -> None:
+    t = build_trace(seed=3, end_ns=END)
+    got = _as_tempo(t)
+    charge = t.span("charge")
+    spans = tuple(
+        replace(s, status_message="") if s.span_id == charge.span_id else s for s in got.spans
+    )
+    assert compare_trace(t, replace(got, spans=spans)) == [
+        f"span charge ({charge.span_id.hex()}): status message '' != "
+        "'card declined (synthetic error)'"
+    ]
