@@ -26,6 +26,7 @@ import yaml
 from tempo_standin import REVISION, VERSION
 from tempo_standin.config import parse_go_duration
 from tempo_standin.model import SpanRecord, trace_id_to_search_hex
+from tempo_standin.otlp import varint
 from tempo_standin.tqlmetrics import compute
 from tempo_standin.traceql import (
     MISSING,
@@ -141,18 +142,6 @@ def _json(doc: Any, status: int = 200) -> Response:
 
 def _text(body: str, status: int = 200) -> Response:
     return Response(status, body.encode(), "text/plain; charset=utf-8", gzip_ok=False)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
 
 
 class Api:
@@ -364,9 +353,9 @@ class Api:
         if self._wants_protobuf(headers):
             # TraceByIDResponse{trace=1, metrics=2{inspectedBytes=1}}; COMPLETE status omitted.
             trace_bytes = td.SerializeToString()
-            metrics = (b"\x08" + _varint(inspected)) if inspected else b""
-            body = b"\x0a" + _varint(len(trace_bytes)) + trace_bytes
-            body += b"\x12" + _varint(len(metrics)) + metrics
+            metrics = (b"\x08" + varint(inspected)) if inspected else b""
+            body = b"\x0a" + varint(len(trace_bytes)) + trace_bytes
+            body += b"\x12" + varint(len(metrics)) + metrics
             return Response(200, body, "application/protobuf")
         # §4.3: 200 with {"trace":{}} when missing; found means non-empty resourceSpans.
         metrics_doc = {"inspectedBytes": str(inspected)} if inspected else {}

@@ -71,7 +71,6 @@ class Standin:
         self._grpc: Any = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
-        self._ingest_lock = threading.Lock()
         self.metrics.set(
             "tempo_build_info", 1.0, version=VERSION, revision="standin", branch="standin"
         )

@@ -8,7 +8,7 @@ Flags given on the command line override the file.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,6 @@ class StandinConfig:
     max_spans: int = 500_000
     max_spans_per_trace: int = 50_000
     data_dir: str = ""
-    raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def with_overrides(self, **changes: Any) -> StandinConfig:
         """A copy with the given fields replaced (flags over the file)."""
@@ -222,7 +221,6 @@ def load_config(path: str | Path | None) -> StandinConfig:
         stale_duration=_duration(
             doc, "metrics_generator.registry.stale_duration", base.stale_duration
         ),
-        raw=doc,
     )
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "decode_json_request",
     "records_from_request",
     "rpc_status_bytes",
+    "varint",
 ]
 
 
@@ -154,13 +155,14 @@ def rpc_status_bytes(code: int, message: str) -> bytes:
     msg = message.encode()
     out = bytearray()
     if code:
-        out += b"\x08" + _varint(code)
+        out += b"\x08" + varint(code)
     if msg:
-        out += b"\x12" + _varint(len(msg)) + msg
+        out += b"\x12" + varint(len(msg)) + msg
     return bytes(out)
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative int (for messages encoded by hand)."""
     out = bytearray()
     while True:
         b = n & 0x7F

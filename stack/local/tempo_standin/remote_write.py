@@ -30,7 +30,6 @@ __all__ = [
     "PushResult",
     "Series",
     "build_write_request",
-    "decode_write_request",
     "push",
     "write_request_class",
 ]
@@ -127,26 +126,6 @@ def build_write_request(series: list[Series], *, with_exemplars: bool) -> bytes:
                 ex.value = ex_value
                 ex.timestamp = t_ms
     return bytes(req.SerializeToString())
-
-
-def decode_write_request(body: bytes) -> list[Series]:
-    """Snappy-compressed WriteRequest -> series (used by tests and for debugging)."""
-    raw = bytes(cramjam.snappy.decompress_raw(body))
-    req = write_request_class()()
-    req.ParseFromString(raw)
-    out = []
-    for ts in req.timeseries:
-        out.append(
-            Series(
-                labels=tuple((lb.name, lb.value) for lb in ts.labels),
-                samples=tuple((smp.value, smp.timestamp) for smp in ts.samples),
-                exemplars=tuple(
-                    (tuple((lb.name, lb.value) for lb in ex.labels), ex.value, ex.timestamp)
-                    for ex in ts.exemplars
-                ),
-            )
-        )
-    return out
 
 
 @dataclass(frozen=True, slots=True)

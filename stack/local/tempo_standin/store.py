@@ -152,11 +152,6 @@ class TraceStore:
         out.sort(key=lambda item: item[1][0].received)
         return out
 
-    def all_spans(self) -> list[SpanRecord]:
-        """Every span held (the generator's local-blocks view filters these further)."""
-        with self._lock:
-            return [s for tr in self._traces.values() for s in tr.spans]
-
     def live_traces(self) -> int:
         with self._lock:
             return sum(1 for tr in self._traces.values() if tr.live_since is not None)

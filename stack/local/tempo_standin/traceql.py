@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -121,7 +121,6 @@ _PUNCT = [
 _ATTR_END = set(' \t\r\n{}()=~!<>&|^,"')
 
 _NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-_DUR_UNIT = re.compile(r"(ns|us|µs|ms|s|m|h)")
 _DURATION_FULL = re.compile(r"((\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h))+")
 _UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9}
 _UNIT_NS["h"] = 3600 * 10**9
@@ -191,8 +190,8 @@ _UNSUPPORTED_FUNCTIONS = {
 
 
 def _read_quoted(q: str, i: int, quote: str) -> tuple[str, int]:
-    start_col = i  # 1-based column of the opening quote
     """Read a quoted string starting after the opening quote at ``i``; returns (value, end)."""
+    start_col = i  # 1-based column of the opening quote
     out: list[str] = []
     n = len(q)
     while i < n:
@@ -313,9 +312,6 @@ class Attribute:
     def label(self) -> str:
         """The name used for ``by()`` labels and select(): as written, scope included."""
         return f"{self.scope}.{self.name}" if self.scope else f".{self.name}"
-
-    def key(self) -> str:
-        return self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -942,7 +938,3 @@ def referenced_fields(query: Query) -> list[Attribute | Intrinsic]:
 def field_value(f: Attribute | Intrinsic, span: SpanRecord, trace: TraceView) -> Any:
     """A field's value for output (``MISSING`` when absent)."""
     return _lookup(f, span, trace)
-
-
-def iter_values(v: Any) -> Iterable[Any]:
-    return v if isinstance(v, list) else [v]
