@@ -23,11 +23,13 @@ files that cannot be loaded
 
 Credentials never reach a message: addresses go through :func:`~tracecheck.errors.redact_url`
 (no userinfo, no query string), headers are never printed, and every cause is scrubbed of the
-configured header values in case a server echoes them back in an error body.
+configured header values (and of a URL password, with the Basic credential built from it) in
+case a server echoes them back in an error body.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import socket
@@ -37,7 +39,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -136,9 +138,20 @@ class Endpoint:
         return out
 
     def secrets(self) -> tuple[str, ...]:
-        """Strings that must never appear in a message: header values and their long words."""
+        """Strings that must never appear in a message: header values and their long words, and
+        a password in the URL with the ``Basic`` credential httpx sends for it."""
+        values = [value for _, value in self.headers]
+        try:
+            parts = urlsplit(self.url)
+            user, password = parts.username, parts.password
+        except ValueError:  # an unusable URL: check_url refuses it before any request
+            user = password = None
+        if password:
+            user, password = unquote(user or ""), unquote(password)
+            basic = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            values += [password, f"Basic {basic}"]
         found: set[str] = set()
-        for _, value in self.headers:
+        for value in values:
             value = value.strip()
             if len(value) >= 4:
                 found.add(value)

@@ -242,6 +242,22 @@ def test_garbage_json_excerpt_is_scrubbed_before_the_cut(http_server: LocalHTTPS
     assert str(info.value).endswith("y ***")
 
 
+def test_a_url_password_and_its_basic_credential_are_scrubbed(http_server: LocalHTTPServer) -> None:
+    # httpx turns the URL's userinfo into "Authorization: Basic ..."; a proxy echoes both.
+    def handler(r: Recorded) -> tuple[int, dict[str, str], bytes]:
+        return 401, {}, f"denied: {r.headers['authorization']} for admin:hunter2-pass".encode()
+
+    http_server.handler = handler
+    url = http_server.url.replace("http://", "http://admin:hunter2-pass@")
+    with HTTPBackend(Endpoint("prometheus", url)) as b, pytest.raises(AuthError) as info:
+        b.request("GET", "/api/v1/query")
+    assert str(info.value) == (
+        f"prometheus at {http_server.url}/api/v1/query: HTTP 401: denied: *** for admin:*** "
+        "(credentials missing or refused)"
+    )
+    assert http_server.requests[0].headers["authorization"].startswith("Basic ")
+
+
 def test_403_is_auth_error(http_server: LocalHTTPServer) -> None:
     http_server.handler = lambda r: (403, {}, b"forbidden")
     with backend(http_server.url) as b, pytest.raises(AuthError) as info:
