@@ -11,6 +11,7 @@ import base64
 import re
 import secrets
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -115,15 +116,33 @@ def test_privileged_request_is_traced_through_the_collector_into_tempo(
 
 
 @pytest.mark.slow
-def test_apiserver_span_metrics_reach_prometheus(endpoints: Endpoints) -> None:
+def test_apiserver_span_metrics_reach_prometheus(
+    privileged: httpx.Client, endpoints: Endpoints
+) -> None:
     query = 'traces_spanmetrics_calls_total{service="apiserver"}'
+    # Samples written after this test's own traced requests: series left from an earlier run
+    # stay queryable for Prometheus's 5 min lookback even when the stand-in is down.
+    since = time.time()
+    for _ in range(3):
+        traceparent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+        resp = privileged.get("/api/v1/namespaces/default", headers={"traceparent": traceparent})
+        assert resp.status_code == 200
+
+    def instant(expr: str) -> list[dict[str, Any]]:
+        got = httpx.get(
+            f"{endpoints.prometheus}/api/v1/query", params={"query": expr}, trust_env=False
+        )
+        return list(got.json()["data"]["result"])
 
     def probe() -> Probe[list[dict[str, Any]]]:
-        got = httpx.get(
-            f"{endpoints.prometheus}/api/v1/query", params={"query": query}, trust_env=False
+        result = instant(query)
+        newest = instant(
+            'max(timestamp(traces_spanmetrics_calls_total{service="apiserver",'
+            'span_kind="SPAN_KIND_SERVER"}))'
         )
-        result = got.json()["data"]["result"]
-        return Probe(bool(result), result, f"{len(result)} series")
+        fresh = bool(newest) and float(newest[0]["value"][1]) > since
+        seen = f"{len(result)} series, newest sample {newest[0]['value'][1] if newest else '-'}"
+        return Probe(bool(result) and fresh, result, seen)
 
     # collection_interval 15 s + remote-write batching + scrape-free ingest (tempo-api.md §11.3).
     outcome = poll_until(probe, 90.0, SystemClock(), initial=1.0, cap=2.0)
