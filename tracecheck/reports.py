@@ -290,10 +290,6 @@ def apiserver_endpoint(labels: Mapping[str, str], known: Iterable[str] = ()) -> 
     return cluster if resource == "namespaces" else namespaced
 
 
-def _traceql_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 # -- collecting ----------------------------------------------------------------------------------
 
 
@@ -345,7 +341,7 @@ def apiserver_report(
     with tstack, pstack:
         # -- traces
         tql = (
-            f"{{ resource.service.name = {_traceql_string(service)} && kind = server }}"
+            f"{{ resource.service.name = {quote(service)} && kind = server }}"
             " | select(span.http.method, span.http.target, span.http.status_code)"
         )
         out.queries.append(("traces", tql))
