@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "COLUMNS",
+    "HTTP_ATTRIBUTES",
     "PERCENTILES",
     "TABLE_COLUMNS",
     "latency_rows",
@@ -82,6 +83,9 @@ _METHOD = ("http.method", "http.request.method")
 _TARGET = ("http.target", "url.path")
 _USER_AGENT = ("user_agent.original", "http.user_agent", "user-agent")
 _STATUS = ("http.status_code", "http.response.status_code")
+#: The HTTP attributes :func:`spans_frame` reads the verb, WATCH and status from: what a TraceQL
+#: search must ``select`` so its spans carry them, under either convention.
+HTTP_ATTRIBUTES = (*_METHOD, *_TARGET, "url.query", *_STATUS)
 
 # Subresources that hold the connection open (the apiserver's long-running request check).
 _CONNECT_SUBRESOURCES = frozenset({"log", "exec", "attach", "portforward", "proxy"})

@@ -324,7 +324,7 @@ def apiserver_report(
     """
     import pandas as pd
 
-    from tracecheck.latency import latency_table, spans_frame
+    from tracecheck.latency import HTTP_ATTRIBUTES, latency_table, spans_frame
 
     clock = clock or SystemClock()
     t0, t1 = resolve_window(since=since, start=start, end=end, now=clock.time())
@@ -340,9 +340,12 @@ def apiserver_report(
     prom, pstack = open_prometheus(settings, prometheus)
     with tstack, pstack:
         # -- traces
+        # Both HTTP conventions (otelhttp's old keys, or the new ones with
+        # OTEL_SEMCONV_STABILITY_OPT_IN; apiserver-tracing.md §5.2): without the method and the
+        # target a WATCH cannot be told from a LIST.
+        selected = ", ".join(f"span.{key}" for key in HTTP_ATTRIBUTES)
         tql = (
-            f"{{ resource.service.name = {quote(service)} && kind = server }}"
-            " | select(span.http.method, span.http.target, span.http.status_code)"
+            f"{{ resource.service.name = {quote(service)} && kind = server }} | select({selected})"
         )
         out.queries.append(("traces", tql))
         result = tempo_client.search(tql, start=t0, end=t1, limit=trace_limit, spss=10)

@@ -318,6 +318,12 @@ def test_queries_are_recorded_and_evaluated_at_the_end(report: ApiserverReport) 
     assert report.query("traces").startswith(
         '{ resource.service.name = "apiserver" && kind = server }'
     )
+    # Every HTTP attribute the latency table reads, under either semantic convention.
+    selected = report.query("traces").rpartition("select(")[2].rstrip(")").split(", ")
+    assert selected == [
+        "span.http.method", "span.http.request.method", "span.http.target", "span.url.path",
+        "span.url.query", "span.http.status_code", "span.http.response.status_code",
+    ]  # fmt: skip
 
 
 def test_delays_from_exemplars_of_found_traces(report: ApiserverReport) -> None:
