@@ -422,8 +422,9 @@ def escape_label_name(name: str) -> str:
     """A label name for the ``/api/v1/label/<name>/values`` path.
 
     Legacy names pass unchanged (so 2.x works). Others get Prometheus 3's value-encoding
-    escaping: ``U__`` prefix, ``_`` doubled, any other character outside ``[a-zA-Z0-9]`` (and
-    a leading digit) written as ``_<hex code point>_`` (prometheus/docs escaping_schemes.md).
+    escaping: ``U__`` prefix, ``_`` doubled, any other character outside the legacy set
+    ``[a-zA-Z0-9:]`` (and a leading digit) written as ``_<hex code point>_``
+    (prometheus/docs escaping_schemes.md).
 
     >>> escape_label_name("service.name")
     'U__service_2e_name'

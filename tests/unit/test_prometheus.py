@@ -450,6 +450,7 @@ def test_escape_label_name_follows_value_encoding_escaping() -> None:
     assert escape_label_name("http.status_code") == "U__http_2e_status__code"
     assert escape_label_name("1st") == "U___31_st"
     assert escape_label_name("ü") == "U___fc_"
+    assert escape_label_name("k8s:pod.name") == "U__k8s:pod_2e_name"  # ":" is legacy, kept
 
 
 # -- readiness, identity, flags ----------------------------------------------------------------
