@@ -62,11 +62,8 @@ def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "15", "m5", "1.5.5s", "15 minutes", "-5m", "1x"][1:])
+@pytest.mark.parametrize("text", ["", "m5", "1.5.5s", "15 minutes", "-5m", "1x"])
 def test_parse_duration_refuses_garbage(text: str) -> None:
-    if text == "15":
-        assert parse_duration(text) == 15.0  # a bare number is seconds
-        return
     with pytest.raises(UsageError) as err:
         parse_duration(text, what="--since")
     assert "--since" in str(err.value)
