@@ -491,11 +491,8 @@ class LocalStack:
         builds = {_BUILD_OF[n] for n in names if n != "tempo"}
         if self.prometheus == "debian":
             builds.discard("prometheus")
-        self.build([b for b in BUILDS if b in builds])
-        binaries = {}
-        for b in builds:
-            for binary in BUILDS[b]:
-                binaries[binary] = self.binary(binary)
+        records = self.build([b for b in BUILDS if b in builds])
+        binaries = {b: Path(r.directory) / b for r in records for b in BUILDS[r.component]}
         if self.prometheus == "debian" and "prometheus" in names:
             binaries["prometheus"] = DEBIAN_PROMETHEUS
         for sub in ("etcd", self._prometheus_data, "tempo", "logs", "run"):
