@@ -456,6 +456,14 @@ class _Index:
     def services(self, namespace: str) -> dict[str, dict[str, Any]]:
         return {n: o for (k, ns, n), o in self.names.items() if k == "Service" and ns == namespace}
 
+    def pods_behind(self, namespace: str, selector: Mapping[str, Any]) -> list[_PodView]:
+        """The pod templates in ``namespace`` that a Service's ``selector`` (a label map) picks."""
+        return [
+            p
+            for p in self.pods
+            if p.namespace == namespace and all(p.labels.get(k) == v for k, v in selector.items())
+        ]
+
     def configmap_files(self) -> Iterator[tuple[dict[str, Any], str, str]]:
         for obj in self.objects:
             if obj.get("kind") == "ConfigMap":
@@ -750,11 +758,7 @@ def _check_services(index: _Index, out: _Collector) -> None:
             out.warning(obj, "spec.selector", "no selector: endpoints must be managed by hand")
             continue
         ns = str((obj.get("metadata") or {}).get("namespace") or "default")
-        pods = [
-            p
-            for p in index.pods
-            if p.namespace == ns and all(p.labels.get(k) == v for k, v in selector.items())
-        ]
+        pods = index.pods_behind(ns, selector)
         if not pods:
             out.error(obj, "spec.selector", f"selects no pod template ({selector})")
             continue
@@ -1131,9 +1135,7 @@ def _check_remote_write_targets(
         selector = ((svc or {}).get("spec") or {}).get("selector") or {}
         if not selector:
             continue
-        for pod in index.pods:
-            if pod.namespace != ns or any(pod.labels.get(k) != v for k, v in selector.items()):
-                continue
+        for pod in index.pods_behind(ns, selector):
             args = {str(a) for _, c in pod.containers() for a in c.get("args") or ()}
             if "--web.enable-remote-write-receiver" not in args:
                 out.error(
