@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tracecheck import manifests
-from tracecheck.errors import ConfigError, UsageError
+from tracecheck.errors import ConfigError, Unreachable, UsageError
 from tracecheck.localstack import (
     LocalStack,
     default_cache_dir,
@@ -774,6 +774,16 @@ def test_find_kustomize_never_builds_a_kubectl(
         manifests.find_kustomize({"PATH": str(gobin)})
     assert not calls.exists()
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_kubectl_that_never_answers_is_unreachable_at_the_context(tmp_path: Path) -> None:
+    hang = tmp_path / "kubectl"
+    hang.write_text("#!/bin/sh\nexec sleep 60\n")
+    hang.chmod(0o755)
+    doc = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: default}\n"
+    with pytest.raises(Unreachable) as err:
+        manifests.apply(doc, kubeconfig="/k/config", context="prod", timeout=1, kubectl=str(hang))
+    assert str(err.value) == "kubectl at context prod: no answer within 1 s"
 
 
 def test_render_errors_name_the_directory_and_the_cause(tmp_path: Path) -> None:

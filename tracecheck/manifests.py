@@ -1232,8 +1232,9 @@ def _check_collector_config(
 
 
 def _run(
-    command: Sequence[str], stdin: str | None, timeout: float
+    command: Sequence[str], stdin: str | None, timeout: float, where: str
 ) -> subprocess.CompletedProcess[str]:
+    """Run kubectl; ``where`` (the context or kubeconfig) is the address in its errors."""
     try:
         return subprocess.run(
             list(command), input=stdin, capture_output=True, text=True, timeout=timeout, check=False
@@ -1241,9 +1242,7 @@ def _run(
     except OSError as exc:
         raise ConfigError("kubectl", command[0], f"cannot run: {exc.strerror or exc}") from exc
     except subprocess.TimeoutExpired as exc:
-        raise Unreachable(
-            "kubectl", " ".join(command[1:3]), f"no answer within {timeout:.0f} s"
-        ) from exc
+        raise Unreachable("kubectl", where, f"no answer within {timeout:.0f} s") from exc
 
 
 def _kubectl_error(where: str, stderr: str) -> BackendError:
@@ -1295,7 +1294,7 @@ def apply(
     if dry_run:
         command.append(f"--dry-run={dry_run}")
         _require_namespaces(base, objects, where, timeout)
-    proc = _run(command, rendered, timeout)
+    proc = _run(command, rendered, timeout, where)
     if proc.returncode != 0:
         raise _kubectl_error(where, proc.stderr or proc.stdout)
     applied = tuple(line.strip() for line in proc.stdout.splitlines() if line.strip())
@@ -1306,7 +1305,7 @@ def apply(
     if wait:
         for obj in objects:
             if obj.get("kind") in _ROLLOUT_KINDS:
-                rollouts.append(_rollout(base, obj, timeout))
+                rollouts.append(_rollout(base, obj, timeout, where))
     return ApplyResult(
         applied=applied,
         dry_run=None,
@@ -1324,7 +1323,10 @@ def _require_namespaces(
     created = [o["metadata"]["name"] for o in objects if o.get("kind") == "Namespace"]
     for name in created:
         proc = _run(
-            [*base, "get", "namespace", name, "-o", "name", "--ignore-not-found"], None, timeout
+            [*base, "get", "namespace", name, "-o", "name", "--ignore-not-found"],
+            None,
+            timeout,
+            where,
         )
         if proc.returncode != 0:
             raise _kubectl_error(where, proc.stderr)
@@ -1361,6 +1363,7 @@ def _ensure_secrets(
             [*base, "-n", namespace, "get", "secret", name, "-o", "name", "--ignore-not-found"],
             None,
             timeout,
+            where,
         )
         if proc.returncode != 0:
             raise _kubectl_error(where, proc.stderr)
@@ -1383,14 +1386,14 @@ def _ensure_secrets(
             "stringData": {key: gen() for key, gen in generators.items()},
         }
         # Values travel on stdin only: never in argv (visible in /proc) nor in messages.
-        proc = _run([*base, "create", "-f", "-"], yaml.safe_dump(secret), timeout)
+        proc = _run([*base, "create", "-f", "-"], yaml.safe_dump(secret), timeout, where)
         if proc.returncode != 0:
             raise _kubectl_error(where, f"creating Secret {namespace}/{name} failed")
         created.append(f"{namespace}/{name}")
     return created, missing
 
 
-def _rollout(base: list[str], obj: dict[str, Any], timeout: float) -> RolloutStatus:
+def _rollout(base: list[str], obj: dict[str, Any], timeout: float, where: str) -> RolloutStatus:
     kind = str(obj["kind"])
     meta = obj.get("metadata") or {}
     ns, name = str(meta.get("namespace") or "default"), str(meta.get("name"))
@@ -1406,6 +1409,7 @@ def _rollout(base: list[str], obj: dict[str, Any], timeout: float) -> RolloutSta
         ],
         None,
         timeout + 30,
+        where,
     )
     detail = excerpt(proc.stdout if proc.returncode == 0 else (proc.stderr or proc.stdout), 200)
     return RolloutStatus(kind, ns, name, proc.returncode == 0, detail)
