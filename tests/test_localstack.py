@@ -485,6 +485,35 @@ def test_started_process_outlives_its_session_and_has_its_own_group(
     assert log.startswith("# tracecheck: starting web at ")
 
 
+def test_lock_held_elsewhere_is_announced_then_awaited(tmp_path: Path) -> None:
+    import fcntl
+
+    lines: list[str] = []
+    sup = Supervisor(tmp_path / "state", progress=lines.append)
+    (tmp_path / "state").mkdir()
+    entered = threading.Event()
+
+    def take() -> None:
+        with sup.lock():
+            entered.set()
+
+    with (tmp_path / "state" / "lock").open("a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)  # another command's lock (flock is per open file)
+        thread = threading.Thread(target=take, daemon=True)
+        thread.start()
+        for _ in range(1000):  # the waiting thread announces itself before it blocks
+            if lines:
+                break
+            time.sleep(0.01)
+        assert lines == [
+            f"waiting for another tracecheck command on {tmp_path / 'state'} to finish"
+        ]
+        assert not entered.is_set()
+        fcntl.flock(other, fcntl.LOCK_UN)
+    thread.join(10)
+    assert entered.is_set()
+
+
 def test_stop_never_signals_a_reused_pid(supervisor: Supervisor) -> None:
     """A record whose pid now belongs to another program (here: a sleep we own) is not killed."""
     other = subprocess.Popen(["sleep", "60"])

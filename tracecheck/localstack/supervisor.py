@@ -334,10 +334,20 @@ class Supervisor:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Serialise up/down/start/stop on this state directory (e.g. two terminals, CI)."""
+        """Serialise up/down/start/stop on this state directory (e.g. two terminals, CI).
+
+        While another command holds it (an ``up`` may be building for minutes), ``progress``
+        says so once instead of a silent wait.
+        """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with (self.state_dir / "lock").open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.progress(
+                    f"waiting for another tracecheck command on {self.state_dir} to finish"
+                )
+                fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
             finally:
