@@ -42,7 +42,7 @@ from tracecheck.localstack import (
     shell_exports,
 )
 from tracecheck.localstack import pki as pkimod
-from tracecheck.localstack.build import build_component, cached_build, recipe
+from tracecheck.localstack.build import adopt_build, build_component, cached_build, recipe
 from tracecheck.localstack.render import Substitution
 from tracecheck.localstack.stack import _ADDRESSES, _CONFIGS, _PORTS
 from tracecheck.localstack.supervisor import (
@@ -745,6 +745,33 @@ def test_build_cache_is_keyed_by_recipe(tmp_path: Path, go_env: dict[str, str]) 
     assert not third.cached and third.directory != first.directory
     assert (repo / "stack/local/build/runs").read_text() == "run\nrun\n"
     assert cached_build(repo, cache, "etcd") is not None
+
+
+def test_adopt_build_checks_age_and_version_then_fills_the_cache(tmp_path: Path) -> None:
+    repo = fake_repo(tmp_path, FAKE_BUILD)
+    cache = tmp_path / "cache"
+    source = tmp_path / "hand"
+    source.mkdir()
+    etcd = source / "etcd"
+    etcd.write_text("#!/bin/sh\necho etcd Version: 3.6.13\n")
+    etcd.chmod(0o755)
+    with pytest.raises(StackError, match=r"--version does not report v3\.6\.14"):
+        adopt_build(repo, cache, "etcd", source)
+    etcd.write_text("#!/bin/sh\necho etcd Version: 3.6.14\n")
+    old = (repo / "stack/local/build/etcd/go.sum").stat().st_mtime - 60
+    os.utime(etcd, (old, old))
+    with pytest.raises(StackError, match="older than the recipe"):
+        adopt_build(repo, cache, "etcd", source)
+    os.utime(etcd)
+    record = adopt_build(repo, cache, "etcd", source, seconds=12.5)
+    assert record.directory == str(recipe(repo, "etcd").directory(cache))
+    assert (record.built_by, record.seconds, record.cached) == (f"hand ({source})", 12.5, False)
+    info = json.loads((Path(record.directory) / "build.json").read_text())
+    assert (info["version"], info["built_by"]) == ("v3.6.14", f"hand ({source})")
+    assert (Path(record.directory) / "etcd").read_text() == etcd.read_text()
+    assert not list((cache / "bin").glob(".tmp-*"))
+    again = cached_build(repo, cache, "etcd")
+    assert again is not None and again.cached and again.built_by == f"hand ({source})"
 
 
 def test_build_failure_shows_the_log_and_leaves_no_directory(

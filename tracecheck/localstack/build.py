@@ -181,7 +181,17 @@ def _go_version(env: Mapping[str, str]) -> str:
     return out.stdout.strip()
 
 
-def _finish(tmp: Path, final: Path) -> None:
+def _staging(final: Path) -> Path:
+    """An empty temporary directory beside ``final`` (same filesystem: renamed into place)."""
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _finish(tmp: Path, final: Path, info: Mapping[str, object]) -> None:
+    """Write ``build.json`` into ``tmp`` and rename it to ``final``."""
+    (tmp / "build.json").write_text(json.dumps(info, indent=1) + "\n")
     try:
         os.rename(tmp, final)
     except OSError:
@@ -216,9 +226,7 @@ def build_component(
             "the go command is not on PATH; install Go 1.25 or newer (https://go.dev/dl/)",
         )
     final = rec.directory(cache_dir)
-    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _staging(final)
     log = cache_dir / "logs" / f"build-{component}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     progress(f"{component} {rec.version}: building (log: {log})")
@@ -257,8 +265,7 @@ def build_component(
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "go": _go_version(env),
     }
-    (tmp / "build.json").write_text(json.dumps(info, indent=1) + "\n")
-    _finish(tmp, final)
+    _finish(tmp, final, info)
     record = BuildRecord(component, rec.version, str(final), round(seconds, 1), False)
     progress(record.summary())
     return record
@@ -305,9 +312,7 @@ def adopt_build(
             f"--version does not report {rec.version} (status {out.returncode})",
         )
     final = rec.directory(cache_dir)
-    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _staging(final)
     for binary in rec.binaries:
         try:
             os.link(source / binary, tmp / binary)
@@ -324,6 +329,5 @@ def adopt_build(
         "built_by": built_by,
         "adopted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    (tmp / "build.json").write_text(json.dumps(info, indent=1) + "\n")
-    _finish(tmp, final)
+    _finish(tmp, final, info)
     return BuildRecord(component, rec.version, str(final), seconds, False, built_by)
