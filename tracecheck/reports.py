@@ -373,7 +373,7 @@ def apiserver_report(
             )
 
         # -- span-metrics
-        naming = _find_naming(prom, settings, service, t0, t1, window, out)
+        naming = _find_naming(prom, settings, service, t0, t1, window)
         sm = _span_metrics(prom, naming, service, t1, window, out) if naming else None
 
         # -- the apiserver's own metrics
@@ -440,17 +440,18 @@ def _find_naming(
     t0: float,
     t1: float,
     window: str,
-    out: _Collected,
 ) -> Naming | None:
-    """The span-metric family that has series of ``service`` (Tempo's first)."""
+    """The span-metric family that has samples of ``service`` in the window (Tempo's first)."""
     names: tuple[str, ...] = ()
     label_values = getattr(prom, "label_values", None)
     if label_values is not None:
         names = label_values("__name__", match=[f'{{__name__=~"{NAMES_REGEX}"}}'], start=t0,
                              end=t1)  # fmt: skip
     for fam in candidates(names, settings.smoke.span_metrics_naming):
-        q = f"sum({fam.calls}{{{fam.service_label}={quote(service)}}})"
-        if prom.query(q, at=t1).samples:
+        # Over the whole window, like the increase() queries that follow: a plain instant
+        # selector sees only the last 5 minutes, and would miss a service that stopped earlier.
+        selector = f"{fam.calls}{{{fam.service_label}={quote(service)}}}"
+        if prom.query(f"sum(count_over_time({selector}[{window}]))", at=t1).samples:
             return fam
     return None
 

@@ -170,9 +170,10 @@ API_BUCKETS = {  # apiserver_request_duration_seconds_bucket increases for LIST 
 
 
 def prom_answer(query: str) -> dict[str, Any]:
-    if query.startswith("sum(traces_spanmetrics_calls_total"):
+    if query.startswith("sum(count_over_time(traces_spanmetrics_calls_total"):
+        assert query.endswith("[3600s]))")  # the report's whole window
         return _vector([({}, 10.0)])
-    if query.startswith("sum(traces_span_metrics_calls_total"):
+    if query.startswith("sum(count_over_time(traces_span_metrics_calls_total"):
         return _vector([])
     if "STATUS_CODE_ERROR" in query and "increase" in query:
         return _vector([({"span_name": NODE}, 1.0)])
