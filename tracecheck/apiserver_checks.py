@@ -34,6 +34,7 @@ The apiserver batches spans for 5 s before exporting (its BatchSpanProcessor sch
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from collections import Counter
@@ -46,7 +47,7 @@ from tracecheck.errors import AuthError, BackendError, HTTPStatusError, UsageErr
 from tracecheck.plan import Check, Progress, SmokeContext, span_metric_families
 from tracecheck.polling import Clock, Probe, SystemClock
 from tracecheck.report import CheckResult, Report, Status
-from tracecheck.spanmetrics import Naming
+from tracecheck.spanmetrics import Naming, quote
 
 if TYPE_CHECKING:  # pragma: no cover
     from tracecheck.apiserver import ApiserverClient, TrustMode, UserInfo
@@ -548,7 +549,7 @@ class ApiserverTrace(Check):
             raise outcome.error
         how = f"by {query}"
         if not matched:
-            found_by_audit = self._by_audit_id(ctx, tempo, records, start, end, fetched)
+            found_by_audit = _by_audit_id(tempo, records, start, end, fetched)
             for trace_spans in found_by_audit:
                 match(trace_spans)
             if matched:
@@ -605,34 +606,6 @@ class ApiserverTrace(Check):
             **common,
         )
 
-    def _by_audit_id(
-        self,
-        ctx: SmokeContext,
-        tempo: TempoClient,
-        records: Sequence[RequestRecord],
-        start: float,
-        end: float,
-        fetched: dict[bytes, tuple[Span, ...]],
-    ) -> list[tuple[Span, ...]]:
-        """Last resort when no trace links ours: ``{ span."audit-id" = "..." || ... }``."""
-        from tracecheck.spanmetrics import quote
-
-        audits = [r.audit_id for r in records if r.audit_id]
-        out: list[tuple[Span, ...]] = []
-        try:
-            for i in range(0, len(audits), _AUDIT_CHUNK):
-                chunk = audits[i : i + _AUDIT_CHUNK]
-                q = "{ " + " || ".join(f'span."audit-id" = {quote(a)}' for a in chunk) + " }"
-                result = tempo.search(q, start=start, end=end, limit=2 * len(chunk))
-                for hit in result.traces:
-                    if hit.trace_id not in fetched:
-                        trace = tempo.trace(hit.trace_id, start=start, end=end)
-                        fetched[hit.trace_id] = trace.spans
-                    out.append(fetched[hit.trace_id])
-        except BackendError:
-            return out
-        return out
-
     def _table(self, ctx: SmokeContext, spans: Sequence[Span]) -> None:
         from tracecheck.latency import latency_rows
 
@@ -640,6 +613,29 @@ class ApiserverTrace(Check):
         # Stable: within a kind, latency_rows' order (most spans first) stays.
         rows.sort(key=lambda r: _KIND_ORDER.get(str(r["kind"]), 3))
         ctx.tables[LATENCY_TABLE] = rows
+
+
+def _by_audit_id(
+    tempo: TempoClient,
+    records: Sequence[RequestRecord],
+    start: float,
+    end: float,
+    fetched: dict[bytes, tuple[Span, ...]],
+) -> list[tuple[Span, ...]]:
+    """Last resort when no trace links ours: ``{ span."audit-id" = "..." || ... }``; what was
+    found before a backend error still counts."""
+    audits = [r.audit_id for r in records if r.audit_id]
+    out: list[tuple[Span, ...]] = []
+    with contextlib.suppress(BackendError):
+        for i in range(0, len(audits), _AUDIT_CHUNK):
+            chunk = audits[i : i + _AUDIT_CHUNK]
+            q = "{ " + " || ".join(f'span."audit-id" = {quote(a)}' for a in chunk) + " }"
+            result = tempo.search(q, start=start, end=end, limit=2 * len(chunk))
+            for hit in result.traces:
+                if hit.trace_id not in fetched:
+                    fetched[hit.trace_id] = tempo.trace(hit.trace_id, start=start, end=end).spans
+                out.append(fetched[hit.trace_id])
+    return out
 
 
 def _export_hint(ctx: SmokeContext) -> str:
