@@ -190,6 +190,8 @@ def test_parameter_errors(standin: Running) -> None:
     cases = [
         ({"q": "{}", "tags": "a=b"}, "invalid request: can't specify tags and q in the same query"),
         ({"limit": "0"}, "invalid limit: must be a positive number"),
+        ({"limit": "ten"}, 'invalid limit: strconv.Atoi: parsing "ten": invalid syntax'),
+        ({"spss": "-1"}, "invalid spss: must be a positive number"),
         ({"limit": "300000"}, "limit 300000 exceeds max limit 262144"),
         ({"spss": "101"}, "spans per span set exceeds 100. received 101"),
         (

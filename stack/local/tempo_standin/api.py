@@ -90,20 +90,21 @@ def format_go_duration(seconds: float) -> str:
     return ("-" if neg else "") + out
 
 
-def _go_parse_int_error(name: str, value: str) -> HttpError:
-    """``invalid <name>: strconv.ParseInt: parsing "v": <reason>`` (Go's wording)."""
+def _go_parse_int_error(name: str, value: str, func: str) -> HttpError:
+    """``invalid <name>: strconv.<func>: parsing "v": <reason>`` (Go's wording)."""
     reason = "invalid syntax"
     if re.fullmatch(r"[+-]?\d+", value):
         reason = "value out of range"
-    return HttpError(400, f'invalid {name}: strconv.ParseInt: parsing "{value}": {reason}')
+    return HttpError(400, f'invalid {name}: strconv.{func}: parsing "{value}": {reason}')
 
 
-def _parse_int(name: str, value: str, bits: int) -> int:
+def _parse_int(name: str, value: str, bits: int, func: str = "ParseInt") -> int:
+    """Go's ``strconv.ParseInt(value, 10, bits)`` (``func="Atoi"``: ``strconv.Atoi``)."""
     if not re.fullmatch(r"[+-]?\d+", value):
-        raise _go_parse_int_error(name, value)
+        raise _go_parse_int_error(name, value, func)
     n = int(value)
     if not -(2 ** (bits - 1)) <= n < 2 ** (bits - 1):
-        raise _go_parse_int_error(name, value)
+        raise _go_parse_int_error(name, value, func)
     return n
 
 
@@ -459,7 +460,8 @@ class Api:
     def _positive(name: str, value: str | None, default: int) -> int:
         if value is None or value == "":
             return default
-        n = _parse_int(name, value, 64)
+        # pkg/api/http.go reads limit and spss with strconv.Atoi, then rejects n <= 0.
+        n = _parse_int(name, value, 64, "Atoi")
         if n <= 0:
             raise HttpError(400, f"invalid {name}: must be a positive number")
         return n
