@@ -178,7 +178,9 @@ class ApiserverReport:
         """The endpoint table (:data:`SUMMARY_COLUMNS`, or all of :data:`ENDPOINT_COLUMNS`
         with ``full``) with the report's notes; render it with ``.render(fmt)``."""
         columns = ENDPOINT_COLUMNS if full else SUMMARY_COLUMNS
-        rows = tuple(_records(self.endpoints, columns))
+        from tracecheck.latency import table_rows
+
+        rows = tuple(table_rows(self.endpoints[list(columns)]))
         notes = list(self.notes)
         if not rows:
             notes.append(
@@ -187,20 +189,6 @@ class ApiserverReport:
             )
         return ResultTable(columns, rows, tuple(notes), "apiserver-report", "", self.start,
                            self.end)  # fmt: skip
-
-
-def _records(frame: pd.DataFrame, columns: Sequence[str]) -> Iterable[dict[str, Any]]:
-    for record in frame.to_dict(orient="records"):
-        row: dict[str, Any] = {}
-        for c in columns:
-            v = record.get(c)
-            item = getattr(v, "item", None)
-            if callable(item):  # a numpy scalar
-                v = item()
-            if isinstance(v, float):
-                v = None if math.isnan(v) else round(v, 3)
-            row[c] = v
-        yield row
 
 
 # -- pure helpers --------------------------------------------------------------------------------
