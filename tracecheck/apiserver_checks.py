@@ -193,13 +193,13 @@ class ApiserverReachable(Check):
         from tracecheck.apiserver import trust_mode
 
         api = _client(ctx)
-        timeout = self.deadline(ctx)
-        ready = api.readyz(timeout=timeout)
-        version = api.version(timeout=timeout)
+        left = self.budget(ctx)  # the three calls share the preflight deadline
+        ready = api.readyz(timeout=left())
+        version = api.version(timeout=left())
         user: UserInfo | None = None
         note = ""
         try:
-            user = api.whoami(timeout=timeout)
+            user = api.whoami(timeout=left())
         except (AuthError, HTTPStatusError) as exc:
             # 403 (RBAC without system:basic-user) or 404 (no SelfSubjectReview before 1.27).
             note = f"SelfSubjectReview failed: {exc.cause}"

@@ -438,6 +438,28 @@ def test_apiserver_down_is_an_error_and_the_rest_is_skipped() -> None:
     assert report.exit_code == ExitCode.BACKEND
 
 
+def test_reachable_calls_share_the_preflight_deadline() -> None:
+    # A slow apiserver: each preflight call takes 2 s of the 5 s preflight deadline.
+    world = World(FakeClock())
+    timeouts: list[float] = []
+
+    def slow(answer: Any) -> Callable[..., Any]:
+        def call(*, timeout: float) -> Any:
+            timeouts.append(timeout)
+            world.clock.advance(2.0)
+            return answer
+
+        return call
+
+    world.readyz = slow("ok")  # type: ignore[method-assign]
+    world.version = slow(ServerVersion("v1.34.4", 1, 34))  # type: ignore[method-assign]
+    world.whoami = slow(ADMIN)  # type: ignore[method-assign]
+    report = run_probe(world)
+    assert result(report, "apiserver.reachable").status is Status.PASS
+    # What is left of the deadline, never less than plan.MIN_REQUEST_TIMEOUT.
+    assert timeouts == [5.0, 3.0, 1.0]
+
+
 def test_probe_options() -> None:
     world = World(FakeClock())
     report = run_probe(world, requests=3, paths=["/livez"], allow_writes=True, namespace="ns1")
