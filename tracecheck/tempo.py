@@ -366,7 +366,8 @@ class TempoClient(HTTPBackend):
         if reply.status == 400:
             raise self._rejected(reply)
         data = self._object(reply, self.decode_json(reply))
-        return tuple(sorted({str(t) for t in _list(data.get("tagNames"))}))
+        names = self._tag_list(reply, data, "tagNames")
+        return tuple(sorted({str(t) for t in names}))
 
     def tag_scopes(
         self,
@@ -387,9 +388,10 @@ class TempoClient(HTTPBackend):
             raise self._rejected(reply)
         data = self._object(reply, self.decode_json(reply))
         out: dict[str, tuple[str, ...]] = {}
-        for scope in _list(data.get("scopes")):
+        for scope in self._tag_list(reply, data, "scopes"):
             if isinstance(scope, dict):
-                out[str(scope.get("name", ""))] = tuple(str(t) for t in _list(scope.get("tags")))
+                tags = self._tag_list(reply, scope, "tags")
+                out[str(scope.get("name", ""))] = tuple(str(t) for t in tags)
         return out
 
     def tag_values(
@@ -420,7 +422,7 @@ class TempoClient(HTTPBackend):
             raise self._rejected(reply)
         data = self._object(reply, self.decode_json(reply))
         values: list[str] = []
-        for item in _list(data.get("tagValues")):
+        for item in self._tag_list(reply, data, "tagValues"):
             # v2: {"type": "string", "value": "apiserver"}; v1: plain strings.
             value = item.get("value", "") if isinstance(item, dict) else item
             values.append(str(value))
@@ -500,6 +502,13 @@ class TempoClient(HTTPBackend):
     def _rejected(self, reply: Reply) -> QueryError:
         """Tempo's 400: a bad query, ID or parameter, with Tempo's own text (§8)."""
         return QueryError(SYSTEM, reply.address, f"HTTP {reply.status}: {self.excerpt(reply.body)}")
+
+    def _tag_list(self, reply: Reply, data: Mapping[str, Any], key: str) -> list[Any]:
+        """``data[key]`` as a list (absent: empty); ProtocolError for any other shape."""
+        try:
+            return _list(data.get(key))
+        except TypeError as exc:
+            raise self.protocol_error(reply.address, f"malformed {key}: {exc}") from None
 
     def _object(self, reply: Reply, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):

@@ -475,6 +475,24 @@ def test_tag_values_v2_typed_values_and_v1_fallback() -> None:
     assert dict(v1.requests[1].url.params) == {}  # v1 takes no q
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "call", "cause"),
+    [
+        ("/api/search/tags", {"tagNames": {}}, "tag_names", "malformed tagNames"),
+        ("/api/v2/search/tags", {"scopes": "span"}, "tag_scopes", "malformed scopes"),
+        ("/api/v2/search/tags", {"scopes": [{"tags": 3}]}, "tag_scopes", "malformed tags"),
+        ("/api/v2/search/tag/x/values", {"tagValues": "a"}, "tag_values", "malformed tagValues"),
+    ],
+)
+def test_tag_answers_of_the_wrong_shape_are_protocol_errors(
+    path: str, body: Any, call: str, cause: str
+) -> None:
+    with client(Router({path: (200, body)})) as tempo, pytest.raises(ProtocolError) as info:
+        method = getattr(tempo, call)
+        method("x") if call == "tag_values" else method()
+    assert str(info.value).startswith(f"tempo at http://tempo:3200{path}: {cause}: expected a list")
+
+
 def test_tag_values_invalid_tag_is_a_query_error() -> None:
     router = Router({"/api/v2/search/tag/bad tag/values": (400, "invalid tag: bad tag")})
     with client(router) as tempo, pytest.raises(QueryError, match="HTTP 400: invalid tag"):
