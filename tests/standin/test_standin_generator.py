@@ -3,6 +3,7 @@ decoded here by an independent snappy + protobuf decoder (standin_helpers)."""
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 
@@ -342,3 +343,27 @@ def test_unreachable_remote_write_never_crashes(make_standin: Callable[..., Runn
     assert len(lines) == 2
     assert "ConnectionRefusedError" in lines[0]
     assert r.http.get("/ready").text == "ready\n"
+
+
+def test_remote_write_credentials_are_sent_never_shown(
+    make_standin: Callable[..., Running], rw_receiver: RemoteWriteReceiver
+) -> None:
+    """Configured headers and URL userinfo (sent as basic auth, as Go's HTTP client does)
+    reach the receiver; the log, /metrics and /status/config show neither."""
+    url = rw_receiver.url.replace("http://", "http://writer:pa%24%24word@")
+    rw = RemoteWrite(url, headers=(("X-Api-Key", "k3y-secret"),))
+    r = make_standin(remote_write=(rw,))
+    _one_server_span(r)
+    r.app.generator.collect_and_write()
+    (req,) = rw_receiver.requests
+    assert req.headers["x-api-key"] == "k3y-secret"
+    assert req.headers["authorization"] == "Basic " + base64.b64encode(b"writer:pa$$word").decode()
+    shown = rw_receiver.url.replace("http://", "http://writer:xxxxx@")
+    assert any(f"remote_write url={shown} status=204" in line for line in r.lines)
+    exposition = r.http.get("/metrics").text
+    assert f'url="{shown}"' in exposition
+    status_config = r.http.get("/status/config").text
+    assert shown in status_config
+    for text in ("\n".join(r.lines), exposition, status_config):
+        assert "k3y-secret" not in text
+        assert "pa%24%24word" not in text and "pa$$word" not in text

@@ -241,7 +241,7 @@ class Api:
                 "metrics_ingestion_time_range_slack": format_go_duration(c.ingestion_slack),
                 "storage": {
                     "remote_write": [
-                        {"url": rw.url, "send_exemplars": rw.send_exemplars}
+                        {"url": rw.shown_url, "send_exemplars": rw.send_exemplars}
                         for rw in c.remote_write
                     ]
                 },

@@ -187,7 +187,7 @@ class Standin:
             f"tempo stand-in {VERSION} ready: http={c.http_host}:{self.http_port} "
             f"trace_idle_period={c.trace_idle_period}s collection_interval="
             f"{c.collection_interval}s processors={','.join(c.processors) or 'none'} "
-            f"remote_write={','.join(rw.url for rw in c.remote_write) or 'none'}"
+            f"remote_write={','.join(rw.shown_url for rw in c.remote_write) or 'none'}"
         )
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -67,6 +68,16 @@ class RemoteWrite:
     send_exemplars: bool = False
     headers: tuple[tuple[str, str], ...] = ()
     name: str = ""
+
+    @property
+    def shown_url(self) -> str:
+        """``url`` for logs, labels and /status/config: a password in it becomes ``xxxxx``
+        (Go's ``url.URL.Redacted``, which Prometheus uses for its ``url`` label)."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = f"{parts.username}:xxxxx@{parts.netloc.rsplit('@', 1)[1]}"
+        return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(frozen=True, slots=True)

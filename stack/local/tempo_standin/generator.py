@@ -421,7 +421,8 @@ class Generator:
                 started = time.monotonic()
                 result = push(rw.url, payload, tenant=TENANT, headers=rw.headers, timeout=timeout)
                 took = time.monotonic() - started
-                lbl = {"tenant": TENANT, "remote_name": rw.name or "default", "url": rw.url}
+                url = rw.shown_url
+                lbl = {"tenant": TENANT, "remote_name": rw.name or "default", "url": url}
                 if not result.error:
                     self._pending[rw.url] = []
                     self.metrics.inc("prometheus_remote_storage_samples_total", samples, **lbl)
@@ -430,7 +431,7 @@ class Generator:
                         "prometheus_remote_storage_highest_timestamp_in_seconds", now, **lbl
                     )
                     self.log(
-                        f"remote_write url={rw.url} status={result.status} series="
+                        f"remote_write url={url} status={result.status} series="
                         f"{len(payload_series)} samples={samples} exemplars={exemplars} "
                         f"seconds={took:.3f}"
                     )
@@ -444,7 +445,7 @@ class Generator:
                 # here the retry is the next collection, bounded to 5 batches.
                 self._pending[rw.url] = batches[-5:] if result.retryable else []
                 self.log(
-                    f"remote_write url={rw.url} failed samples={samples} "
+                    f"remote_write url={url} failed samples={samples} "
                     f"retry={'yes' if result.retryable else 'no'}: {result.error}"
                 )
             if failed_any:

@@ -18,6 +18,7 @@ headers ``Content-Encoding: snappy``, ``Content-Type: application/x-protobuf``,
 
 from __future__ import annotations
 
+import base64
 import http.client
 import urllib.parse
 from dataclasses import dataclass
@@ -163,6 +164,12 @@ def push(
         "X-Prometheus-Remote-Write-Version": "0.1.0",
         "X-Scope-OrgID": tenant,
     }
+    if parts.username is not None:
+        # Go's HTTP client sends URL userinfo as basic auth; the connection gets the host only.
+        user = (
+            f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        )
+        hdrs["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
     hdrs.update(dict(headers))
     try:
         conn = conn_cls(parts.hostname or "", parts.port, timeout=timeout)
