@@ -146,6 +146,12 @@ def test_bad_trace_ids_get_tempos_400_texts(standin: Running) -> None:
     r = standin.http.get("/api/v2/traces/" + "a" * 32, params={"start": "yesterday"})
     assert r.status_code == 400
     assert r.text == 'invalid start: strconv.ParseInt: parsing "yesterday": invalid syntax'
+    # Both given and non-zero: end must be after start (pkg/api/http.go).
+    r = standin.http.get("/api/traces/" + "a" * 32, params={"start": "9", "end": "3"})
+    assert (r.status_code, r.text) == (
+        400,
+        "http parameter start must be before end. received start=9 end=3",
+    )
 
 
 def test_start_end_in_seconds_accepted(standin: Running) -> None:

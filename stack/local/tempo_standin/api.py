@@ -286,6 +286,12 @@ class Api:
         trace_id = self.parse_trace_id(tid)
         start = _parse_int("start", params["start"], 64) if params.get("start") else None
         end = _parse_int("end", params["end"], 64) if params.get("end") else None
+        if start and end and end <= start:
+            # pkg/api/http.go ValidateAndSanitizeRequest: checked when both are non-zero.
+            raise HttpError(
+                400,
+                f"http parameter start must be before end. received start={start} end={end}",
+            )
         spans = self.app.store.get(trace_id)
         if spans and (start is not None or end is not None):
             now = time.time()
