@@ -25,24 +25,27 @@ from pathlib import Path
 import pytest
 
 from tracecheck.localstack import LocalStack, default_cache_dir, default_state_dir, find_repo_root
+from tracecheck.localstack.stack import _ADDRESSES
+
+_AT = _ADDRESSES  # the supervisor's own table, so the tests cannot drift from it
 
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
     """Where the local pipeline listens (all on 127.0.0.1)."""
 
-    apiserver: str = "https://127.0.0.1:6443"
-    tempo: str = "http://127.0.0.1:3200"
-    tempo_otlp_grpc: str = "127.0.0.1:4417"
-    prometheus: str = "http://127.0.0.1:9090"
-    collector_grpc: str = "127.0.0.1:4317"
-    collector_http: str = "http://127.0.0.1:4318"
-    collector_health: str = "http://127.0.0.1:13133/"
-    collector_metrics: str = "http://127.0.0.1:8888/metrics"
-    spanmetrics_collector_grpc: str = "127.0.0.1:4327"
-    spanmetrics_collector_http: str = "http://127.0.0.1:4328"
-    spanmetrics_collector_metrics: str = "http://127.0.0.1:8889/metrics"
-    etcd: str = "http://127.0.0.1:2379"
+    apiserver: str = _AT["kube-apiserver"]["https"]
+    tempo: str = _AT["tempo"]["http"]
+    tempo_otlp_grpc: str = _AT["tempo"]["otlp-grpc"]
+    prometheus: str = _AT["prometheus"]["http"]
+    collector_grpc: str = _AT["collector"]["otlp-grpc"]
+    collector_http: str = _AT["collector"]["otlp-http"]
+    collector_health: str = _AT["collector"]["health"]
+    collector_metrics: str = _AT["collector"]["metrics"]
+    spanmetrics_collector_grpc: str = _AT["collector-spanmetrics"]["otlp-grpc"]
+    spanmetrics_collector_http: str = _AT["collector-spanmetrics"]["otlp-http"]
+    spanmetrics_collector_metrics: str = _AT["collector-spanmetrics"]["metrics"]
+    etcd: str = _AT["etcd"]["client"]
 
 
 ENDPOINTS = Endpoints()
