@@ -317,16 +317,8 @@ class LocalStack:
                     f"Python packages missing for the stand-in: {', '.join(missing)}; "
                     "pip install 'tracecheck[local]'",
                 )
-        if (
-            "prometheus" in names
-            and self.prometheus == "debian"
-            and not DEBIAN_PROMETHEUS.is_file()
-        ):
-            raise StackError(
-                "prometheus",
-                str(DEBIAN_PROMETHEUS),
-                "Debian's prometheus is missing: apt-get install prometheus",
-            )
+        if "prometheus" in names and self.prometheus == "debian":
+            self.binary("prometheus")  # StackError naming apt-get when it is missing
 
     def render_configs(self) -> dict[str, Path]:
         """Write the rendered configs under ``<state>/configs``; component -> file."""
