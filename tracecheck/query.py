@@ -871,10 +871,6 @@ def run_traceql(
                          extra_notes=notes)  # fmt: skip
 
 
-def _hex_trace(tid: bytes) -> str:
-    return tid.hex().rjust(32, "0")
-
-
 def search_table(
     query: str,
     result: SearchResult,
@@ -886,6 +882,7 @@ def search_table(
     max_rows: int | None = DEFAULT_MAX_ROWS,
 ) -> ResultTable:
     """Rows of a TraceQL search: one per span shown in each trace's span sets."""
+    from tracecheck.ids import trace_id_hex
     from tracecheck.tempo import AttrValue
 
     base = ("trace_id", "trace_start", "root_service", "root_name", "trace_duration_ms",
@@ -895,7 +892,7 @@ def search_table(
     hidden = 0
     for t in result.traces:
         trace_row: dict[str, Any] = {
-            "trace_id": _hex_trace(t.trace_id),
+            "trace_id": trace_id_hex(t.trace_id),
             "trace_start": iso(t.start_ns / 1e9) if t.start_ns else None,
             "root_service": t.root_service,
             "root_name": t.root_name,
