@@ -671,6 +671,24 @@ def test_spec_fingerprint_follows_the_sampling_rate_only_for_the_apiserver(tmp_p
     assert specs(250_000) == a
 
 
+def test_spec_fingerprint_follows_the_standin_source_only_for_tempo(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO / "stack", repo / "stack")
+    bins = {b: tmp_path / b for b in ("etcd", "prometheus", "otelcol", "kube-apiserver")}
+    stack = LocalStack(repo=repo, state_dir=tmp_path / "s", cache_dir=tmp_path / "c")
+    stack.prepare_credentials()
+    configs = stack.render_configs()
+
+    def fingerprints() -> dict[str, str]:
+        return {n: stack.spec(n, bins, configs).fingerprint for n in COMPONENTS}
+
+    before = fingerprints()
+    source = repo / "stack/local/tempo_standin/store.py"
+    source.write_text(source.read_text() + "\n# changed\n")
+    after = fingerprints()
+    assert [n for n in COMPONENTS if before[n] != after[n]] == ["tempo"]
+
+
 def test_component_ports_match_addresses() -> None:
     for comp, ports in _PORTS.items():
         in_addresses = {int(a.rsplit(":", 1)[1].split("/")[0]) for a in _ADDRESSES[comp].values()}

@@ -465,6 +465,11 @@ class LocalStack:
             parts.append(f"{st.st_size}:{st.st_mtime_ns}")
         if name == "kube-apiserver":
             parts.append(self.pki.ca_cert.read_bytes())
+        if name == "tempo":
+            # The stand-in's source is its binary: changed code restarts it on `up`, as a new
+            # build restarts a Go component (the interpreter's identity alone never changes).
+            for source in sorted((self.repo / "stack" / "local" / "tempo_standin").glob("*.py")):
+                parts += [source.name, source.read_bytes()]
         return ProcessSpec(
             name=name,
             argv=tuple(argv),
