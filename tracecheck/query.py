@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from tracecheck.errors import QueryError, UsageError
 from tracecheck.polling import Clock, SystemClock
+from tracecheck.render import iso
 
 if TYPE_CHECKING:  # pragma: no cover
     from tracecheck.config import Settings
@@ -314,11 +315,6 @@ def resolve_window(
             "query", "--start/--end", f"start ({iso(start_s)}) must be before end ({iso(end_s)})"
         )
     return start_s, end_s
-
-
-def iso(ts: float) -> str:
-    """Unix seconds as RFC 3339 UTC with milliseconds: ``2025-01-31T12:00:00.000Z``."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def format_duration(seconds: float) -> str:

@@ -19,6 +19,7 @@ from tracecheck.report import CheckResult, Report, Status
 
 __all__ = [
     "FORMATS",
+    "iso",
     "parse_output",
     "render",
     "render_csv",
@@ -75,7 +76,8 @@ def render(report: Report, fmt: str, *, color: bool = False, width: int = 120) -
 # -- JSON ---------------------------------------------------------------------------------------
 
 
-def _iso(ts: float) -> str:
+def iso(ts: float) -> str:
+    """Unix seconds as RFC 3339 UTC with milliseconds: ``2025-01-31T12:00:00.000Z``."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -119,8 +121,8 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "command": report.command,
         "run_id": report.run_id,
         "trace_id": report.trace_id,
-        "started_at": _iso(report.started_at),
-        "finished_at": _iso(report.finished_at),
+        "started_at": iso(report.started_at),
+        "finished_at": iso(report.finished_at),
         "duration_s": _r(report.finished_at - report.started_at),
         "exit_code": int(report.exit_code),
         "counts": report.counts(),
@@ -142,7 +144,7 @@ def render_junit(report: Report) -> str:
     from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
 
     suite: Any = TestSuite(f"tracecheck.{report.command.replace(' ', '.')}")
-    suite.timestamp = _iso(report.started_at)
+    suite.timestamp = iso(report.started_at)
     suite.add_property("run_id", report.run_id)
     suite.add_property("trace_id", report.trace_id)
     for key, value in sorted(report.target.items()):
