@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import LocalHTTPServer
 
 
 def tc(
@@ -36,71 +33,9 @@ def assert_no_traceback(p: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
 
 
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Server:
-    """A real HTTP server answering every request with one canned response."""
-
-    def __init__(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.paths.append(self.path)
-                outer.headers.append(dict(self.headers))
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_POST = do_GET
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.paths: list[str] = []
-        self.headers: list[dict[str, str]] = []
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def stalling() -> Iterator[str]:
-    """Accepts connections and never answers."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(16)
-    conns: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        s.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conns.append(s.accept()[0])
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield f"http://127.0.0.1:{s.getsockname()[1]}"
-    stop.set()
-    for c in conns:
-        c.close()
-    s.close()
+def canned(server: LocalHTTPServer, status: int, body: bytes, content_type: str) -> None:
+    """Make the shared test server answer every request with one response."""
+    server.handler = lambda rec: (status, {"Content-Type": content_type}, body)
 
 
 def test_help_lists_commands_and_exit_codes() -> None:
@@ -164,8 +99,8 @@ def _detail(p: subprocess.CompletedProcess[str], name: str) -> tuple[str, str]:
     return check["status"], check["detail"]
 
 
-def test_closed_ports_are_backend_errors_naming_each_hop() -> None:
-    port = closed_port()
+def test_closed_ports_are_backend_errors_naming_each_hop(closed_port: int) -> None:
+    port = closed_port
     p = tc(
         "smoke",
         "--output",
@@ -207,52 +142,47 @@ def test_closed_ports_are_backend_errors_naming_each_hop() -> None:
         (200, b"{not json", "application/json", "ready"),
     ],
 )
-def test_http_failures_of_tempo(status: int, body: bytes, content_type: str, expect: str) -> None:
-    server = Server(status, body, content_type)
-    try:
-        p = _only(
-            "preflight.tempo",
-            "--tempo-url",
-            server.url,
-            "--tempo-header",
-            "Authorization=Bearer s3cr3t",
-        )
-    finally:
-        server.close()
+def test_http_failures_of_tempo(
+    http_server: LocalHTTPServer, status: int, body: bytes, content_type: str, expect: str
+) -> None:
+    server = http_server
+    canned(server, status, body, content_type)
+    p = _only(
+        "preflight.tempo",
+        "--tempo-url",
+        server.url,
+        "--tempo-header",
+        "Authorization=Bearer s3cr3t",
+    )
     assert_no_traceback(p)
     result, detail = _detail(p, "preflight.tempo")
     assert p.returncode == 3 and result == "ERROR", detail
     assert detail.startswith(f"tempo at {server.url}") and expect in detail
     assert "s3cr3t" not in p.stdout + p.stderr
-    assert server.headers and server.headers[0].get("Authorization") == "Bearer s3cr3t"
+    assert server.requests and server.requests[0].headers.get("authorization") == "Bearer s3cr3t"
 
 
-def test_garbage_json_from_prometheus() -> None:
-    server = Server(200, b"<html>proxy login</html>", "text/html")
-    try:
-        p = _only("preflight.prometheus", "--prometheus-url", server.url)
-    finally:
-        server.close()
+def test_garbage_json_from_prometheus(http_server: LocalHTTPServer) -> None:
+    server = http_server
+    canned(server, 200, b"<html>proxy login</html>", "text/html")
+    p = _only("preflight.prometheus", "--prometheus-url", server.url)
     assert_no_traceback(p)
     result, detail = _detail(p, "preflight.prometheus")
     assert p.returncode == 3 and result == "ERROR"
     assert detail.startswith(f"prometheus at {server.url}")
 
 
-def test_tls_against_a_plaintext_port() -> None:
-    server = Server(200, b"ready", "text/plain")
-    try:
-        p = _only("preflight.tempo", "--tempo-url", server.url.replace("http://", "https://"))
-    finally:
-        server.close()
+def test_tls_against_a_plaintext_port(http_server: LocalHTTPServer) -> None:
+    canned(http_server, 200, b"ready", "text/plain")
+    p = _only("preflight.tempo", "--tempo-url", http_server.url.replace("http://", "https://"))
     assert_no_traceback(p)
     result, detail = _detail(p, "preflight.tempo")
     assert p.returncode == 3 and result == "ERROR"
     assert "TLS" in detail and "\n" not in detail
 
 
-def test_a_stalled_server_cannot_hold_the_check_past_its_deadline(stalling: str) -> None:
-    p = _only("preflight.prometheus", "--prometheus-url", stalling)
+def test_a_stalled_server_cannot_hold_the_check_past_its_deadline(stalled_port: int) -> None:
+    p = _only("preflight.prometheus", "--prometheus-url", f"http://127.0.0.1:{stalled_port}")
     assert_no_traceback(p)
     report = json.loads(p.stdout)
     check = next(c for c in report["checks"] if c["name"] == "preflight.prometheus")
