@@ -168,7 +168,7 @@ def test_ingestion_slack_drops_old_and_future_spans(
     # The trace itself is still stored and found by ID (the slack only concerns the generator).
     assert get_json(r.http, f"/api/v2/traces/{TID.hex()}")["trace"]["resourceSpans"]
     # ... and TraceQL metrics (local-blocks) do not count it (§11.3: applies to all processors).
-    poll(lambda: get_json(r.http, "/api/search", q="{}")["traces"])
+    poll(lambda: get_json(r.http, "/api/search", q="{}").get("traces"))
     now = int(time.time())
     doc = get_json(
         r.http,
@@ -177,7 +177,8 @@ def test_ingestion_slack_drops_old_and_future_spans(
         start=str(now - 600),
         end=str(now + 600),
     )
-    assert doc["series"] == []
+    # An ungrouped count always has its series (Tempo's UngroupedAggregator); it counted 0.
+    assert [s.get("value", 0) for s in doc.get("series", [])] in ([], [0])
 
 
 def _edge_series(series: list[WrittenSeries]) -> dict[tuple[str, str, str], float]:

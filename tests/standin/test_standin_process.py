@@ -175,7 +175,7 @@ def test_real_prometheus_accepts_the_remote_write(prometheus: str, tmp_path: Pat
         assert stored == {tid.hex().lstrip("0") for tid in trace_ids}
         # Search sees the traces once they were idle for trace_idle_period.
         q = '{ resource.service.name = "apiserver" }'
-        poll(lambda: len(get_json(client, "/api/search", q=q)["traces"]) == 3)
+        poll(lambda: len(get_json(client, "/api/search", q=q).get("traces", [])) == 3)
     finally:
         client.close()
         code = _stop(proc)

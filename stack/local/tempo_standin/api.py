@@ -7,16 +7,12 @@ omitted, IDs base64 in traces and hex in search results (§5.3).
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import gzip
 import json
-import math
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -24,34 +20,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import yaml
 
 from tempo_standin import REVISION, VERSION
-from tempo_standin.config import parse_go_duration
-from tempo_standin.model import SpanRecord, trace_id_to_search_hex
+from tempo_standin.model import SpanRecord
 from tempo_standin.otlp import varint
-from tempo_standin.tqlmetrics import compute
-from tempo_standin.traceql import (
-    MISSING,
-    Attribute,
-    Intrinsic,
-    Kind,
-    Query,
-    Status,
-    TraceQLError,
-    TraceView,
-    evaluate,
-    field_value,
-    parse,
-    parse_field,
-    referenced_fields,
-)
 
 if TYPE_CHECKING:
     from tempo_standin.app import Standin
 
 __all__ = ["ApiServer", "HttpError", "format_go_duration", "make_api_server"]
 
-MAX_LIMIT = 256 * 1024  # §5.1: max_result_limit default since 2.9.2
-MAX_SPSS = 100  # §5.1: max_spans_per_span_set
-MAX_SEARCH_RANGE = 168 * 3600  # §5.1: query_frontend.search.max_duration 168h
 INGESTER_WINDOW = 30 * 60  # §5.1/§10: query_ingesters_until 30m
 GZIP_MIN = 1400  # gzip middleware: small bodies are sent plain
 
@@ -106,35 +82,6 @@ def _parse_int(name: str, value: str, bits: int, func: str = "ParseInt") -> int:
     if not -(2 ** (bits - 1)) <= n < 2 ** (bits - 1):
         raise _go_parse_int_error(name, value, func)
     return n
-
-
-def any_value_json(v: Any) -> dict[str, Any]:
-    """A Python attribute value as OTLP AnyValue proto3 JSON (oneof: zero values written)."""
-    if isinstance(v, bool):
-        return {"boolValue": v}
-    if isinstance(v, int):
-        return {"intValue": str(v)}
-    if isinstance(v, float):
-        if math.isnan(v) or math.isinf(v):
-            return {
-                "doubleValue": "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
-            }
-        return {"doubleValue": v}
-    if isinstance(v, str):
-        return {"stringValue": v}
-    if isinstance(v, bytes):
-        return {"bytesValue": base64.b64encode(v).decode()}
-    if isinstance(v, list):
-        return {"arrayValue": {"values": [any_value_json(x) for x in v]}}
-    if isinstance(v, dict):
-        return {
-            "kvlistValue": {
-                "values": [{"key": k, "value": any_value_json(x)} for k, x in v.items()]
-            }
-        }
-    if isinstance(v, (Status, Kind)):
-        return {"stringValue": v.name}
-    return {}
 
 
 def _json(doc: Any, status: int = 200) -> Response:
@@ -368,468 +315,42 @@ class Api:
         metrics_doc = {"inspectedBytes": str(inspected)} if inspected else {}
         return _json({"trace": json_format.MessageToDict(td), "metrics": metrics_doc})
 
-    # --- §5 search ----------------------------------------------------------------------------
-
-    def _time_range(self, params: dict[str, str]) -> tuple[int, int] | None:
-        """§5.1 start/end: unix seconds parsed as int32, end > start, at most 168h apart."""
-        if not params.get("start") and not params.get("end"):
-            return None
-        start = _parse_int("start", params.get("start") or "0", 32)
-        end = _parse_int("end", params.get("end") or "0", 32)
-        if end <= start:
-            raise HttpError(
-                400,
-                f"http parameter start must be before end. received start={start} end={end}",
-            )
-        if end - start > MAX_SEARCH_RANGE:
-            raise HttpError(
-                400,
-                f"range specified by start and end exceeds {format_go_duration(MAX_SEARCH_RANGE)}."
-                f" received start={start} end={end}",
-            )
-        return start, end
-
-    def _searchable_views(self, rng: tuple[int, int] | None) -> list[TraceView]:
-        views = []
-        for trace_id, spans in self.app.store.searchable():
-            view = TraceView.of(trace_id, spans)
-            if rng is not None:
-                lo, hi = rng[0] * 10**9, rng[1] * 10**9
-                if view.start_ns > hi or view.end_ns < lo:
-                    continue
-            views.append(view)
-        return views
+    # --- §5 search, §6 tags, §7 TraceQL metrics: queryapi.py ---------------------------------
 
     def search(self, params: dict[str, str], **_: Any) -> Response:
-        q = params.get("q", "")
-        tags = params.get("tags", "")
-        if q and tags:
-            raise HttpError(400, "invalid request: can't specify tags and q in the same query")
-        limit = self._positive("limit", params.get("limit"), 20)
-        if limit > MAX_LIMIT:
-            raise HttpError(400, f"limit {limit} exceeds max limit {MAX_LIMIT}")
-        spss = self._positive("spss", params.get("spss"), 3)
-        if spss > MAX_SPSS:
-            raise HttpError(400, f"spans per span set exceeds {MAX_SPSS}. received {spss}")
-        min_d = self._duration_param("minDuration", params.get("minDuration"))
-        max_d = self._duration_param("maxDuration", params.get("maxDuration"))
-        if min_d is not None and max_d is not None and max_d <= min_d:
-            raise HttpError(400, "invalid maxDuration: must be greater than minDuration")
-        rng = self._time_range(params)
-        query: Query | None = None
-        if not tags:
-            try:
-                query = parse(q or "{}")
-                if query.metrics is not None:
-                    raise TraceQLError(
-                        1, "unsupported by the Tempo stand-in: a metrics query on /api/search"
-                    )
-            except TraceQLError as exc:
-                self.app.count_query("search", "failed")
-                # §8.1: 400, no Content-Type, "invalid TraceQL query: parse error at ...".
-                raise HttpError(400, f"invalid TraceQL query: {exc}", None) from exc
-        tag_filter = _parse_logfmt(tags) if tags else []
-        views = self._searchable_views(rng)
-        results: list[tuple[TraceView, list[SpanRecord] | None]] = []
-        inspected_bytes = 0
-        for view in views:
-            inspected_bytes += sum(s.size for s in view.spans)
-            duration_s = (view.end_ns - view.start_ns) / 1e9
-            if query is None:
-                if min_d is not None and duration_s < min_d:
-                    continue
-                if max_d is not None and duration_s > max_d:
-                    continue
-                if not all(_tag_match(view, k, v) for k, v in tag_filter):
-                    continue
-                results.append((view, None))
-            else:
-                matched = evaluate(query, view)
-                if matched:
-                    results.append((view, matched))
-            if len(results) >= limit and not (query is not None and query.most_recent):
-                break
-        if query is not None and query.most_recent:
-            results.sort(key=lambda r: r[0].start_ns, reverse=True)  # §5.3: most_recent=true
-            results = results[:limit]
-        fields = referenced_fields(query) if query is not None else []
-        traces = [self._trace_metadata(view, matched, spss, fields) for view, matched in results]
-        self.app.count_query("search", "completed")
-        metrics: dict[str, Any] = {"completedJobs": 1, "totalJobs": 1}
-        if views:
-            metrics["inspectedTraces"] = len(views)
-        if inspected_bytes:
-            metrics["inspectedBytes"] = str(inspected_bytes)
-        return _json({"traces": traces, "metrics": metrics})
+        from tempo_standin import queryapi
 
-    @staticmethod
-    def _positive(name: str, value: str | None, default: int) -> int:
-        if value is None or value == "":
-            return default
-        # pkg/api/http.go reads limit and spss with strconv.Atoi, then rejects n <= 0.
-        n = _parse_int(name, value, 64, "Atoi")
-        if n <= 0:
-            raise HttpError(400, f"invalid {name}: must be a positive number")
-        return n
-
-    @staticmethod
-    def _duration_param(name: str, value: str | None) -> float | None:
-        if not value:
-            return None
-        try:
-            return parse_go_duration(value)
-        except ValueError as exc:
-            raise HttpError(400, f"invalid {name}: {exc}") from exc
-
-    def _trace_metadata(
-        self,
-        view: TraceView,
-        matched: list[SpanRecord] | None,
-        spss: int,
-        fields: list[Attribute | Intrinsic],
-    ) -> dict[str, Any]:
-        doc: dict[str, Any] = {"traceID": trace_id_to_search_hex(view.trace_id)}
-        if view.root is not None:
-            doc["rootServiceName"] = view.root.service
-            if view.root.name:
-                doc["rootTraceName"] = view.root.name
-        else:
-            doc["rootServiceName"] = "<root span not yet received>"  # §5.3
-        doc["startTimeUnixNano"] = str(view.start_ns)
-        duration_ms = (view.end_ns - view.start_ns) // 1_000_000
-        if duration_ms:
-            doc["durationMs"] = duration_ms  # §5.3: uint32, omitted when 0
-        if matched is not None:
-            spanset = {
-                "spans": [self._span_json(s, view, fields) for s in matched[:spss]],
-                "matched": len(matched),
-            }
-            doc["spanSet"] = spanset  # §5.3: deprecated, equals spanSets[0]
-            doc["spanSets"] = [spanset]
-        stats: dict[str, dict[str, int]] = {}
-        for s in view.spans:
-            st = stats.setdefault(s.service, {"spanCount": 0})
-            st["spanCount"] += 1
-            if s.status_code == 2:
-                st["errorCount"] = st.get("errorCount", 0) + 1
-        doc["serviceStats"] = stats
-        return doc
-
-    @staticmethod
-    def _span_json(
-        s: SpanRecord, view: TraceView, fields: list[Attribute | Intrinsic]
-    ) -> dict[str, Any]:
-        doc: dict[str, Any] = {"spanID": s.span_id.hex().rjust(16, "0")}  # §5.3: padded to 16
-        if s.name:
-            doc["name"] = s.name
-        doc["startTimeUnixNano"] = str(s.start_ns)
-        if s.duration_ns:
-            doc["durationNanos"] = str(s.duration_ns)
-        attrs = []
-        for f in fields:
-            if isinstance(f, Intrinsic):
-                key = {
-                    "span:status": "status",
-                    "span:kind": "kind",
-                    "span:statusMessage": "statusMessage",
-                }.get(f.name)
-                if key is None:
-                    continue
-            else:
-                key = f.name
-            v = field_value(f, s, view)
-            if v is MISSING:
-                continue
-            if isinstance(f, Attribute) and f.scope == "link":
-                continue
-            attrs.append({"key": key, "value": any_value_json(v)})
-        if attrs:
-            doc["attributes"] = attrs
-        return doc
-
-    # --- §6 tags ------------------------------------------------------------------------------
-
-    _INTRINSIC_TAGS = (
-        "duration",
-        "kind",
-        "name",
-        "rootName",
-        "rootServiceName",
-        "status",
-        "statusMessage",
-        "traceDuration",
-        "span:duration",
-        "span:id",
-        "span:kind",
-        "span:name",
-        "span:parentID",
-        "span:status",
-        "span:statusMessage",
-        "trace:duration",
-        "trace:id",
-        "trace:rootName",
-        "trace:rootService",
-    )
-
-    def _tag_spans(
-        self, params: dict[str, str], q: str | None
-    ) -> list[tuple[SpanRecord, TraceView]]:
-        rng = self._time_range(params)
-        query = None
-        if q:
-            try:
-                query = parse(q)
-            except TraceQLError:
-                query = None  # §6: an invalid q is silently ignored
-        out: list[tuple[SpanRecord, TraceView]] = []
-        for view in self._searchable_views(rng):
-            spans = evaluate(query, view) if query is not None else view.spans
-            out.extend((s, view) for s in spans)
-        return out
-
-    def _scoped_tags(
-        self, params: dict[str, str], q: str | None
-    ) -> tuple[dict[str, list[str]], int]:
-        scope = params.get("scope", "") or "all"
-        valid = ("all", "resource", "span", "intrinsic", "event", "link", "instrumentation")
-        if scope not in valid:
-            raise HttpError(400, f"invalid scope: {scope}")
-        res: set[str] = set()
-        span: set[str] = set()
-        link: set[str] = set()
-        inspected = 0
-        for s, _view in self._tag_spans(params, q):
-            inspected += s.size
-            res.update(s.resource_attributes)
-            span.update(s.attributes)
-            for lk in s.links:
-                link.update(lk.attributes)
-        scopes = {
-            "resource": sorted(res),
-            "span": sorted(span),
-            "link": sorted(link),
-            "intrinsic": list(self._INTRINSIC_TAGS),
-        }
-        if scope == "all":
-            return {k: v for k, v in scopes.items() if v}, inspected
-        return {scope: scopes.get(scope, [])}, inspected
-
-    @staticmethod
-    def _metrics_doc(inspected: int) -> dict[str, Any]:
-        return {"inspectedBytes": str(inspected)} if inspected else {}
+        return queryapi.search(self, params)
 
     def tags_v1(self, params: dict[str, str], **_: Any) -> Response:
-        scopes, inspected = self._scoped_tags(params, None)
-        if (params.get("scope") or "all") == "all":
-            names = sorted(set(scopes.get("resource", [])) | set(scopes.get("span", [])))
-        else:
-            names = next(iter(scopes.values()))
-        self.app.count_query("metadata", "completed")
-        return _json({"tagNames": names, "metrics": self._metrics_doc(inspected)})
+        from tempo_standin import queryapi
+
+        return queryapi.tags_v1(self, params)
 
     def tags_v2(self, params: dict[str, str], **_: Any) -> Response:
-        scopes, inspected = self._scoped_tags(params, params.get("q"))
-        self.app.count_query("metadata", "completed")
-        order = ("resource", "span", "link", "intrinsic")
-        doc = [{"name": n, "tags": scopes[n]} for n in order if scopes.get(n)]
-        return _json({"scopes": doc, "metrics": self._metrics_doc(inspected)})
+        from tempo_standin import queryapi
+
+        return queryapi.tags_v2(self, params)
 
     def tag_values_v1(self, tag: str, params: dict[str, str], **_: Any) -> Response:
-        values: set[str] = set()
-        inspected = 0
-        for s, _view in self._tag_spans(params, None):
-            inspected += s.size
-            for attrs in (s.attributes, s.resource_attributes):
-                if tag in attrs:
-                    v = attrs[tag]
-                    if isinstance(v, (str, int, float)):
-                        values.add(_plain(v))
-        self.app.count_query("metadata", "completed")
-        return _json({"tagValues": sorted(values), "metrics": self._metrics_doc(inspected)})
+        from tempo_standin import queryapi
+
+        return queryapi.tag_values_v1(self, tag, params)
 
     def tag_values_v2(self, tag: str, params: dict[str, str], **_: Any) -> Response:
-        field = _parse_identifier(tag)
-        if field is None:
-            # §6: an invalid tag name gives 400 (#5493, 2.9.0).
-            raise HttpError(400, f"tag name is not valid intrinsic or scoped attribute: {tag}")
-        seen: dict[tuple[str, str], None] = {}
-        inspected = 0
-        for s, view in self._tag_spans(params, params.get("q")):
-            inspected += s.size
-            v = field_value(field, s, view)
-            if v is MISSING:
-                continue
-            for item in v if isinstance(v, list) else [v]:
-                typed = _typed_value(item)
-                if typed is not None:
-                    seen[typed] = None
-        self.app.count_query("metadata", "completed")
-        values = [{"type": t, "value": v} for t, v in sorted(seen)]
-        return _json({"tagValues": values, "metrics": self._metrics_doc(inspected)})
+        from tempo_standin import queryapi
 
-    # --- §7 TraceQL metrics -------------------------------------------------------------------
-
-    def _metrics_query(self, params: dict[str, str], instant: bool) -> Response:
-        q = params.get("q") or params.get("query") or ""
-        try:
-            query = parse(q)
-        except TraceQLError as exc:
-            self.app.count_query("metrics", "failed")
-            raise HttpError(400, f"compiling query: {exc}") from exc  # §8.2
-        if query.metrics is None:
-            self.app.count_query("metrics", "failed")
-            raise HttpError(400, "not a metrics query")  # §8.2
-        if not self.app.generator.local_blocks:
-            # §8.3: local-blocks missing from the tenant's processors.
-            raise HttpError(500, "localblocks processor not found")
-        now_ns = time.time_ns()
-        end = _parse_timestamp(params.get("end")) or now_ns
-        start = _parse_timestamp(params.get("start"))
-        if start is None:
-            since = 3600.0
-            if params.get("since"):
-                # §7.1: parse errors in start/end/since are ignored.
-                with contextlib.suppress(ValueError):
-                    since = parse_go_duration(params["since"])
-            start = end - int(since * 1e9)
-        if end <= start:
-            raise HttpError(400, "end must be after start")
-        step = _parse_step(params.get("step")) if not instant else None
-        if not instant:
-            if step is None:
-                step = _default_step(end - start)
-            if (end - start) / step > 10_000:
-                minimum = -(-(end - start) // 10_000)
-                raise HttpError(
-                    400,
-                    f"step of {format_go_duration(step / 1e9)} is too small, minimum step for "
-                    f"given range is {format_go_duration(minimum / 1e9)}",
-                )
-        traces = self.app.metrics_dataset()
-        result = compute(query, traces, start, end, step or (end - start), instant=instant)
-        self.app.count_query("metrics", "completed")
-        metrics: dict[str, Any] = {"completedJobs": 1, "totalJobs": 1}
-        if result.inspected_traces:
-            metrics["inspectedTraces"] = result.inspected_traces
-        if result.inspected_spans:
-            metrics["inspectedSpans"] = str(result.inspected_spans)
-        series_docs = []
-        for labels, samples in result.series:
-            if instant:
-                doc: dict[str, Any] = {"labels": labels}
-                value = samples[-1][1]
-                if value:
-                    doc["value"] = value
-                series_docs.append(doc)
-                continue
-            sample_docs = []
-            for ts_ms, value in samples:
-                sdoc: dict[str, Any] = {"timestampMs": str(ts_ms)}
-                if value:
-                    sdoc["value"] = value  # jsonpb omits a zero double
-                sample_docs.append(sdoc)
-            series_docs.append({"labels": labels, "samples": sample_docs})
-        return _json({"series": series_docs, "metrics": metrics})
+        return queryapi.tag_values_v2(self, tag, params)
 
     def metrics_query_range(self, params: dict[str, str], **_: Any) -> Response:
-        return self._metrics_query(params, instant=False)
+        from tempo_standin import queryapi
+
+        return queryapi.metrics_query(self, params, instant=False)
 
     def metrics_query_instant(self, params: dict[str, str], **_: Any) -> Response:
-        return self._metrics_query(params, instant=True)
+        from tempo_standin import queryapi
 
-
-def _plain(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
-
-
-def _typed_value(v: Any) -> tuple[str, str] | None:
-    """§6 v2 tag values: {"type": ..., "value": ...}."""
-    if isinstance(v, bool):
-        return ("bool", "true" if v else "false")
-    if isinstance(v, int):
-        return ("int", str(v))
-    if isinstance(v, float):
-        return ("float", repr(v))
-    if isinstance(v, str):
-        return ("string", v)
-    if isinstance(v, (Status, Kind)):
-        return ("keyword", v.name)
-    if hasattr(v, "ns"):
-        return ("duration", format_go_duration(v.ns / 1e9))
-    if hasattr(v, "raw"):
-        return ("string", v.raw.hex())
-    return None
-
-
-def _parse_identifier(tag: str) -> Attribute | Intrinsic | None:
-    """A TraceQL identifier for the v2 tag-values endpoint (``resource.service.name``, ``name``)."""
-    try:
-        return parse_field(tag)
-    except TraceQLError:
-        return None
-
-
-def _parse_logfmt(text: str) -> list[tuple[str, str]]:
-    """``k=v k2="v 2"`` (the legacy tag search, §5.1)."""
-    out: list[tuple[str, str]] = []
-    for m in re.finditer(r'([^\s=]+)=("((?:[^"\\]|\\.)*)"|\S*)', text):
-        value = m.group(3) if m.group(3) is not None else m.group(2)
-        out.append((m.group(1), value.replace('\\"', '"')))
-    return out
-
-
-def _tag_match(view: TraceView, key: str, value: str) -> bool:
-    """Legacy tag search: a case-insensitive substring match on a span or resource attribute
-    (``name`` matches the span name)."""
-    needle = value.lower()
-    for s in view.spans:
-        candidates = []
-        if key == "name":
-            candidates.append(s.name)
-        for attrs in (s.attributes, s.resource_attributes):
-            if key in attrs:
-                candidates.append(_plain(attrs[key]))
-        if any(needle in c.lower() for c in candidates):
-            return True
-    return False
-
-
-def _parse_timestamp(value: str | None) -> int | None:
-    """§7.1: unix seconds (<=10 digits), unix nanoseconds (>10 digits), float seconds, RFC3339."""
-    if not value:
-        return None
-    v = value.strip()
-    if re.fullmatch(r"\d+", v):
-        return int(v) * 10**9 if len(v) <= 10 else int(v)
-    try:
-        return int(float(v) * 1e9)
-    except ValueError:
-        pass
-    try:
-        return int(datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() * 1e9)
-    except ValueError:
-        return None
-
-
-def _parse_step(value: str | None) -> int | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parse_go_duration(value)
-        except ValueError:
-            return None
-    return int(seconds * 1e9) if seconds > 0 else None
-
-
-def _default_step(range_ns: int) -> int:
-    """About range/240, rounded up to a multiple of 5 s (README "TraceQL metrics")."""
-    five = 5 * 10**9
-    return max(five, -(-(range_ns // 240) // five) * five)
+        return queryapi.metrics_query(self, params, instant=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
