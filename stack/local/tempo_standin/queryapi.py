@@ -21,6 +21,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,7 @@ from tempo_standin.traceql import (
     parse,
     parse_identifier,
 )
-from tempo_standin.traceql.eval import conditions_of, is_noop, prefilter, run
+from tempo_standin.traceql.eval import Prefilter, conditions_of, is_noop, run
 from tempo_standin.traceql.lexer import parse_go_duration_ns, parse_prom_duration_ns
 from tempo_standin.traceql.search import search_traces
 
@@ -107,17 +108,17 @@ def _time_range(params: dict[str, str]) -> tuple[int, int] | None:
     return start, end
 
 
-def _views(api: Api, rng: tuple[int, int] | None) -> list[TraceView]:
+def _views(api: Api, rng: tuple[int, int] | None) -> Iterator[TraceView]:
+    """Searchable traces in storage order, made into views as the search reaches them."""
     lookup = _scope_lookup(api)
-    views = []
+    lo, hi = (rng[0] * 10**9, rng[1] * 10**9) if rng is not None else (0, 0)
     for trace_id, spans in api.app.store.searchable():
-        view = TraceView.of(trace_id, spans, lookup)
         if rng is not None:
-            lo, hi = rng[0] * 10**9, rng[1] * 10**9
-            if view.start_ns > hi or view.end_ns < lo:
+            start = min(s.start_ns for s in spans)
+            end = max(s.end_ns for s in spans)
+            if start > hi or end < lo:
                 continue
-        views.append(view)
-    return views
+        yield TraceView.of(trace_id, spans, lookup)
 
 
 def _scope_lookup(api: Api) -> Any:
@@ -210,7 +211,7 @@ def search(api: Api, params: dict[str, str]) -> Response:
 
 
 def _tag_search(
-    views: list[TraceView],
+    views: Iterator[TraceView],
     tags: str,
     min_d: float | None,
     max_d: float | None,
@@ -324,15 +325,16 @@ def _tag_spans(api: Api, params: dict[str, str], q: str | None) -> list[Any]:
         except ParseError:
             root = None
     out: list[Any] = []
+    req = conditions_of(root) if root is not None else None
+    pre = Prefilter(req, root) if req is not None else None
     for view in _views(api, rng):
-        if root is None:
+        if root is None or pre is None:
             out.extend(view.contexts())
             continue
         try:
-            req = conditions_of(root)
-            spans = [s for ss in run(root, view, req) for s in ss.spans]
+            spans = [s for ss in run(root, view, req, pre) for s in ss.spans]
         except ast.EvalError:
-            spans = prefilter(conditions_of(root), view.contexts())
+            spans = pre(view.contexts())
         out.extend(spans)
     return out
 

@@ -39,7 +39,15 @@ from typing import Any
 
 from tempo_standin.model import SpanRecord
 from tempo_standin.traceql import ast as A
-from tempo_standin.traceql.eval import ScopeLookup, SpanCtx, TraceView, conditions_of, is_noop, run
+from tempo_standin.traceql.eval import (
+    Prefilter,
+    ScopeLookup,
+    SpanCtx,
+    TraceView,
+    conditions_of,
+    is_noop,
+    run,
+)
 from tempo_standin.traceql.search import any_value
 
 __all__ = ["MetricsResult", "compute", "interval_timestamps"]
@@ -212,10 +220,11 @@ def compute(
     if is_noop(root):
         return MetricsResult([], 0, 0)
     req = conditions_of(root)
+    pre = Prefilter(req, root)
     for trace_id, spans in traces:
         inspected_traces += 1
         view = TraceView.of(trace_id, spans, scope_lookup)
-        for ss in run(root, view, req):
+        for ss in run(root, view, req, pre):
             for s in ss.spans:
                 st = s.rec.start_ns
                 if st <= start_ns or st > end_ns:

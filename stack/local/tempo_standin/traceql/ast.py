@@ -524,6 +524,8 @@ class BinaryOperation:
     def _apply(self, lhs: Static, rhs: Static) -> Static:
         op = self.op
         lt, rt = lhs.t, rhs.t
+        if lt == NIL or rt == NIL:
+            return FALSE  # nil only passes the type checks for = and !=, and never equals
         if not matching_operand(lt, rt):
             return FALSE
         if not (binary_type_valid(op, lt) and binary_type_valid(op, rt)):

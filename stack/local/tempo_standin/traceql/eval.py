@@ -22,7 +22,9 @@ Facts followed (grafana/tempo v2.9.0):
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left, bisect_right
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -186,19 +188,9 @@ class SpanCtx:
     # lazily decoded parts of the span ---------------------------------------------------------
     def events(self) -> list[tuple[str, int, dict[str, Any]]]:
         if self._events is None:
-            from tempo_standin.model import decode_attributes
-
-            evs = []
-            proto = self.rec.proto
-            for e in getattr(proto, "events", ()):
-                evs.append(
-                    (
-                        e.name,
-                        int(e.time_unix_nano) - self.rec.start_ns,
-                        decode_attributes(e.attributes),
-                    )
-                )
-            self._events = evs
+            rec = self.rec
+            evs = getattr(rec.proto, "events", None)
+            self._events = _decoded_events(rec) if evs else []
         return self._events
 
     def scope(self) -> tuple[str, str, dict[str, Any]]:
@@ -224,17 +216,19 @@ class SpanCtx:
             return _value(self.scope()[2], a.name)
         if a.intrinsic is not None:
             return self.intrinsic(a.intrinsic)
+        # unscoped: the span, the resource, then events, links and the scope, in that order
         name = a.name
-        for got in (
-            _value(self.rec.attributes, name),
-            _value(self.rec.resource_attributes, name),
-            _multi(_value(e[2], name) for e in self.events()),
-            _multi(_value(lk.attributes, name) for lk in self.rec.links),
-            _value(self.scope()[2], name),
-        ):
-            if got.t != A.NIL:
-                return got
-        return A.NIL_STATIC
+        rec = self.rec
+        if name in rec.attributes:
+            return A.static_from_value(rec.attributes[name])
+        if name in rec.resource_attributes:
+            return A.static_from_value(rec.resource_attributes[name])
+        got = _multi(_value(e[2], name) for e in self.events())
+        if got.t == A.NIL and rec.links:
+            got = _multi(_value(lk.attributes, name) for lk in rec.links)
+        if got.t == A.NIL and self.view.scope_lookup is not None:
+            got = _value(self.scope()[2], name)
+        return got
 
     def intrinsic(self, name: str) -> A.Static:
         rec = self.rec
@@ -282,6 +276,34 @@ class SpanCtx:
         if name == "instrumentation:version":
             return A.Static(A.STRING, self.scope()[1])
         return A.NIL_STATIC  # childCount, parent: refused by the validator
+
+
+_EVENT_CACHE: OrderedDict[tuple[bytes, bytes, int], list[tuple[str, int, dict[str, Any]]]] = (
+    OrderedDict()
+)
+_EVENT_CACHE_SIZE = 50_000
+_event_lock = threading.Lock()
+
+
+def _decoded_events(rec: SpanRecord) -> list[tuple[str, int, dict[str, Any]]]:
+    """A span's events (name, time since the span's start, attributes), decoded once."""
+    key = (rec.trace_id, rec.span_id, rec.start_ns)
+    with _event_lock:
+        got = _EVENT_CACHE.get(key)
+        if got is not None:
+            _EVENT_CACHE.move_to_end(key)
+            return got
+    from tempo_standin.model import decode_attributes
+
+    got = [
+        (e.name, int(e.time_unix_nano) - rec.start_ns, decode_attributes(e.attributes))
+        for e in rec.proto.events
+    ]
+    with _event_lock:
+        _EVENT_CACHE[key] = got
+        if len(_EVENT_CACHE) > _EVENT_CACHE_SIZE:
+            _EVENT_CACHE.popitem(last=False)
+    return got
 
 
 def _value(attrs: dict[str, Any], name: str) -> A.Static:
@@ -424,51 +446,88 @@ def _extract_binary(o: A.BinaryOperation, req: Request) -> None:
 _EXISTS_INTRINSICS = {"event:name", "event:timeSinceStart", "link:traceID", "link:spanID"}
 
 
-def condition_holds(c: Condition, span: SpanCtx) -> bool:
+def _check(c: Condition) -> Callable[[SpanCtx], bool] | None:
+    """A condition as a test on a span; None for a pure column selector (matches all)."""
     a = c.attr
     if c.op is None:
         if a.intrinsic is not None and a.intrinsic not in _EXISTS_INTRINSICS:
-            return True  # always-present columns (and the structural / start-time selectors)
-        if a.intrinsic is None and a.name in ("spanStartTime",):
-            return True
-        return span.attribute_for(a).t != A.NIL
-    v = a.execute(span)
-    if v.t == A.NIL:
-        return False
-    assert c.operand is not None
-    r = A.BinaryOperation(c.op, v, c.operand)
-    try:
-        res = r.execute(None) if not isinstance(v, A.MultiStatic) else _any_of(r, v, c.operand)
-    except A.EvalError:
-        return False
-    return res.t == A.BOOL and bool(res.v)
+            return None  # always-present columns, the structural and start-time selectors
+        return lambda s: s.attribute_for(a).t != A.NIL
+    operand = c.operand
+    assert operand is not None
+    binop = A.BinaryOperation(c.op, A.NIL_STATIC, operand)
+
+    def test(s: SpanCtx) -> bool:
+        v = s.attribute_for(a)
+        if v.t == A.NIL:
+            return False
+        try:
+            if isinstance(v, A.MultiStatic):
+                return any(_true(binop._apply(x, operand)) for x in v.values)
+            return _true(binop._apply(v, operand))
+        except A.EvalError:
+            return False
+
+    return test
 
 
-def _any_of(r: A.BinaryOperation, v: A.MultiStatic, operand: A.Static) -> A.Static:
-    for x in v.values:
-        res = A.BinaryOperation(r.op, x, operand).execute(None)
-        if res.t == A.BOOL and res.v:
-            return res
-    return A.FALSE
+def _true(r: A.Static) -> bool:
+    return r.t == A.BOOL and bool(r.v)
+
+
+def condition_holds(c: Condition, span: SpanCtx) -> bool:
+    check = _check(c)
+    return True if check is None else check(span)
+
+
+class Prefilter:
+    """The spans storage hands the engine: all conditions (a plain conjunction) or any of
+    them; a match-all selector among alternatives keeps every span."""
+
+    def __init__(self, req: Request, root: A.RootExpr | None = None) -> None:
+        checks = [_check(c) for c in req.conditions]
+        self.keep_all = not req.conditions or (
+            not req.all_conditions and any(c is None for c in checks)
+        )
+        self.checks = [c for c in checks if c is not None]
+        self.all = req.all_conditions
+        if root is not None and self.all and _implied_by_filter(root):
+            self.keep_all = True  # the only filter re-tests exactly these conditions
+
+    def __call__(self, spans: list[SpanCtx]) -> list[SpanCtx]:
+        if self.keep_all:
+            return spans
+        checks = self.checks
+        if self.all:
+            return [s for s in spans if all(c(s) for c in checks)]
+        return [s for s in spans if any(c(s) for c in checks)]
+
+
+def _implied_by_filter(root: A.RootExpr) -> bool:
+    """The pipeline is one spanset filter whose expression is a conjunction of
+    ``attribute op constant`` comparisons: any span it accepts satisfies every pushed-down
+    condition, so pre-filtering cannot change the result."""
+    els = root.pipeline.elements
+    if len(els) != 1 or not isinstance(els[0], A.SpansetFilter):
+        return False
+
+    def simple(e: Any) -> bool:
+        if isinstance(e, A.BinaryOperation):
+            if e.op == "&&":
+                return simple(e.lhs) and simple(e.rhs)
+            return (
+                e.op in A.BOOLEAN_OPS
+                and isinstance(e.lhs, A.Attribute)
+                and isinstance(e.rhs, A.Static)
+                and e.rhs.t != A.BOOL
+            )
+        return isinstance(e, A.Static) and e.t == A.BOOL and bool(e.v)
+
+    return simple(els[0].expr)
 
 
 def prefilter(req: Request, spans: list[SpanCtx]) -> list[SpanCtx]:
-    conds = [
-        c
-        for c in req.conditions
-        if not (c.op is None and c.attr.intrinsic is not None
-                and c.attr.intrinsic.startswith(("structural", "spanStartTime")))
-    ]  # fmt: skip
-    selectors = len(conds) != len(req.conditions)
-    if not req.conditions:
-        return spans
-    if req.all_conditions:
-        return [s for s in spans if all(condition_holds(c, s) for c in conds)]
-    if selectors and not conds:
-        return spans
-    if selectors:  # a match-all selector is one of the alternatives
-        return spans
-    return [s for s in spans if any(condition_holds(c, s) for c in conds)]
+    return Prefilter(req)(spans)
 
 
 # --- spansets and the pipeline (ast_execute.go) --------------------------------------------------
@@ -810,10 +869,16 @@ def is_noop(root: A.RootExpr) -> bool:
     return True
 
 
-def run(root: A.RootExpr, view: TraceView, req: Request | None = None) -> list[Spanset]:
+def run(
+    root: A.RootExpr,
+    view: TraceView,
+    req: Request | None = None,
+    pre: Prefilter | None = None,
+) -> list[Spanset]:
     """The trace's result spansets (empty: no match). Raises ``A.EvalError``."""
-    req = req if req is not None else conditions_of(root)
-    spans = prefilter(req, view.contexts())
+    if pre is None:
+        pre = Prefilter(req if req is not None else conditions_of(root), root)
+    spans = pre(view.contexts())
     if not spans:
         return []
     return evaluate_pipeline(root.pipeline, [Spanset(spans)])

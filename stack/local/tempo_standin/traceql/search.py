@@ -24,6 +24,7 @@ from typing import Any
 from tempo_standin.traceql import ast as A
 from tempo_standin.traceql.eval import (
     Condition,
+    Prefilter,
     Request,
     SpanCtx,
     Spanset,
@@ -196,13 +197,14 @@ def search_traces(
     if is_noop(root):
         return []
     req = conditions_of(root)
+    pre = Prefilter(req, root)
     fields = _Fields(req)
     most_recent = root.most_recent
     found: list[tuple[TraceView, list[Spanset]]] = []
     for view in views:
         if on_inspect is not None:
             on_inspect(view)
-        spansets = run(root, view, req)
+        spansets = run(root, view, req, pre)
         if not spansets:
             continue
         found.append((view, spansets))
