@@ -11,7 +11,7 @@ Each row is (query, verdict, detail):
 * ``validate``: parses, and Tempo's validator refuses it; detail is its message;
 * ``unsupported``: Tempo answers "<feature> not yet supported"; detail is that message;
 * ``standin``: valid TraceQL the stand-in does not evaluate ("unsupported by the Tempo
-  stand-in").
+  stand-in"); no row needs it today.
 
 The test prints one summary line with the counts and fails on any wrong verdict.
 """
@@ -330,8 +330,10 @@ METRICS: list[tuple[str, str, str]] = [
     ("{ } | compare({ status = error }) | topk(1)", VF, "`compare()` cannot be used with second stage functions"),
     ("{ } | compare({ status = error }, 0)", VF, "compare() top number of values must be integer greater than 0"),
     ("{ } | compare({ status = error }, 5, 2, 1)", VF, "compare() end timestamp must be greater than start timestamp"),
-    ("{ } | compare({ status = error })", S, "unsupported by the Tempo stand-in: compare()"),
-    ("{ } | compare({ status = error }, 5, 1, 2)", S, "unsupported by the Tempo stand-in: compare()"),
+    ("{ } | compare({ status = error })", V, ""),
+    ("{ } | compare({ status = error }, 5)", V, ""),
+    ("{ } | compare({ status = error }, 5, 1, 2)", V, ""),
+    ("{ kind = server } | compare({ span.http.status_code >= 500 }, 2)", V, ""),
     ("{ } | rate(duration)", P, "parse error at line 1, col 12: syntax error: unexpected duration, expecting )"),
     ("{ } | count_over_time(.a)", P, "parse error at line 1, col 23: syntax error: unexpected ., expecting )"),
     ("{ } | min_over_time()", P, "parse error at line 1, col 21: syntax error: unexpected )"),

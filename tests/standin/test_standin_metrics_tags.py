@@ -238,9 +238,9 @@ def test_metrics_limits_and_their_texts(standin: Running) -> None:
         400,
         "compiling query: limit must be greater than 0",
     )
-    assert _err(standin, rng, q="{ } | compare({ })", **three_h) == (
+    assert _err(standin, rng, q="{ } | compare({ }, 0)", **three_h) == (
         400,
-        "compiling query: unsupported by the Tempo stand-in: compare()",
+        "compiling query: compare() top number of values must be integer greater than 0",
     )
 
 
@@ -344,3 +344,24 @@ def test_functions_over_attributes_histograms_and_topk(standin: Running) -> None
         for s in multi["series"]
     ]
     assert keys == [["GET /a", "200"], ["GET /b", "200"], ["GET /b", "500"]]
+
+
+def test_compare_splits_baseline_and_selection(standin: Running) -> None:
+    # engine_metrics_compare.go: per attribute and value, counts for the spans the filter
+    # selects and for the others, plus totals; at most top-N values per attribute.
+    now = _load(standin)
+    doc = _instant(standin, "{ } | compare({ span.http.status_code = 500 }, 1)", now)
+    got = {
+        (s["labels"][0]["value"]["stringValue"], s["labels"][1]["key"],
+         next(iter(s["labels"][1]["value"].values()))): s.get("value", 0)
+        for s in doc["series"]
+    }  # fmt: skip
+    assert all(s["labels"][0]["key"] == "__meta_type" for s in doc["series"])
+    assert got[("selection", "span.http.status_code", "500")] == 1
+    assert got[("baseline", "span.http.status_code", "200")] == 3
+    assert got[("baseline_total", "span.http.status_code", "nil")] == 3
+    assert got[("selection_total", "name", "nil")] == 1
+    assert got[("baseline", "name", "GET /a")] == 2  # top 1 of the baseline's two names
+    assert ("baseline", "name", "GET /b") not in got
+    assert got[("selection", "status", "error")] == 1
+    assert not any(k[1] in ("duration", "span:id", "trace:id") for k in got)

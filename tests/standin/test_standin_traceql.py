@@ -89,6 +89,9 @@ MATCHES: list[tuple[str, list[str]]] = [
     ("{ trace:duration < 100ms }", []),
     (f'{{ trace:id = "{TID.hex().lstrip("0")}" && kind = server }}', [ROOT, RANGE]),
     ('{ span:id = "0000000000000004" }', [DECODE]),
+    # IDs compare as bytes either way round (README "Not matched")
+    ('{ "4" = span:id }', [DECODE]),
+    (f'{{ trace:id = "{TID.hex().upper()}" }}', ALL),
     ('{ span:parentID = "0000000000000003" }', [DECODE]),
     ("{ nestedSetParent = -1 }", [ROOT]),
     ("{ nestedSetLeft = 1 }", [ROOT]),

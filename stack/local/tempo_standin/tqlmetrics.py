@@ -201,8 +201,10 @@ def compute(
     """Evaluate ``root`` (a validated metrics query) over (trace ID, spans) pairs; the range
     must already be aligned (``align``) for a range query. Raises ``A.EvalError``."""
     stage = root.metrics
-    assert isinstance(stage, A.MetricsAggregate)
     mapper = _Mapper(start_ns, end_ns, step_ns, instant)
+    if isinstance(stage, A.MetricsCompare):
+        return _compare(root, stage, traces, mapper, start_ns, end_ns, scope_lookup)
+    assert isinstance(stage, A.MetricsAggregate)
     n = mapper.count
     op = stage.op
     by = stage.by
@@ -359,3 +361,107 @@ def _value_sort_text(v: dict[str, Any]) -> str:
 def _sort_key(item: tuple[list[dict[str, Any]], list[tuple[int, float]]]) -> tuple[Any, ...]:
     labels = item[0]
     return (len(labels), [(lb["key"], _value_sort_text(lb["value"])) for lb in labels])
+
+
+# --- compare() (engine_metrics_compare.go) ------------------------------------------------------
+
+# The span's attributes compare() counts: what vparquet4's select-all fetch returns through
+# span.AllAttributesFunc (trace, resource, instrumentation and span level), minus durations and
+# the IDs, start times and nested-set numbers MetricsCompare skips.
+_COMPARE_INTRINSICS = (
+    "rootServiceName", "rootName", "name", "status", "statusMessage", "kind",
+    "instrumentation:name", "instrumentation:version",
+)  # fmt: skip
+_TOO_MANY = "__too_many_values__"
+
+
+def _compare_attributes(s: SpanCtx) -> list[tuple[str, A.Static]]:
+    out: list[tuple[str, A.Static]] = []
+    rec = s.rec
+    for name in _COMPARE_INTRINSICS[:2]:
+        out.append((name, s.intrinsic(name)))
+    for k, v in rec.resource_attributes.items():
+        out.append(("resource." + k, A.static_from_value(v)))
+    if s.view.scope_lookup is not None:
+        for name in _COMPARE_INTRINSICS[6:]:
+            out.append((name, s.intrinsic(name)))
+        for k, v in s.scope()[2].items():
+            out.append(("instrumentation." + k, A.static_from_value(v)))
+    for name in _COMPARE_INTRINSICS[2:6]:
+        out.append((name, s.intrinsic(name)))
+    for k, v in rec.attributes.items():
+        out.append(("span." + k, A.static_from_value(v)))
+    return [(k, v) for k, v in out if v.t not in (A.NIL, A.DURATION)]
+
+
+def _top_n(values: dict[Any, tuple[A.Static, list[float]]], n: int) -> list[Any]:
+    """topN.get: the n values with the highest totals (all of them when there are at most n)."""
+    keys = list(values)
+    if len(keys) <= n:
+        return keys
+    keys.sort(key=lambda k: -math.fsum(values[k][1]))
+    return keys[:n]
+
+
+def _compare(
+    root: A.RootExpr,
+    stage: A.MetricsCompare,
+    traces: Sequence[tuple[bytes, Sequence[SpanRecord]]],
+    mapper: _Mapper,
+    start_ns: int,
+    end_ns: int,
+    scope_lookup: ScopeLookup | None,
+) -> MetricsResult:
+    """MetricsCompare: for every attribute of the spans the pipeline yields, counts per value and
+    interval for the spans the filter selects ("selection", within its optional time window)
+    and for the others ("baseline"), with totals per attribute; the n most frequent values of
+    each attribute are kept (BaselineAggregator). Series are labelled
+    ``__meta_type=baseline|selection|baseline_total|selection_total`` plus the attribute."""
+    n = mapper.count
+    buffers: dict[str, dict[str, dict[Any, tuple[A.Static, list[float]]]]] = {
+        t: {} for t in ("baseline", "selection", "baseline_total", "selection_total")
+    }
+    expr = stage.filter.expr
+    inspected_spans = inspected_traces = 0
+    if not is_noop(root):
+        req = conditions_of(root)
+        pre = Prefilter(req, root)
+        for trace_id, spans in traces:
+            inspected_traces += 1
+            view = TraceView.of(trace_id, spans, scope_lookup)
+            for ss in run(root, view, req, pre):
+                for s in ss.spans:
+                    st = s.rec.start_ns
+                    if st <= start_ns or st > end_ns:
+                        continue
+                    inspected_spans += 1
+                    i = mapper.interval(st)
+                    if i < 0:
+                        continue
+                    selected = False
+                    if not (stage.start > 0 and stage.end > 0) or stage.start < st <= stage.end:
+                        r = expr.execute(s)
+                        selected = r.t == A.BOOL and bool(r.v)
+                    kind = "selection" if selected else "baseline"
+                    for name, v in _compare_attributes(s):
+                        per_value = buffers[kind].setdefault(name, {})
+                        cell = per_value.get(v.map_key())
+                        if cell is None:
+                            cell = per_value[v.map_key()] = (v, [0.0] * n)
+                        cell[1][i] += 1
+                        totals = buffers[kind + "_total"].setdefault(name, {})
+                        tcell = totals.get(None)
+                        if tcell is None:
+                            tcell = totals[None] = (A.Static(A.STRING, "nil"), [0.0] * n)
+                        tcell[1][i] += 1
+    result = []
+    for meta, attrs in buffers.items():
+        for name, per_value in attrs.items():
+            for key in _top_n(per_value, stage.top_n):
+                v, counts = per_value[key]
+                labels = [_label("__meta_type", A.Static(A.STRING, meta)), _label(name, v)]
+                samples = [(mapper.timestamp_ms(i), c) for i, c in enumerate(counts)]
+                if samples:
+                    result.append((labels, samples))
+    result.sort(key=_sort_key)
+    return MetricsResult(result, inspected_spans, inspected_traces)

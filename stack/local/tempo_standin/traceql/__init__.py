@@ -11,8 +11,8 @@ Modules (each cites the grafana/tempo v2.9.0 files it follows):
 * ``search``: ``/api/search`` result shaping (``engine.go`` asTraceSearchMetadata);
 * ``parser``: ``parse()``.
 
-``compile_query`` is what the HTTP handlers use: parse, validate, and refuse (as
-``StandinUnsupported``) the little that the stand-in does not evaluate.
+``compile_query`` is what the HTTP handlers use: parse and validate. ``StandinUnsupported``
+is kept for valid TraceQL the stand-in would not evaluate; today there is none.
 """
 
 from __future__ import annotations
@@ -50,11 +50,9 @@ class StandinUnsupported(Exception):
 
 def compile_query(query: str) -> RootExpr:
     """Parse and validate as Tempo's query frontend does (raises ParseError,
-    ValidationError/Unsupported), then refuse what the stand-in cannot evaluate."""
+    ValidationError/Unsupported)."""
     root = parse(query)
     root.validate()
-    if isinstance(root.metrics, ast.MetricsCompare):
-        raise StandinUnsupported("compare()")
     return root
 
 

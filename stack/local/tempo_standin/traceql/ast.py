@@ -623,6 +623,8 @@ class BinaryOperation:
                 return Static(FLOAT, math.pow(lhs.as_float(), rhs.as_float()))
             except (OverflowError, ValueError):
                 return Static(FLOAT, math.nan)
+        if type(rhs) is not Static and type(lhs) is Static:
+            lhs, rhs = rhs, lhs  # let a special value (an ID) decide equality either way round
         if op == "=":
             return TRUE if lhs.equals(rhs) else FALSE
         if op == "!=":
