@@ -324,13 +324,37 @@ def _parse_duration(text: str) -> int | None:
 # --- Go's strconv ---------------------------------------------------------------------------------
 
 
+def go_quote(text: str) -> str:
+    """``strconv.Quote`` for the texts that appear in error messages."""
+    out = ['"']
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    out.append('"')
+    return "".join(out)
+
+
 def _atoi(text: str) -> int:
     """``strconv.Atoi`` (base 10, optional sign, no underscores)."""
     if re.fullmatch(r"[+-]?[0-9]+", text) is None:
-        raise ValueError(f'strconv.Atoi: parsing "{text}": invalid syntax')
+        raise ValueError(f"strconv.Atoi: parsing {go_quote(text)}: invalid syntax")
     n = int(text)
     if not -(2**63) <= n <= _MAX_I64:
-        raise ValueError(f'strconv.Atoi: parsing "{text}": value out of range')
+        raise ValueError(f"strconv.Atoi: parsing {go_quote(text)}: value out of range")
     return n
 
 
@@ -340,9 +364,9 @@ def _parse_float(text: str) -> float:
     try:
         v = float.fromhex(t) if t.lower().startswith("0x") else float(t)
     except (ValueError, OverflowError):
-        raise ValueError(f'strconv.ParseFloat: parsing "{text}": invalid syntax') from None
+        raise ValueError(f"strconv.ParseFloat: parsing {go_quote(text)}: invalid syntax") from None
     if v in (float("inf"), float("-inf")):
-        raise ValueError(f'strconv.ParseFloat: parsing "{text}": value out of range')
+        raise ValueError(f"strconv.ParseFloat: parsing {go_quote(text)}: value out of range")
     return v
 
 
