@@ -194,6 +194,16 @@ SEARCH: list[tuple[str, str, str]] = [
     ("{ } with (most_recent=false, sample=0.5)", V, ""),
     ('{ } with(x="y", y=1, z=1.5, w=1s, v=error, u=server)', V, ""),
     ("{ } with (most_recent=true) with (x=1)", V, ""),
+    # examples in the style of docs/sources/tempo/traceql/construct-traceql-queries.md
+    ('{ span.attribute."attribute name with space" = "value" }', V, ""),
+    ("{ span.http.request_content_length > 10 * 1024 * 1024 }", V, ""),
+    ('{ span.http.status_code >= "400" }', V, ""),
+    ('{resource.k8s.cluster.name="x" && trace:rootName !~ ".*perf.*"}', V, ""),
+    ('{ span.foo = "bar" } >> { status = error } with (most_recent=true)', V, ""),
+    ('{ span.http.url = "/api" && status = error } &>> { status = error }', V, ""),
+    ("{ status = error } !< { status = error }", V, ""),
+    ("{ } | sum(span.bytesProcessed) > 1000000000", V, ""),
+    ("{ status = error } | by(resource.service.name) | count() > 1", V, ""),
     # comments and layout
     ("{ span.size = 3 } // a comment", V, ""),
     ("{ span.size = /* inline */ 3 }", V, ""),
@@ -299,6 +309,7 @@ SEARCH: list[tuple[str, str, str]] = [
 METRICS: list[tuple[str, str, str]] = [
     ("{ } | rate()", V, ""),
     ("{ } | rate() by (resource.service.name)", V, ""),
+    ('{ resource.service.name = "foo" } | rate() by (instrumentation:name)', V, ""),
     ("{ } | rate() by (name, kind)", V, ""),
     ("{ } | count_over_time()", V, ""),
     ("{ } | count_over_time() by (span.http.method)", V, ""),
