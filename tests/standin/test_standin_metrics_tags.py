@@ -1,4 +1,4 @@
-"""TraceQL metrics (§7, §8.2) and tag discovery (§6) against a running stand-in."""
+"""TraceQL metrics and tag discovery against a running stand-in."""
 
 from __future__ import annotations
 
@@ -74,9 +74,9 @@ def test_count_rate_and_grouping(standin: Running) -> None:
     now = _load(standin)
     doc = _range(standin, '{ resource.service.name = "api" } | count_over_time()', now, step="60s")
     (series,) = doc["series"]
-    # §7.2: an ungrouped query carries __name__=<function>.
+    # engine_metrics.go UngroupedAggregator: an ungrouped query carries __name__=<function>.
     assert series["labels"] == [{"key": "__name__", "value": {"stringValue": "count_over_time"}}]
-    # filter_server_spans (default true, §7.4): the non-root CLIENT span is not counted.
+    # filter_server_spans (default true): the non-root CLIENT span is not counted.
     assert sum(_values(series)) == 4
     assert all(isinstance(s["timestampMs"], str) for s in series["samples"])
     stamps = [int(s["timestampMs"]) for s in series["samples"]]
@@ -180,16 +180,16 @@ def test_tag_values(standin: Running) -> None:
         standin.http, "/api/v2/search/tag/name/values", q="{ span.http.status_code = 500 }"
     )
     assert names["tagValues"] == [{"type": "string", "value": "GET /b"}]
-    # §6: an invalid q is silently ignored.
+    # engine.go ExecuteTagValues: an unparsable q is ignored.
     ignored = get_json(standin.http, "/api/v2/search/tag/name/values", q="{ nonsense")
     assert len(ignored["tagValues"]) == 3
-    # §6: an invalid tag name gives 400.
+    # parse.go ParseIdentifier: an invalid tag name gives 400.
     assert standin.http.get("/api/v2/search/tag/not%20a%20tag/values").status_code == 400
 
 
 @pytest.mark.parametrize("path", ["/api/search/tags", "/api/v2/search/tag/name/values"])
 def test_tags_do_not_see_live_traces(make_standin: Callable[..., Running], path: str) -> None:
-    # §6/§10: tag lookups read the head block, like search; live traces are not in it yet.
+    # Tag lookups read the head block, like search; live traces are not in it yet.
     r = make_standin(trace_idle_period=3600.0, trace_live_period=3600.0)
     send_grpc(r.grpc_port, export_request("live", [SpanSpec(b"\x01" * 16, b"\x01" * 8, "x")]))
     doc = get_json(r.http, path)

@@ -69,14 +69,14 @@ def _traces(r: Running, q: str, **params: str) -> list[dict]:
 def test_search_sees_a_trace_only_after_the_idle_period(
     make_standin: Callable[..., Running],
 ) -> None:
-    # §10: search does not cover live traces; the cut happens after trace_idle_period.
+    # Search does not cover live traces; the cut happens after trace_idle_period.
     r = make_standin(trace_idle_period=1.5)
     tid = _tid(0x0ABC)
     _send_trace(r, tid, "vis-1")
     q = '{ span.run_id = "vis-1" }'
     assert len(get_json(r.http, f"/api/v2/traces/{tid.hex()}")["trace"]["resourceSpans"]) == 1
     found = poll(lambda: _traces(r, q), timeout=20)
-    assert found[0]["traceID"] == "abc"  # §5.3: leading zeros stripped
+    assert found[0]["traceID"] == "abc"  # util.TraceIDToHexString: leading zeros stripped
     visible = r.log_matching(f"trace {tid.hex()} visible by id at ")
     searchable = r.log_matching(f"trace {tid.hex()} searchable at ")
     assert len(visible) == len(searchable) == 1
@@ -89,7 +89,7 @@ def test_search_sees_a_trace_only_after_the_idle_period(
 def test_live_period_cuts_a_trace_that_keeps_receiving_spans(
     make_standin: Callable[..., Running],
 ) -> None:
-    # §10: trace_live_period bounds how long a busy trace stays out of search.
+    # trace_live_period bounds how long a busy trace stays out of search.
     r = make_standin(trace_idle_period=30.0, trace_live_period=1.0)
     tid = _tid(0x77)
     _send_trace(r, tid, "live-1")
@@ -112,13 +112,13 @@ def test_search_response_shape(standin: Running) -> None:
     assert t["rootTraceName"] == "root"
     assert t["durationMs"] == 20
     assert isinstance(t["startTimeUnixNano"], str)
-    # §5.3: spanSets[] and the deprecated spanSet (= spanSets[0]); spss default 3.
+    # engine.go: spanSets[] and the deprecated spanSet (= spanSets[0]); spss default 3.
     assert t["spanSet"] == t["spanSets"][0]
     ss = t["spanSets"][0]
     assert ss["matched"] == 6
     assert len(ss["spans"]) == 3
     first = ss["spans"][0]
-    assert first["spanID"] == "0000000000000001"  # §5.3: padded to 16
+    assert first["spanID"] == "0000000000000001"  # util.SpanIDToHexString: padded to 16
     assert first["durationNanos"] == "20000000"
     assert first["attributes"] == [{"key": "run_id", "value": {"stringValue": "shape-1"}}]
     assert t["serviceStats"] == {"svc": {"spanCount": 6, "errorCount": 1}}
@@ -134,7 +134,7 @@ def test_spss_limit_and_most_recent(standin: Running) -> None:
     one = _search(standin, '{ span.run_id = "multi" }', spss="1", limit="2")
     assert len(one["traces"]) == 2
     assert all(len(t["spanSets"][0]["spans"]) == 1 for t in one["traces"])
-    # §5.3: with (most_recent=true) sorts by start time, newest first.
+    # with (most_recent=true) keeps the most recent traces, newest first (combine.go).
     recent = _search(standin, '{ span.run_id = "multi" } with (most_recent=true)', limit="1")
     assert recent["traces"][0]["traceID"] == "502"
 
@@ -183,7 +183,7 @@ def test_legacy_tag_search(standin: Running) -> None:
     doc = get_json(standin.http, "/api/search", tags="run_id=search-one")
     (t,) = doc["traces"]
     assert t["traceID"] == "555"
-    assert "spanSets" not in t and "spanSet" not in t  # §5.3: absent for tags searches
+    assert "spanSets" not in t and "spanSet" not in t  # absent for tags searches
     assert "traces" not in get_json(standin.http, "/api/search", tags='run_id="no such"')
     assert "traces" not in get_json(
         standin.http, "/api/search", tags="run_id=search-one", minDuration="1s"
@@ -223,7 +223,7 @@ def test_parameter_errors(standin: Running) -> None:
 
 
 def test_bad_traceql_is_400_in_tempos_format(standin: Running) -> None:
-    # §8.1: verbatim Tempo text for a query that starts with an identifier.
+    # Tempo's text for a query that starts with an identifier (goyacc, parse.go).
     r = standin.http.get("/api/search", params={"q": "blerg"})
     assert r.status_code == 400
     assert r.text == (

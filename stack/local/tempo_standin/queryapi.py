@@ -69,7 +69,7 @@ def _json(doc: Any, status: int = 200) -> Response:
 
 
 def _query_error(text: str) -> HttpError:
-    # The validator's 400 carries no Content-Type (§8.1).
+    # pipeline/responses.go NewBadRequest: the validator's 400 carries no Content-Type.
     return HttpError(400, text, None)
 
 
@@ -86,11 +86,11 @@ def compile_or_400(query: str) -> RootExpr:
         raise _query_error(f"invalid TraceQL query: {exc}") from None
 
 
-# --- search (§5) ---------------------------------------------------------------------------------
+# --- search (modules/frontend/search_handlers.go, pkg/api/http.go) -------------------------------
 
 
 def _time_range(params: dict[str, str]) -> tuple[int, int] | None:
-    """§5.1 start/end: unix seconds parsed as int32, end > start, at most 168h apart."""
+    """pkg/api/http.go: start/end are int32 unix seconds, end > start, at most 168h apart."""
     if not params.get("start") and not params.get("end"):
         return None
     start = _parse_int("start", params.get("start") or "0", 32)
@@ -218,7 +218,7 @@ def _tag_search(
     limit: int,
     inspect: Any,
 ) -> list[dict[str, Any]]:
-    """The legacy ``tags=`` search: no spansets (§5.1)."""
+    """The legacy ``tags=`` search (pkg/api/http.go ParseSearchRequest): no spansets."""
     tag_filter = _parse_logfmt(tags)
     found: list[TraceView] = []
     for view in views:
@@ -265,7 +265,7 @@ def _plain(v: Any) -> str:
 
 
 def _parse_logfmt(text: str) -> list[tuple[str, str]]:
-    """``k=v k2="v 2"`` (the legacy tag search, §5.1)."""
+    """``k=v k2="v 2"`` (the legacy tag search's logfmt)."""
     out: list[tuple[str, str]] = []
     for m in re.finditer(r'([^\s=]+)=("((?:[^"\\]|\\.)*)"|\S*)', text):
         value = m.group(3) if m.group(3) is not None else m.group(2)
@@ -289,7 +289,7 @@ def _tag_match(view: TraceView, key: str, value: str) -> bool:
     return False
 
 
-# --- tags (§6) -----------------------------------------------------------------------------------
+# --- tags (modules/frontend/tag_handlers.go, pkg/traceql/engine.go) ------------------------------
 
 INTRINSIC_TAGS = (
     "duration",
@@ -427,7 +427,7 @@ def tag_values_v2(api: Api, tag: str, params: dict[str, str]) -> Response:
     try:
         field = parse_identifier(tag)
     except ValueError as exc:
-        raise HttpError(400, str(exc)) from None  # §6: an invalid tag name gives 400 (#5493)
+        raise HttpError(400, str(exc)) from None  # an invalid tag name gives 400 (#5493)
     seen: dict[tuple[str, str], None] = {}
     inspected = 0
     for s in _tag_spans(api, params, params.get("q")):
@@ -454,7 +454,7 @@ def tag_values_v2(api: Api, tag: str, params: dict[str, str]) -> Response:
     return _json({"tagValues": out, "metrics": _metrics_doc(inspected)})
 
 
-# --- TraceQL metrics (§7) ------------------------------------------------------------------------
+# --- TraceQL metrics (modules/frontend/metrics_query_*.go, pkg/traceql/engine_metrics.go) --------
 
 
 def _parse_timestamp(value: str, default_ns: int) -> int:
@@ -590,7 +590,7 @@ def metrics_query(api: Api, params: dict[str, str], instant: bool) -> Response:
             f"{format_go_duration(MAX_METRICS_RANGE_NS / 1e9)}",
         )
     if not api.app.generator.local_blocks:
-        # §8.3: local-blocks missing from the tenant's processors.
+        # modules/generator/instance.go QueryRange: no local-blocks processor for the tenant.
         raise HttpError(500, "localblocks processor not found")
     traces = api.app.metrics_dataset() if bounds is not None else []
     try:
@@ -643,11 +643,12 @@ def _compile_metrics(api: Api, q: str) -> RootExpr:
         raise
     except (ParseError, ValidationError) as exc:
         api.app.count_query("metrics", "failed")
-        raise HttpError(400, f"compiling query: {exc}") from None  # §8.2
+        # pkg/traceql/engine_metrics.go CompileMetricsQueryRangeNonRaw
+        raise HttpError(400, f"compiling query: {exc}") from None
     except StandinUnsupported as exc:
         api.app.count_query("metrics", "failed")
         raise HttpError(400, f"compiling query: {exc}") from None
     if root.metrics is None:
         api.app.count_query("metrics", "failed")
-        raise HttpError(400, "not a metrics query")  # §8.2
+        raise HttpError(400, "not a metrics query")  # engine_metrics.go, as above
     return root
