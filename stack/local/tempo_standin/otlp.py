@@ -84,7 +84,7 @@ class TraceSegment:
 
 def _field_size(n: int) -> int:
     """Bytes of a length-delimited field with a one-byte tag and an ``n``-byte payload."""
-    return 1 + len(varint(n)) + n
+    return 1 + ((n.bit_length() + 6) // 7 or 1) + n
 
 
 def validate_ids(req: trace_service_pb2.ExportTraceServiceRequest) -> None:

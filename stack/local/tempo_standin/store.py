@@ -123,16 +123,15 @@ class TraceStore:
         self, trace_id: bytes, records: list[SpanRecord], size: int, now: float
     ) -> AppendResult:
         """One trace's spans from one push (``instance.push``)."""
-        out = AppendResult()
-        self._append(trace_id, records, size, now, out)
-        return out
+        return self.append_segments([(trace_id, records, size)], now)
 
     def append_segments(
         self, segments: list[tuple[bytes, list[SpanRecord], int]], now: float
     ) -> AppendResult:
         out = AppendResult()
-        for trace_id, records, size in segments:
-            self._append(trace_id, records, size, now, out)
+        with self._lock:
+            for trace_id, records, size in segments:
+                self._append(trace_id, records, size, now, out)
         return out
 
     def append(self, records: list[SpanRecord], now: float) -> AppendResult:
@@ -152,48 +151,48 @@ class TraceStore:
         now: float,
         out: AppendResult,
     ) -> None:
+        """One segment; the caller holds the lock."""
         offered = size + SEGMENT_HEADER
         out.received_bytes += offered
-        with self._lock:
-            if self._max_live and self._live_count >= self._max_live:
-                out.live_exceeded += len(records)
+        if self._max_live and self._live_count >= self._max_live:
+            out.live_exceeded += len(records)
+            return
+        if self._max_bytes:
+            entry = self._sizes.get(trace_id)
+            if entry is None:
+                entry = self._sizes[trace_id] = [0.0, now]
+            entry[0] += offered
+            entry[1] = now
+            if entry[0] > self._max_bytes:
+                out.too_large += len(records)
                 return
-            if self._max_bytes:
-                entry = self._sizes.get(trace_id)
-                if entry is None:
-                    entry = self._sizes[trace_id] = [0.0, now]
-                entry[0] += offered
-                entry[1] = now
-                if entry[0] > self._max_bytes:
-                    out.too_large += len(records)
-                    return
-            tr = self._traces.get(trace_id)
-            if tr is None:
-                tr = self._traces[trace_id] = _Trace()
-                out.created.append(trace_id)
-            else:
-                self._traces.move_to_end(trace_id)
-            if tr.live_since is None:
-                tr.live_since = now
-                self._live_count += 1
-            tr.last_append = now
-            tr.live_bytes += offered
-            self._live_bytes += offered
-            segment = len(tr.segments)
-            tr.segments.append(_Segment(size))
-            for rec in records:
-                # Tempo's combiner deduplicates spans by ID when the trace is read; the
-                # stand-in keeps the first copy only.
-                if rec.span_id in tr.span_ids:
-                    continue
-                if len(tr.spans) >= self._max_per_trace:  # the stand-in's memory bound
-                    out.too_large += 1
-                    continue
-                rec.segment = segment
-                tr.spans.append(rec)
-                tr.span_ids.add(rec.span_id)
-                out.stored += 1
-                self._span_count += 1
+        tr = self._traces.get(trace_id)
+        if tr is None:
+            tr = self._traces[trace_id] = _Trace()
+            out.created.append(trace_id)
+        else:
+            self._traces.move_to_end(trace_id)
+        if tr.live_since is None:
+            tr.live_since = now
+            self._live_count += 1
+        tr.last_append = now
+        tr.live_bytes += offered
+        self._live_bytes += offered
+        segment = len(tr.segments)
+        tr.segments.append(_Segment(size))
+        for rec in records:
+            # Tempo's combiner deduplicates spans by ID when the trace is read; the
+            # stand-in keeps the first copy only.
+            if rec.span_id in tr.span_ids:
+                continue
+            if len(tr.spans) >= self._max_per_trace:  # the stand-in's memory bound
+                out.too_large += 1
+                continue
+            rec.segment = segment
+            tr.spans.append(rec)
+            tr.span_ids.add(rec.span_id)
+            out.stored += 1
+            self._span_count += 1
 
     def cut(self, now: float) -> list[CutTrace]:
         """Move idle (or long-lived) live traces into the searchable set."""
