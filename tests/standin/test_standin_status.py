@@ -115,6 +115,7 @@ def test_metrics_exposition_names_labels_and_types(
     text = r.http.get("/metrics").text
     types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
     expected = {
+        "process_start_time_seconds": "gauge",
         "tempo_build_info": "gauge",
         "tempo_limits_defaults": "gauge",
         "tempo_receiver_accepted_spans": "counter",

@@ -199,6 +199,7 @@ class Standin:
             tags="",
             version=VERSION,
         )
+        self.metrics.set("process_start_time_seconds", float(int(time.time())))
         # modules/overrides/config.go Collect: the default limits (block_retention not shown).
         for name, value in (
             ("max_local_traces_per_user", config.max_traces_per_user),

@@ -30,6 +30,13 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "from which tempo was built, and the goos and goarch for the build.",
         ("branch", "goarch", "goos", "goversion", "revision", "tags", "version"),
     ),
+    # client_golang's process collector, registered by the default registry Tempo uses: the
+    # restart time a client can compare with its own clock.
+    "process_start_time_seconds": (
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        (),
+    ),
     # modules/overrides/config.go Collect.
     "tempo_limits_defaults": ("gauge", "Default resource limits", ("limit_name",)),
     # modules/distributor/receiver/metrics_provider.go (the collector's receiverhelper counters).
