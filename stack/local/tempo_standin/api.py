@@ -1066,7 +1066,10 @@ def effective_config(c: StandinConfig, http_port: int) -> dict[str, Any]:
                         "headers": {k: _SECRET for k, _v in rw.headers},
                         "name": rw.name,
                         "send_exemplars": rw.send_exemplars,
-                        "queue_config": {"retry_on_http_429": rw.retry_on_http_429},
+                        "queue_config": {
+                            "retry_on_http_429": rw.retry_on_http_429,
+                            "batch_send_deadline": d(rw.batch_send_deadline),
+                        },
                     }
                     for rw in c.remote_write
                 ],

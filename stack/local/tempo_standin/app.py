@@ -42,7 +42,6 @@ from tempo_standin.otlp import (
     segments_from_request,
     validate_ids,
 )
-from tempo_standin.remote_write import BATCH_SEND_DEADLINE
 from tempo_standin.selfmetrics import Child, MetricsRegistry
 from tempo_standin.store import TraceStore
 
@@ -90,8 +89,6 @@ class Tenant:
         config: StandinConfig,
         metrics: MetricsRegistry,
         log: Callable[[str], None],
-        *,
-        batch_send_deadline: float = BATCH_SEND_DEADLINE,
     ) -> None:
         self.org_id = org_id
         self.config = config
@@ -108,9 +105,7 @@ class Tenant:
             max_block_duration=config.max_block_duration,
             now=time.time(),
         )
-        self.generator = Generator(
-            config, metrics, log, tenant=org_id, batch_send_deadline=batch_send_deadline
-        )
+        self.generator = Generator(config, metrics, log, tenant=org_id)
 
     def expose(self) -> None:
         """The series Tempo creates with the tenant's distributor and ingester state (at 0)."""
@@ -163,15 +158,12 @@ class Standin:
         self,
         config: StandinConfig,
         log: Callable[[str], None] = stderr_logger,
-        *,
-        batch_send_deadline: float = BATCH_SEND_DEADLINE,
     ) -> None:
         if not config.instance:
             config = config.with_overrides(instance=socket.gethostname())
         self.config = config
         self.log = log
         self.metrics = MetricsRegistry()
-        self._batch_send_deadline = batch_send_deadline
         self._tenants: dict[str, Tenant] = {}
         self._tenants_lock = threading.Lock()
         self.started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -230,13 +222,7 @@ class Standin:
         with self._tenants_lock:
             t = self._tenants.get(org_id)
             if t is None:
-                t = Tenant(
-                    org_id,
-                    self.config,
-                    self.metrics,
-                    self.log,
-                    batch_send_deadline=self._batch_send_deadline,
-                )
+                t = Tenant(org_id, self.config, self.metrics, self.log)
                 t.expose()
                 self._tenants[org_id] = t
             return t

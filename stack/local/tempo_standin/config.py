@@ -99,6 +99,8 @@ class RemoteWrite:
     name: str = ""
     # queue_config.retry_on_http_429 (Prometheus default false: a 429 is then not retried).
     retry_on_http_429: bool = False
+    # queue_config.batch_send_deadline (prometheus/config/config.go DefaultQueueConfig: 5s).
+    batch_send_deadline: float = 5.0
     remote_timeout: float = 30.0  # Prometheus default 30s
 
     @property
@@ -304,6 +306,7 @@ def load_config(path: str | Path | None) -> StandinConfig:
                 headers=tuple((str(k), str(v)) for k, v in headers.items()),
                 name=str(entry.get("name", "")),
                 retry_on_http_429=bool(queue.get("retry_on_http_429", False)),
+                batch_send_deadline=_duration(queue, "batch_send_deadline", 5.0),
                 remote_timeout=_duration(entry, "remote_timeout", 30.0),
             )
         )

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from tempo_standin import TENANT
 from tempo_standin.config import StandinConfig
 from tempo_standin.model import SPAN_KIND_ENUM, STATUS_CODE_ENUM, SpanRecord
-from tempo_standin.remote_write import BATCH_SEND_DEADLINE, RemoteWriteQueue, Series
+from tempo_standin.remote_write import RemoteWriteQueue, Series
 from tempo_standin.selfmetrics import Child, MetricsRegistry
 
 __all__ = [
@@ -313,14 +313,12 @@ class Generator:
         clock: Callable[[], float] = time.time,
         *,
         tenant: str = TENANT,
-        batch_send_deadline: float = BATCH_SEND_DEADLINE,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self.log = log
         self.clock = clock
         self.tenant = tenant
-        self._batch_send_deadline = batch_send_deadline
         procs = set(config.processors)
         self.span_metrics = "span-metrics" in procs
         self.service_graphs = "service-graphs" in procs
@@ -383,7 +381,6 @@ class Generator:
                     org_id=t if add_org else None,
                     metrics=m,
                     log=self.log,
-                    batch_send_deadline=self._batch_send_deadline,
                 )
                 for rw in self.config.remote_write
             ]

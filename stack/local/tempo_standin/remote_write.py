@@ -217,7 +217,6 @@ def push(
 
 
 MAX_SAMPLES_PER_SEND = 2000  # prometheus/config/config.go DefaultQueueConfig
-BATCH_SEND_DEADLINE = 5.0  # ditto: a partial batch waits at most this long
 MIN_BACKOFF, MAX_BACKOFF = 0.03, 5.0  # ditto: retry backoff for recoverable errors
 MAX_PENDING_SAMPLES = 500_000  # the stand-in's memory bound (Prometheus buffers in its WAL)
 
@@ -226,7 +225,8 @@ class RemoteWriteQueue:
     """One ``remote_write`` target of one tenant: Prometheus's queue manager in one shard.
 
     Collections are enqueued; a sender thread posts batches of at most 2000 samples plus
-    exemplars, a partial batch once ``batch_send_deadline`` (5s) has passed since the last send.
+    exemplars, a partial batch once ``queue_config.batch_send_deadline`` (5s) has passed since
+    the last send.
     A recoverable error retries the same batch with backoff (30ms doubling to 5s, or the
     server's Retry-After) for as long as it takes; a non-recoverable one drops the batch. The
     ``prometheus_remote_storage_*`` counters move as in storage/remote/queue_manager.go
@@ -242,12 +242,11 @@ class RemoteWriteQueue:
         org_id: str | None,
         metrics: MetricsRegistry,
         log: Callable[[str], None],
-        batch_send_deadline: float = BATCH_SEND_DEADLINE,
     ) -> None:
         self.target = target
         self._org_id = org_id
         self._log = log
-        self._deadline = batch_send_deadline
+        self._deadline = target.batch_send_deadline
         lbl = {"remote_name": target.remote_name, "tenant": tenant, "url": target.shown_url}
         m = metrics
         self._samples = m.counter("prometheus_remote_storage_samples_total", **lbl)
