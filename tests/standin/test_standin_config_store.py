@@ -35,8 +35,9 @@ def test_shipped_config_after_local_substitutions(tmp_path: Path) -> None:
     ]
     assert c.processors == ("service-graphs", "span-metrics", "local-blocks")
     assert c.filter_server_spans is False  # the shipped file turns it off for TraceQL metrics
-    # The local substitutions shorten the not-ready period and the shutdown flush.
-    assert (c.min_ready_duration, c.remote_write_flush_deadline) == (1.0, 2.0)
+    # The local substitutions shorten the not-ready period.
+    assert (c.min_ready_duration, c.remote_write_flush_deadline) == (1.0, 60.0)
+    assert (c.trace_idle_period, c.max_block_duration) == (5.0, 1800.0)
     # Tempo's defaults for the keys the shipped file leaves out.
     assert (c.multitenancy, c.http_api_prefix, c.max_bytes_per_trace) == (False, "", 5_000_000)
     assert (c.max_traces_per_user, c.max_block_duration) == (10_000, 1800.0)
