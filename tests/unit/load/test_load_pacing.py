@@ -190,3 +190,34 @@ def test_cancel_stops_the_load_and_counts_the_rest_unsent() -> None:
     result = run_load(Settings(), spec, clock=clock, sender=sender, cancel=cancel)
     assert result.cancelled and result.exit_code == 130
     assert result.sent_requests == 3 and result.unsent_spans == 700
+
+
+def test_the_result_renders_as_json_data_and_a_summary() -> None:
+    import json
+
+    clock = FakeClock()
+    script = [OK, Outcome("refused", "UNAVAILABLE", message="data refused due to high memory")]
+    sender = FakeSender(clock, answer=lambda i: script[i % 2])
+    spec = LoadSpec(rate=1000, duration=0.4, batch_spans=100, concurrency=1, run_id="r-7")
+    result = run_load(Settings(), spec, clock=clock, sender=sender)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["run_id"] == "r-7" and data["address"] == "fake:4317"
+    assert data["refusals"] == {"UNAVAILABLE": {"requests": 2, "spans": 200}}
+    assert (data["sent_spans"], data["refused_spans"], data["exit_code"]) == (200, 200, 1)
+    assert data["late_after_s"] == 0.1 and data["behind"] is False
+    text = result.summary()
+    assert "sent      200 of 400 spans (40 traces, 2 requests)" in text
+    assert "refused   UNAVAILABLE 2 requests / 200 spans; given up 200 spans" in text
+    assert "server said: data refused due to high memory" in text
+
+
+def test_importing_the_load_package_keeps_grpc_and_protobuf_unloaded() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tracecheck.load; "
+        "print(sorted(m for m in ('grpc', 'google.protobuf', 'opentelemetry') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
