@@ -30,7 +30,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,6 +54,7 @@ GRPC = "127.0.0.1:4317"
 HTTP = "http://127.0.0.1:4318"
 METRICS = "http://127.0.0.1:8888/metrics"
 SPANS_PER_TRACE = 5
+GENERATED = re.compile(r'traces generated\s+\{[^}]*"traces": (\d+)')
 BATCH = 512
 
 
@@ -195,14 +198,21 @@ def run_child(cmd: list[str], protocol: str, log: Path) -> tuple[float, float, f
     return spans, active, wall, usage.ru_utime + usage.ru_stime, note
 
 
+def telemetrygen_workers(rate: float, args: argparse.Namespace) -> int:
+    """Each telemetrygen worker waits on its own rate limiter (burst 1) before every span, so a
+    single worker cannot hold a high rate: fixed-rate runs get one worker per 1,000 spans/s."""
+    return args.workers if rate == 0 else max(args.workers, math.ceil(rate / 1000))
+
+
 def telemetrygen(binary: Path, protocol: str, rate: float, args: argparse.Namespace) -> list[str]:
+    workers = telemetrygen_workers(rate, args)
     cmd = [
         str(binary),
         "traces",
         "--otlp-insecure",
         f"--duration={args.duration:g}s",
-        f"--workers={args.workers}",
-        f"--rate={rate / args.workers:g}",  # per worker; 0: no throttling
+        f"--workers={workers}",
+        f"--rate={rate / workers:g}",  # per worker; 0: no throttling
         f"--child-spans={SPANS_PER_TRACE - 1}",
         f"--batch-size={BATCH}",
         "--service=bench-telemetrygen",
@@ -285,6 +295,12 @@ def bench(args: argparse.Namespace) -> None:
                 else:
                     cmd = tracecheck(protocol, rate or 5_000_000, args, result)
                 spans, active, wall, cpu, note = run_child(cmd, protocol, log)
+                if gen == "telemetrygen":
+                    # "traces generated" per worker: spans made, exported or dropped by its
+                    # BatchSpanProcessor when the exporter cannot keep up.
+                    made = sum(map(int, GENERATED.findall(log.read_text(errors="replace"))))
+                    workers = telemetrygen_workers(rate, args)
+                    note = note or f"generated {made * SPANS_PER_TRACE:,} spans, {workers} workers"
                 if gen == "tracecheck" and result.exists():
                     data = json.loads(result.read_text())
                     note = note or (

@@ -331,7 +331,7 @@ def _run(
     cpu = time.process_time() - cpu0
     end = max(tally.last_answer, schedule.start_at)
     elapsed = end - schedule.start_at
-    sched_len = plan.requests * plan.interval
+    sched_len = plan.spans / plan.rate  # the schedule covers exactly the spans planned
     lag = schedule.lag()
     tally.unsent += _spans_in(plan, schedule.abandon())  # unclaimed after a cancel
     return LoadResult(
