@@ -297,6 +297,8 @@ def _run(
             clock.sleep(wait)
         tally.final(outcome, spans, traces, clock.monotonic())
 
+    crashed: list[BaseException] = []
+
     def worker() -> None:
         while True:
             slot = schedule.claim()
@@ -308,7 +310,14 @@ def _run(
                 with tally.lock:
                     tally.unsent += _spans_in(plan, [slot.index, *left])
                 return
-            send(slot)
+            try:
+                send(slot)
+            except BaseException as exc:  # not an answer: stop everything, raise it below
+                crashed.append(exc)
+                cancel.set()
+                with tally.lock:
+                    tally.unsent += _spans_in(plan, [slot.index])
+                return
             report(clock.monotonic())
 
     cpu0 = time.process_time()
@@ -328,6 +337,8 @@ def _run(
         cancel.set()
         for t in threads:
             t.join()
+    if crashed:
+        raise crashed[0]
     cpu = time.process_time() - cpu0
     end = max(tally.last_answer, schedule.start_at)
     elapsed = end - schedule.start_at
