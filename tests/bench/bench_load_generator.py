@@ -22,7 +22,9 @@ connection; telemetrygen with ``--workers`` goroutines (default 1), tracecheck w
 ``--concurrency`` requests in flight (default 4). The load goes to 127.0.0.1 only.
 
 The collector counts every span it accepts, including kube-apiserver's own traces (OTLP/gRPC):
-the idle rate measured before the runs is printed so it can be judged (it is tiny).
+the idle rate measured before the runs is printed so it can be judged (it is tiny). The runs
+leave millions of spans in the Tempo stand-in, which keeps them in memory: it is restarted at
+the end (``--keep-tempo`` to skip), so that smoke and the pipeline tests find it responsive.
 """
 
 from __future__ import annotations
@@ -326,6 +328,21 @@ def bench(args: argparse.Namespace) -> None:
             f"{r.cpu_s:.2f} | {r.accepted:,.0f} |"
         )
     print(f"\nlogs: {logs}")
+    if not args.keep_tempo:
+        restart_tempo()
+
+
+def restart_tempo() -> None:
+    """The runs leave a few million spans in the Tempo stand-in, which holds them in memory and
+    keeps working through them; later smoke checks would time out. Start it afresh."""
+    from tracecheck.localstack import LocalStack, default_state_dir
+
+    stack = LocalStack(
+        repo=REPO, state_dir=default_state_dir(os.environ), cache_dir=default_cache_dir(os.environ)
+    )
+    stack.stop("tempo")
+    stack.start("tempo")
+    print("tempo stand-in restarted (--keep-tempo keeps it)")
 
 
 def main() -> None:
@@ -343,6 +360,9 @@ def main() -> None:
     ap.add_argument("--protocols", default="grpc,http")
     ap.add_argument("--workers", type=int, default=1, help="telemetrygen --workers")
     ap.add_argument("--concurrency", type=int, default=4, help="tracecheck requests in flight")
+    ap.add_argument(
+        "--keep-tempo", action="store_true", help="do not restart the Tempo stand-in afterwards"
+    )
     args = ap.parse_args()
     if args.command == "build":
         build()
