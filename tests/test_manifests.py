@@ -27,7 +27,7 @@ from tracecheck.localstack import (
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "stack"
-COMPONENTS = ("collector-spanmetrics", "smoke-cronjob", "smoke-monitoring-cert")
+COMPONENTS = ("collector-spanmetrics", "load", "smoke-cronjob", "smoke-monitoring-cert")
 
 # Variants beyond the named targets: the base with each component, and production with the one
 # component that changes the collector's scaling.
@@ -35,6 +35,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "base+collector-spanmetrics": ("base", ("collector-spanmetrics",)),
     "base+smoke": ("base", ("smoke-cronjob",)),
     "base+smoke+monitoring-cert": ("base", ("smoke-cronjob", "smoke-monitoring-cert")),
+    "base+load": ("base", ("load",)),
     "production+collector-spanmetrics": ("overlays/production", ("collector-spanmetrics",)),
 }
 
@@ -236,6 +237,41 @@ def test_smoke_cronjob_runs_the_documented_command_with_its_own_identity(
         "samplingRatePerMillion"
     ]
     assert 1 - (1 - rate / 1e6) ** int(env["TRACECHECK_APISERVER_BURST"]) > 0.95
+
+
+def test_load_component_is_an_indexed_job_of_shards_under_one_run_id(
+    rendered: dict[str, str],
+) -> None:
+    objs = objects_of(rendered["base+load"])
+    job = find(objs, "Job", "tracecheck-load")
+    spec = pod_spec(job)
+    (container,) = spec["containers"]
+    args = dict(a.removeprefix("--").split("=", 1) for a in container["args"][1:])
+    assert container["args"][0] == "load"
+    # One pod per shard, all at once; a failed shard is never run a second time.
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["parallelism"] == job["spec"]["completions"] == int(args["shards"])
+    assert job["spec"]["backoffLimit"] == 0
+    env = {e["name"]: e for e in container["env"]}
+    assert args["shard"] == "$(LOAD_SHARD)" and args["run-id"] == "$(LOAD_RUN_ID)"
+    assert env["LOAD_SHARD"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    )
+    assert env["LOAD_RUN_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['batch.kubernetes.io/controller-uid']"
+    )
+    assert float(args["rate"]) > 0 and float(args["duration"]) > 0
+    # No apiserver access: its own ServiceAccount, no token, no role.
+    assert spec["serviceAccountName"] == "tracecheck-load"
+    assert spec["automountServiceAccountToken"] is False
+    assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding", "ClusterRoleBinding")
+                and "load" in o["metadata"]["name"]]  # fmt: skip
+    # The collector's NetworkPolicy admits OTLP from these pods.
+    policy = find(objs, "NetworkPolicy", "otel-collector")
+    selectors = [p["podSelector"]["matchLabels"] for p in policy["spec"]["ingress"][0]["from"]
+                 if "podSelector" in p]  # fmt: skip
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert any(sel.items() <= labels.items() for sel in selectors)
 
 
 def test_minikube_overlay_uses_local_volumes_not_hostpath(rendered: dict[str, str]) -> None:

@@ -248,6 +248,7 @@ def test_real_apiserver_accepts_the_component_variants(
                 "components": [
                     f"{rel_stack}/components/collector-spanmetrics",
                     f"{rel_stack}/components/smoke-monitoring-cert",
+                    f"{rel_stack}/components/load",
                 ],
             }
         )
@@ -263,6 +264,9 @@ def test_real_apiserver_accepts_the_component_variants(
     assert not result.ok
     hpa = kubectl_json(cluster, "-n", ns, "get", "horizontalpodautoscaler", "otel-collector")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 1)
+    # The load component's Indexed Job is admitted as written.
+    job = kubectl_json(cluster, "-n", ns, "get", "job", "tracecheck-load")
+    assert job["spec"]["completionMode"] == "Indexed"
 
 
 def test_rollout_wait_reports_a_deployment_that_never_becomes_ready(

@@ -42,6 +42,8 @@ def make_standin() -> Iterator[Callable[..., Running]]:
             collection_interval=3600.0,  # tests call collect_and_write() themselves
             external_labels=(("source", "tempo"),),
             instance="standin-test",
+            min_ready_duration=0.0,  # Tempo's 15s not-ready period has its own tests
+            remote_write_flush_deadline=2.0,
         )
         config = base.with_overrides(**overrides)
         lines: list[str] = []
