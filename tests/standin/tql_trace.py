@@ -165,7 +165,8 @@ def build_view(
 ) -> tuple[TraceView, list[SpanRecord]]:
     t0 = t0 if t0 is not None else time.time_ns() - 1_000_000_000
     req = request(trace_id, t0, groups if groups is not None else apiserver_groups())
-    records, group_list, _bad = records_from_request(req, time.time())
+    decoded = records_from_request(req, time.time())  # (records, groups[, malformed count])
+    records, group_list = decoded[0], decoded[1]
     scopes = {
         key: (scope.name, scope.version, {kv.key: _plain(kv.value) for kv in scope.attributes})
         for key, _res, scope, _u1, _u2 in group_list
