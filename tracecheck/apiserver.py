@@ -838,6 +838,6 @@ def _status_message(status: int, body: bytes) -> str:
 
 
 def _user_agent() -> str:
-    from tracecheck import __version__
+    from tracecheck._version import __version__
 
     return f"tracecheck/{__version__}"

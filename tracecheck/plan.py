@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from tracecheck import __version__, counters
+from tracecheck import counters
+from tracecheck._version import __version__
 from tracecheck.config import Settings
 from tracecheck.counters import CounterSnapshot, SeriesKey
 from tracecheck.errors import BackendError, UsageError
