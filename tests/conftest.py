@@ -1,7 +1,7 @@
 """Shared fixtures: the local pipeline (real parts) for integration tests.
 
 ``local_pipeline`` brings the whole pipeline up once per session with
-:meth:`tracecheck.localstack.LocalStack.up` (idempotent: components already ready are left
+:meth:`tracecheck.stack.local.LocalStack.up` (idempotent: components already ready are left
 alone, so after ``tracecheck stack local up`` or ``.ci/run`` it costs about a second). It never
 skips: if ``up`` fails, every test using it errors with the one-line cause. It is not torn down
 at session end (``.ci/run`` calls ``tracecheck stack local down`` afterwards; keeping it up
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tracecheck.localstack import LocalStack, default_cache_dir, default_state_dir, find_repo_root
-from tracecheck.localstack.stack import _ADDRESSES
+from tracecheck.stack.local import LocalStack, default_cache_dir, default_state_dir, find_repo_root
+from tracecheck.stack.local.pipeline import _ADDRESSES
 
 _AT = _ADDRESSES  # the supervisor's own table, so the tests cannot drift from it
 

@@ -21,8 +21,8 @@ import httpx
 import pytest
 import yaml
 
-from tracecheck.localstack import LocalStack
 from tracecheck.polling import Probe, SystemClock, poll_until
+from tracecheck.stack.local import LocalStack
 
 if TYPE_CHECKING:
     from conftest import Endpoints

@@ -1,4 +1,4 @@
-"""Unit tests of the local pipeline supervisor (tracecheck.localstack).
+"""Unit tests of the local pipeline supervisor (tracecheck.stack.local).
 
 Real sockets, real processes (fake components are small Python programs), real PKI checked with
 ``cryptography`` and real TLS handshakes; nothing here touches the ports of the real pipeline.
@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tracecheck.errors import ConfigError, StackError, UsageError
-from tracecheck.localstack import (
+from tracecheck.stack.local import (
     COMPONENTS,
     LocalStack,
     StartFailure,
@@ -41,11 +41,11 @@ from tracecheck.localstack import (
     render_local_config,
     shell_exports,
 )
-from tracecheck.localstack import pki as pkimod
-from tracecheck.localstack.build import adopt_build, build_component, cached_build, recipe
-from tracecheck.localstack.render import Substitution
-from tracecheck.localstack.stack import _ADDRESSES, _CONFIGS, _PORTS
-from tracecheck.localstack.supervisor import (
+from tracecheck.stack.local import pki as pkimod
+from tracecheck.stack.local.build import adopt_build, build_component, cached_build, recipe
+from tracecheck.stack.local.pipeline import _ADDRESSES, _CONFIGS, _PORTS
+from tracecheck.stack.local.substitutions import Substitution
+from tracecheck.stack.local.supervisor import (
     HttpReady,
     ProcessSpec,
     Record,
@@ -647,7 +647,7 @@ def test_unknown_names_are_usage_errors(tmp_path: Path) -> None:
 def test_missing_debian_prometheus_names_apt_get(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tracecheck.localstack import stack as stackmod
+    from tracecheck.stack.local import stack as stackmod
 
     monkeypatch.setattr(stackmod, "DEBIAN_PROMETHEUS", tmp_path / "usr-bin-prometheus")
     stack = LocalStack(repo=REPO, state_dir=tmp_path, cache_dir=tmp_path, prometheus="debian")
@@ -845,7 +845,7 @@ def test_build_etcd_from_scratch_into_an_empty_cache(tmp_path: Path) -> None:
 def test_missing_standin_packages_name_the_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tracecheck.localstack import stack as stackmod
+    from tracecheck.stack.local import stack as stackmod
 
     monkeypatch.setattr(stackmod, "_STANDIN_MODULES", ("yaml", "no_such_module_xyz"))
     stack = LocalStack(repo=REPO, state_dir=tmp_path, cache_dir=tmp_path)

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tracecheck import manifests
 from tracecheck.errors import ConfigError, Unreachable, UsageError
-from tracecheck.localstack import (
+from tracecheck.stack import manifests
+from tracecheck.stack.local import (
     LocalStack,
     default_cache_dir,
     default_state_dir,
@@ -578,7 +578,7 @@ def test_validate_rejects_a_dashboard_that_names_an_unprovisioned_datasource(
 
 
 def test_shipped_tracing_configuration_passes_check_config() -> None:
-    from tracecheck.tracingconfig import check_tracing_config
+    from tracecheck.stack.tracingconfig import check_tracing_config
 
     path = STACK / "apiserver" / "tracing-config.yaml"
     assert check_tracing_config(path) == []

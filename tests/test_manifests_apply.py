@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tracecheck import manifests
 from tracecheck.errors import AuthError, Unreachable, UsageError
-from tracecheck.localstack import LocalStack
+from tracecheck.stack import manifests
+from tracecheck.stack.local import LocalStack
 
 
 @pytest.fixture(scope="module")

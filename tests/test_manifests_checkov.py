@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tracecheck import manifests
+from tracecheck.stack import manifests
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "stack"

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tracecheck import manifests
 from tracecheck.errors import ConfigError
+from tracecheck.stack import manifests
 
 ARTICLE = r"""
 apiVersion: v1

@@ -121,8 +121,8 @@ def _with_kubeconfig(settings: Any) -> Any:
     the CLI, never in core code."""
     if settings.apiserver.kubeconfig:
         return settings
-    from tracecheck.apiserver import resolve_kubeconfig
-    from tracecheck.localstack import default_state_dir
+    from tracecheck.backends.apiserver import resolve_kubeconfig
+    from tracecheck.stack.local import default_state_dir
 
     local = default_state_dir(os.environ) / "kubeconfig"
     found = resolve_kubeconfig("", os.environ, local)
@@ -229,8 +229,8 @@ def smoke(
 
     Example: tracecheck smoke --output table --output junit:reports/smoke.xml
     """
-    from tracecheck.plan import smoke as run_smoke
-    from tracecheck.render import parse_output, render
+    from tracecheck.output import parse_output, render
+    from tracecheck.smoke.engine import smoke as run_smoke
 
     outputs = [parse_output(o) for o in (output or ["table"])]
     flags: dict[str, Any] = {
@@ -289,7 +289,7 @@ def stack_render(
 
     Example: tracecheck stack render production -o pipeline.yaml
     """
-    from tracecheck.manifests import render
+    from tracecheck.stack.manifests import render
 
     _write(render(target), output)
 
@@ -303,7 +303,7 @@ def stack_validate(
 
     Exit 1 when any finding is an error. Example: tracecheck stack validate
     """
-    from tracecheck.manifests import TARGETS, load_objects, render, validate
+    from tracecheck.stack.manifests import TARGETS, load_objects, render, validate
 
     errors = 0
     for target in targets or list(TARGETS):
@@ -331,7 +331,7 @@ def stack_apply(
 
     Example: tracecheck stack apply minikube --context minikube
     """
-    from tracecheck.manifests import apply, render
+    from tracecheck.stack.manifests import apply, render
 
     result = apply(
         render(target),
@@ -367,7 +367,7 @@ StateOpt = Annotated[
 
 
 def _local(state_dir: Path | None, **kw: Any) -> Any:
-    from tracecheck import localstack
+    from tracecheck.stack import local as localstack
 
     def progress(msg: str) -> None:
         typer.echo(msg, err=True)
@@ -495,8 +495,8 @@ def apiserver_probe(
     honoured (parent/child); any other starts its own traces (found by Audit-Id or span link).
     Example: tracecheck apiserver probe --context viewer --requests 20
     """
-    from tracecheck.apiserver_checks import probe
-    from tracecheck.render import parse_output, render
+    from tracecheck.output import parse_output, render
+    from tracecheck.smoke.apiserver_checks import probe
 
     outputs = [parse_output(o) for o in (output or ["table"])]
     flags = {
@@ -536,7 +536,7 @@ def apiserver_check_config(
     """
     import json
 
-    from tracecheck.tracingconfig import check_tracing_config, has_errors, render_findings
+    from tracecheck.stack.tracingconfig import check_tracing_config, has_errors, render_findings
 
     findings = check_tracing_config(file)
     if output == "json":
@@ -572,7 +572,7 @@ def query_traceql(
 
     Example: tracecheck query traceql '{ span.http.target =~ "/api/v1/.*" }' --since 15m
     """
-    from tracecheck.query import run_traceql
+    from tracecheck.query.adhoc import run_traceql
 
     table = run_traceql(
         _query_settings(config, tempo_url, None, tenant),
@@ -608,7 +608,7 @@ def query_promql(
 
     Example: tracecheck query promql 'sum by (span_name) (rate(traces_spanmetrics_calls_total[5m]))'
     """
-    from tracecheck.query import run_promql
+    from tracecheck.query.adhoc import run_promql
 
     settings = _query_settings(config, None, prometheus_url, tenant)
     table = run_promql(settings, expr, at=at, range_=range_, step=step, max_rows=max_rows)
@@ -621,7 +621,7 @@ def query_list(output: FormatOpt = "table") -> None:
 
     Example: tracecheck query list
     """
-    from tracecheck.queries import list_queries
+    from tracecheck.query.saved import list_queries
 
     _print_table(list_queries(), output)
 
@@ -651,8 +651,8 @@ def query_run(
 
     Example: tracecheck query run apiserver-slowest-requests --param min_duration=50ms
     """
-    from tracecheck.queries import run_saved
-    from tracecheck.query import iter_pairs
+    from tracecheck.query.adhoc import iter_pairs
+    from tracecheck.query.saved import run_saved
 
     table = run_saved(
         _query_settings(config, tempo_url, prometheus_url, tenant),
@@ -699,7 +699,7 @@ def report_apiserver(
 
     Example: tracecheck report apiserver --since 1h --html report.html
     """
-    from tracecheck.reports import apiserver_report, write_html, write_png
+    from tracecheck.latency.report import apiserver_report, write_html, write_png
 
     settings = _query_settings(config, tempo_url, prometheus_url, tenant)
     if probe:

@@ -25,10 +25,10 @@ import pytest
 
 from tracecheck.config import Settings, load_settings
 from tracecheck.errors import ExitCode, QueryError
-from tracecheck.localstack import LocalStack
 from tracecheck.polling import Probe, SystemClock, poll_until
-from tracecheck.queries import get_query, load_queries, run_saved
-from tracecheck.query import PromQLSyntaxError, ResultTable, run_promql, run_traceql
+from tracecheck.query.adhoc import PromQLSyntaxError, ResultTable, run_promql, run_traceql
+from tracecheck.query.saved import get_query, load_queries, run_saved
+from tracecheck.stack.local import LocalStack
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
 
@@ -122,8 +122,8 @@ def wait_for(what: str, probe: Any, deadline: float = 120.0) -> Any:
 
 @pytest.fixture(scope="module")
 def sent(local_pipeline: LocalStack) -> Sent:
-    from tracecheck.apiserver import ApiserverClient, load_credentials, traceparent
-    from tracecheck.collector import CollectorClient
+    from tracecheck.backends.apiserver import ApiserverClient, load_credentials, traceparent
+    from tracecheck.backends.collector import CollectorClient
 
     settings = load_settings(flags={"apiserver.kubeconfig": str(local_pipeline.kubeconfig)})
     audit_id = str(uuid.uuid4())

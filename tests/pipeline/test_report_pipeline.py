@@ -26,10 +26,10 @@ import numpy as np
 import pytest
 
 from tracecheck.config import Settings, load_settings
-from tracecheck.localstack import LocalStack
+from tracecheck.latency.report import ApiserverReport, apiserver_report, render_html, write_png
 from tracecheck.polling import Probe, SystemClock, poll_until
-from tracecheck.query import run_promql, run_traceql
-from tracecheck.reports import ApiserverReport, apiserver_report, render_html, write_png
+from tracecheck.query.adhoc import run_promql, run_traceql
+from tracecheck.stack.local import LocalStack
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
 
@@ -97,8 +97,8 @@ def _wait(what: str, probe: Any, deadline: float = 120.0) -> None:
 
 @pytest.fixture(scope="module")
 def data(local_pipeline: LocalStack) -> Data:
-    from tracecheck.apiserver import ApiserverClient, load_credentials, traceparent
-    from tracecheck.collector import CollectorClient
+    from tracecheck.backends.apiserver import ApiserverClient, load_credentials, traceparent
+    from tracecheck.backends.collector import CollectorClient
 
     settings = load_settings()
     with CollectorClient(settings.collector) as collector:

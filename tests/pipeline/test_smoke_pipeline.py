@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from tracecheck.config import load_settings
-from tracecheck.localstack import LocalStack
-from tracecheck.plan import smoke
-from tracecheck.report import Status
+from tracecheck.results import Status
+from tracecheck.smoke.engine import smoke
+from tracecheck.stack.local import LocalStack
 
 SPANMETRICS_COLLECTOR = [
     "--collector-endpoint",

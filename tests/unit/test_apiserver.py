@@ -30,7 +30,7 @@ import pytest
 import yaml
 from conftest import LocalHTTPServer, SelfSigned
 
-from tracecheck.apiserver import (
+from tracecheck.backends.apiserver import (
     ApiserverClient,
     Credentials,
     ServerVersion,

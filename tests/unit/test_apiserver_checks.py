@@ -18,8 +18,22 @@ from typing import Any
 
 import pytest
 
-from tracecheck.apiserver import ApiReply, Credentials, ServerVersion, UserInfo
-from tracecheck.apiserver_checks import (
+from tracecheck.backends.apiserver import ApiReply, Credentials, ServerVersion, UserInfo
+from tracecheck.backends.prometheus import QueryResult, RangeSeries
+from tracecheck.backends.tempo import (
+    BuildInfo,
+    Link,
+    SearchResult,
+    Span,
+    SpanSet,
+    Trace,
+    TraceSummary,
+)
+from tracecheck.config import Settings, load_settings
+from tracecheck.errors import AuthError, ExitCode, UsageError
+from tracecheck.polling import FakeClock
+from tracecheck.results import CheckResult, Report, Status
+from tracecheck.smoke.apiserver_checks import (
     LATENCY_TABLE,
     LINK_SETTLE,
     RequestRecord,
@@ -27,13 +41,7 @@ from tracecheck.apiserver_checks import (
     leg_ids,
     probe,
 )
-from tracecheck.config import Settings, load_settings
-from tracecheck.errors import AuthError, ExitCode, UsageError
-from tracecheck.plan import SmokeContext
-from tracecheck.polling import FakeClock
-from tracecheck.prometheus import QueryResult, RangeSeries
-from tracecheck.report import CheckResult, Report, Status
-from tracecheck.tempo import BuildInfo, Link, SearchResult, Span, SpanSet, Trace, TraceSummary
+from tracecheck.smoke.engine import SmokeContext
 
 ADMIN = UserInfo("tracecheck-admin", ("system:masters", "system:authenticated"))
 VIEWER = UserInfo("tracecheck-viewer", ("system:authenticated",))
@@ -494,7 +502,7 @@ def test_probe_refuses_bad_options(kw: dict[str, Any], message: str) -> None:
 
 
 def test_smoke_skip_apiserver_drops_the_leg() -> None:
-    from tracecheck.plan import default_checks, select_checks
+    from tracecheck.smoke.engine import default_checks, select_checks
 
     every = default_checks(settings())
     names = [c.name for c in every if c.group == "apiserver"]

@@ -27,7 +27,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as svc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as svc_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from tracecheck.collector import CollectorClient, decode_rpc_status
+from tracecheck.backends.collector import CollectorClient, decode_rpc_status
 from tracecheck.config import CollectorSettings
 from tracecheck.errors import (
     AuthError,
@@ -677,7 +677,10 @@ def test_client_modules_do_not_import_grpc_or_protobuf() -> None:
     code = textwrap.dedent(
         """
         import sys
-        import tracecheck.collector, tracecheck.tempo, tracecheck.prometheus, tracecheck._http
+        import tracecheck.backends._http
+        import tracecheck.backends.collector
+        import tracecheck.backends.prometheus
+        import tracecheck.backends.tempo
         prefixes = ("grpc.", "google.protobuf", "opentelemetry")
         heavy = sorted(m for m in sys.modules if m == "grpc" or m.startswith(prefixes))
         print(",".join(heavy))

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracecheck import counters
-from tracecheck.prometheus import QueryResult, RangeSeries
+from tracecheck.backends import counters
+from tracecheck.backends.prometheus import QueryResult, RangeSeries
 
 A = {"__name__": "calls_total", "span_name": "a"}
 B = {"__name__": "calls_total", "span_name": "b"}

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tracecheck.exposition import parse_exposition
+from tracecheck.backends.exposition import parse_exposition
 
 # The collector's default telemetry: no _total suffix (collector-otlp.md §6).
 COLLECTOR_DEFAULT = """\

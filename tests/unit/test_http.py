@@ -16,7 +16,7 @@ import httpx
 import pytest
 from conftest import LocalHTTPServer, Recorded, SelfSigned
 
-from tracecheck._http import Endpoint, HTTPBackend, is_transient
+from tracecheck.backends._http import Endpoint, HTTPBackend, is_transient
 from tracecheck.errors import (
     AuthError,
     ConfigError,
@@ -388,16 +388,16 @@ def test_exposition_is_parsed(http_server: LocalHTTPServer) -> None:
 
 
 def _tempo(url: str, **kw: Any) -> Any:
+    from tracecheck.backends.tempo import TempoClient
     from tracecheck.config import TempoSettings
-    from tracecheck.tempo import TempoClient
 
     client = TempoClient(TempoSettings(url=url, headers=HEADERS, **kw))
     return client, client.buildinfo, "/api/status/buildinfo"
 
 
 def _prometheus(url: str, **kw: Any) -> Any:
+    from tracecheck.backends.prometheus import PrometheusClient
     from tracecheck.config import PrometheusSettings
-    from tracecheck.prometheus import PrometheusClient
 
     client = PrometheusClient(PrometheusSettings(url=url, headers=HEADERS, **kw))
     return client, lambda **k: client.query("up", **k), "/api/v1/query"

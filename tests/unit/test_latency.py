@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tracecheck.latency import (
+from tracecheck.backends.tempo import SearchSpan, Span
+from tracecheck.latency.table import (
     COLUMNS,
     PERCENTILES,
     TABLE_COLUMNS,
@@ -19,7 +20,6 @@ from tracecheck.latency import (
     parse_request,
     spans_frame,
 )
-from tracecheck.tempo import SearchSpan, Span
 
 T0 = 1_700_000_000_000_000_000
 

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
+from tracecheck.backends.prometheus import MAX_POINTS, PrometheusClient, escape_label_name
 from tracecheck.config import PrometheusSettings
 from tracecheck.errors import (
     AuthError,
@@ -22,7 +23,6 @@ from tracecheck.errors import (
     ProtocolError,
     QueryError,
 )
-from tracecheck.prometheus import MAX_POINTS, PrometheusClient, escape_label_name
 
 BASE = "http://prom:9090"
 

@@ -1,4 +1,4 @@
-"""tracecheck.queries: the shipped query files, the header format, parameters, shaping, running.
+"""tracecheck.query.saved: the shipped query files, the header format, parameters, shaping, running.
 
 Running goes through the real clients to a real HTTP server on 127.0.0.1 (``http_server``).
 The saved queries against the real local pipeline are in tests/pipeline/test_queries_pipeline.py.
@@ -19,7 +19,8 @@ from conftest import LocalHTTPServer, Recorded
 from tracecheck.config import load_settings
 from tracecheck.errors import ConfigError, ExitCode, QueryError
 from tracecheck.polling import FakeClock
-from tracecheck.queries import (
+from tracecheck.query.adhoc import ResultTable, check_promql
+from tracecheck.query.saved import (
     KINDS,
     Param,
     SavedQuery,
@@ -31,7 +32,6 @@ from tracecheck.queries import (
     run_saved,
     shape,
 )
-from tracecheck.query import ResultTable, check_promql
 
 REPO_QUERIES = Path(__file__).resolve().parents[2] / "queries"
 NOW = 1_750_000_000.0

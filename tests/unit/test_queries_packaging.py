@@ -41,7 +41,7 @@ def test_the_wheel_holds_every_query_file(wheel: Path) -> None:
         names = z.namelist()
         packaged = sorted(n.split("/", 2)[2] for n in names if n.startswith("tracecheck/queries/"))
         assert packaged == repo_files
-        assert "tracecheck/queries.py" in names  # the module and the data directory coexist
+        assert "tracecheck/query/saved.py" in names  # the loader ships beside the data
         for name in repo_files:
             assert z.read(f"tracecheck/queries/{name}") == (REPO / "queries" / name).read_bytes()
 
@@ -52,7 +52,7 @@ def test_installed_package_loads_its_packaged_queries(wheel: Path, tmp_path: Pat
         z.extractall(site)
     script = (
         "import sys, json; sys.path.insert(0, sys.argv[1]);"
-        "import tracecheck, tracecheck.queries as q;"
+        "import tracecheck, tracecheck.query.saved as q;"
         "print(json.dumps({'package': tracecheck.__file__, 'dir': str(q.queries_dir()),"
         "'names': [x.name for x in q.load_queries()]}))"
     )

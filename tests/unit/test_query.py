@@ -1,4 +1,4 @@
-"""tracecheck.query: time parsing, step selection, the local PromQL check, result tables.
+"""tracecheck.query.adhoc: time parsing, step selection, the local PromQL check, result tables.
 
 Backends are real HTTP servers on 127.0.0.1 (the ``http_server`` fixture) answering with the
 JSON shapes of tempo-api.md §5/§7 and prometheus-api.md §1-§2, so the real clients decode them.
@@ -18,7 +18,7 @@ from conftest import LocalHTTPServer, Recorded
 from tracecheck.config import Settings, load_settings
 from tracecheck.errors import ExitCode, QueryError, UsageError
 from tracecheck.polling import FakeClock
-from tracecheck.query import (
+from tracecheck.query.adhoc import (
     MAX_POINTS,
     PromQLSyntaxError,
     ResultTable,
@@ -477,7 +477,7 @@ def test_render_formats() -> None:
 
 
 def test_param_pairs_from_the_command_line() -> None:
-    from tracecheck.query import iter_pairs
+    from tracecheck.query.adhoc import iter_pairs
 
     assert dict(iter_pairs(["service=api", "expr=a=b", "empty="])) == {
         "service": "api", "expr": "a=b", "empty": ""

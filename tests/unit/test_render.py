@@ -7,8 +7,8 @@ import jsonschema
 import pytest
 
 from tracecheck.errors import ExitCode, UsageError
-from tracecheck.render import parse_output, render_json, render_junit, render_markdown, render_text
-from tracecheck.report import CheckResult, Report, Status, exit_code
+from tracecheck.output import parse_output, render_json, render_junit, render_markdown, render_text
+from tracecheck.results import CheckResult, Report, Status, exit_code
 
 
 def _report(*statuses: Status) -> Report:

@@ -1,5 +1,6 @@
-"""tracecheck.reports: the pure pieces (histogram quantile, bucket width, endpoint mapping) and
-``apiserver_report`` end to end against a real HTTP server answering as Tempo and Prometheus.
+"""tracecheck.latency.report: the pure pieces (histogram quantile, bucket width, endpoint
+mapping) and ``apiserver_report`` end to end against a real HTTP server answering as Tempo
+and Prometheus.
 
 The numbers are checked against independent computations: numpy percentiles of the span
 durations served, and hand-computed histogram quantiles.
@@ -19,8 +20,7 @@ import pytest
 from conftest import LocalHTTPServer, Recorded
 
 from tracecheck.config import load_settings
-from tracecheck.polling import FakeClock
-from tracecheck.reports import (
+from tracecheck.latency.report import (
     ENDPOINT_COLUMNS,
     SUMMARY_COLUMNS,
     ApiserverReport,
@@ -35,6 +35,7 @@ from tracecheck.reports import (
     write_html,
     write_png,
 )
+from tracecheck.polling import FakeClock
 
 NOW = 1_750_000_000.0
 INF = math.inf

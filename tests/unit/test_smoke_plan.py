@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
+from tracecheck.backends.prometheus import Exemplar, ExemplarSeries, QueryResult, RangeSeries
+from tracecheck.backends.tempo import BuildInfo, SearchResult, Span, SpanSet, Trace, TraceSummary
 from tracecheck.config import Settings, load_settings
 from tracecheck.errors import ExitCode, Unreachable
-from tracecheck.plan import SmokeContext, default_checks, smoke
 from tracecheck.polling import FakeClock
-from tracecheck.prometheus import Exemplar, ExemplarSeries, QueryResult, RangeSeries
-from tracecheck.report import Status
-from tracecheck.synth import RUN_ID_ATTRIBUTE
-from tracecheck.tempo import BuildInfo, SearchResult, Span, SpanSet, Trace, TraceSummary
+from tracecheck.results import Status
+from tracecheck.smoke.engine import SmokeContext, default_checks, smoke
+from tracecheck.smoke.synth import RUN_ID_ATTRIBUTE
 
 TEMPO_BUCKETS = [0.002 * 2**i for i in range(14)] + [float("inf")]
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tracecheck.synth import RUN_ID_ATTRIBUTE, build_trace, compare_trace
-from tracecheck.tempo import Span, Trace
+from tracecheck.backends.tempo import Span, Trace
+from tracecheck.smoke.synth import RUN_ID_ATTRIBUTE, build_trace, compare_trace
 
 END = 1_764_000_000_000_000_000
 

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tracecheck.backends.tempo import TempoClient
 from tracecheck.config import TempoSettings
 from tracecheck.errors import HTTPStatusError, NotReady, ProtocolError, QueryError
-from tracecheck.tempo import TempoClient
 
 TRACE_HEX = "00f067aa0ba902b7a3ce8e1a2bcd7f91"  # a leading 00 byte: search prints it stripped
 ROOT_HEX = "00f067aa0ba902b7"

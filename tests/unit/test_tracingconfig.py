@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tracecheck.errors import ConfigError, ExitCode
-from tracecheck.tracingconfig import (
+from tracecheck.stack.tracingconfig import (
     Finding,
     check_tracing_config,
     check_tracing_config_text,

@@ -35,10 +35,10 @@ from urllib.parse import quote
 
 import httpx
 
-from tracecheck._http import Endpoint, HTTPBackend, Reply
+from tracecheck.backends._http import Endpoint, HTTPBackend, Reply
+from tracecheck.backends.exposition import Exposition
 from tracecheck.config import TempoSettings
 from tracecheck.errors import NotReady, QueryError
-from tracecheck.exposition import Exposition
 from tracecheck.ids import InvalidID, parse_span_id, parse_trace_id
 
 __all__ = [

@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tracecheck._http import connect_cause
+from tracecheck.backends._http import connect_cause
 from tracecheck.config import ApiserverSettings
 from tracecheck.errors import (
     AuthError,

@@ -134,7 +134,7 @@ def render_local_config(
     samplingRatePerMillion: 250000
     """
     if repo is None:
-        from tracecheck.localstack.paths import find_repo_root
+        from tracecheck.stack.local.paths import find_repo_root
 
         repo = find_repo_root()
     table = load_substitutions(repo)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tracecheck.prometheus import PrometheusClient
+    from tracecheck.backends.prometheus import PrometheusClient
 
 __all__ = ["CounterSnapshot", "SeriesKey", "increase", "snapshot"]
 

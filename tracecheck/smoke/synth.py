@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ExportTraceServiceRequest,
     )
 
-    from tracecheck.tempo import Trace
+    from tracecheck.backends.tempo import Trace
 
 __all__ = ["RUN_ID_ATTRIBUTE", "SyntheticSpan", "SyntheticTrace", "build_trace", "compare_trace"]
 

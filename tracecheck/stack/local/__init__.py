@@ -7,22 +7,22 @@ detached processes with their state under one directory. See ``stack/local/READM
 
 from __future__ import annotations
 
-from tracecheck.localstack.build import BuildRecord, adopt_build
-from tracecheck.localstack.paths import default_cache_dir, default_state_dir, find_repo_root
-from tracecheck.localstack.render import (
-    DEFAULT_SAMPLING_RATE,
-    apply_substitutions,
-    load_substitutions,
-    render_local_config,
-)
-from tracecheck.localstack.stack import (
+from tracecheck.stack.local.build import BuildRecord, adopt_build
+from tracecheck.stack.local.paths import default_cache_dir, default_state_dir, find_repo_root
+from tracecheck.stack.local.pipeline import (
     COMPONENTS,
     ComponentStatus,
     LocalStack,
     StackStatus,
     shell_exports,
 )
-from tracecheck.localstack.supervisor import StartFailure
+from tracecheck.stack.local.substitutions import (
+    DEFAULT_SAMPLING_RATE,
+    apply_substitutions,
+    load_substitutions,
+    render_local_config,
+)
+from tracecheck.stack.local.supervisor import StartFailure
 
 __all__ = [
     "COMPONENTS",

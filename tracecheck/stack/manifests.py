@@ -165,7 +165,7 @@ class ApplyResult:
 
 
 def _stack_dir() -> Path:
-    from tracecheck.localstack.paths import find_repo_root
+    from tracecheck.stack.local.paths import find_repo_root
 
     return find_repo_root() / "stack"
 
@@ -214,8 +214,8 @@ def _local_kubectl() -> str | None:
     # The kubectl the local pipeline already built, if any. Only the cache is consulted: building
     # it here would start a kube-apiserver Go build (minutes, no progress) behind `stack render`.
     from tracecheck.errors import TracecheckError
-    from tracecheck.localstack.build import cached_build
-    from tracecheck.localstack.paths import default_cache_dir, find_repo_root
+    from tracecheck.stack.local.build import cached_build
+    from tracecheck.stack.local.paths import default_cache_dir, find_repo_root
 
     try:
         record = cached_build(find_repo_root(), default_cache_dir(os.environ), "kube-apiserver")

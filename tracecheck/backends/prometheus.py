@@ -30,7 +30,8 @@ from typing import Any
 
 import httpx
 
-from tracecheck._http import Endpoint, HTTPBackend, Reply
+from tracecheck.backends._http import Endpoint, HTTPBackend, Reply
+from tracecheck.backends.tempo import BuildInfo, buildinfo_from
 from tracecheck.config import PrometheusSettings
 from tracecheck.errors import (
     BackendError,
@@ -39,7 +40,6 @@ from tracecheck.errors import (
     QueryError,
     TracecheckError,
 )
-from tracecheck.tempo import BuildInfo, buildinfo_from
 
 __all__ = [
     "MAX_POINTS",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tracecheck.errors import ConfigError, StackError
-from tracecheck.localstack.supervisor import StartFailure, _tail
+from tracecheck.stack.local.supervisor import StartFailure, _tail
 
 __all__ = [
     "BINARY_COMPONENT",

@@ -2,7 +2,7 @@
 
 A check that ran and found a problem is data (status FAIL); a check that could not run because
 a backend was unreachable or erroring is data too (status ERROR), so a report always says which
-hop is broken. Renderers (``tracecheck.render``) only read these values.
+hop is broken. Renderers (``tracecheck.output``) only read these values.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from tracecheck.backends.exposition import Exposition, parse_exposition
 from tracecheck.errors import (
     AuthError,
     BackendError,
@@ -53,7 +54,6 @@ from tracecheck.errors import (
     excerpt,
     redact_url,
 )
-from tracecheck.exposition import Exposition, parse_exposition
 
 __all__ = [
     "COLLECTOR_MAX_BYTES",

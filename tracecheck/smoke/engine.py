@@ -12,7 +12,7 @@ The plan runs in three stages; the checks of a stage run in parallel:
 A check that cannot run because a check it ``requires`` did not pass is SKIPped; one whose
 backend is unreachable is an ERROR (exit 3); one whose data does not arrive is a FAIL (exit 1)
 with a hint naming the likely broken hop. More legs plug in as more :class:`Check` subclasses
-(see ``tracecheck.apiserver_checks``).
+(see ``tracecheck.smoke.apiserver_checks``).
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from tracecheck import counters
 from tracecheck._version import __version__
+from tracecheck.backends import counters
+from tracecheck.backends.counters import CounterSnapshot, SeriesKey
 from tracecheck.config import Settings
-from tracecheck.counters import CounterSnapshot, SeriesKey
 from tracecheck.errors import BackendError, UsageError
 from tracecheck.polling import Clock, PollOutcome, Probe, SystemClock, poll_until
-from tracecheck.report import CheckResult, Report, Status
+from tracecheck.results import CheckResult, Report, Status
+from tracecheck.smoke.synth import RUN_ID_ATTRIBUTE, SyntheticTrace, build_trace, compare_trace
 from tracecheck.spanmetrics import (
     NAMES_REGEX,
     SERVICE_GRAPH_REQUESTS,
@@ -37,12 +38,11 @@ from tracecheck.spanmetrics import (
     candidates,
     quote,
 )
-from tracecheck.synth import RUN_ID_ATTRIBUTE, SyntheticTrace, build_trace, compare_trace
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tracecheck.collector import CollectorClient, PipelineCounters
-    from tracecheck.prometheus import PrometheusClient
-    from tracecheck.tempo import TempoClient
+    from tracecheck.backends.collector import CollectorClient, PipelineCounters
+    from tracecheck.backends.prometheus import PrometheusClient
+    from tracecheck.backends.tempo import TempoClient
 
 __all__ = [
     "STAGES",
@@ -92,7 +92,7 @@ class SmokeContext:
     # Clients are created on first use, so a run that skips a backend never touches it.
     def collector(self) -> CollectorClient:
         def make() -> CollectorClient:
-            from tracecheck.collector import CollectorClient
+            from tracecheck.backends.collector import CollectorClient
 
             return CollectorClient(self.settings.collector, clock=self.clock)
 
@@ -100,7 +100,7 @@ class SmokeContext:
 
     def tempo(self) -> TempoClient:
         def make() -> TempoClient:
-            from tracecheck.tempo import TempoClient
+            from tracecheck.backends.tempo import TempoClient
 
             return TempoClient(self.settings.tempo)
 
@@ -108,7 +108,7 @@ class SmokeContext:
 
     def prometheus(self) -> PrometheusClient:
         def make() -> PrometheusClient:
-            from tracecheck.prometheus import PrometheusClient
+            from tracecheck.backends.prometheus import PrometheusClient
 
             return PrometheusClient(self.settings.prometheus)
 
@@ -796,7 +796,7 @@ def _extension_checks(settings: Settings) -> list[Check]:
 
 
 #: Modules contributing checks to the smoke plan, each with ``checks(settings) -> list[Check]``.
-EXTENSIONS = ("tracecheck.apiserver_checks",)
+EXTENSIONS = ("tracecheck.smoke.apiserver_checks",)
 
 
 def select_checks(checks: Sequence[Check], only: Iterable[str], skip: Iterable[str]) -> list[Check]:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from tracecheck.report import CheckResult, Report, Status
+from tracecheck.results import CheckResult, Report, Status
 
 __all__ = [
     "FORMATS",

@@ -28,7 +28,7 @@ Two modes (apiserver-tracing.md §4), decided by ``apiserver.reachable``:
 
 The apiserver batches spans for 5 s before exporting (its BatchSpanProcessor schedule delay,
 §3), so the trace check polls up to ``deadlines.apiserver_trace``. The apiserver latency table
-(:mod:`tracecheck.latency`) over every apiserver span of the traces found goes to
+(:mod:`tracecheck.latency.table`) over every apiserver span of the traces found goes to
 ``ctx.tables["apiserver_latency"]``, which the smoke report prints and exports.
 """
 
@@ -44,14 +44,14 @@ from typing import TYPE_CHECKING, Any
 
 from tracecheck.config import Settings
 from tracecheck.errors import AuthError, BackendError, HTTPStatusError, UsageError
-from tracecheck.plan import Check, Progress, SmokeContext, span_metric_families
 from tracecheck.polling import Clock, Probe, SystemClock
-from tracecheck.report import CheckResult, Report, Status
+from tracecheck.results import CheckResult, Report, Status
+from tracecheck.smoke.engine import Check, Progress, SmokeContext, span_metric_families
 from tracecheck.spanmetrics import Naming, quote
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tracecheck.apiserver import ApiserverClient, TrustMode, UserInfo
-    from tracecheck.tempo import Span, TempoClient
+    from tracecheck.backends.apiserver import ApiserverClient, TrustMode, UserInfo
+    from tracecheck.backends.tempo import Span, TempoClient
 
 __all__ = [
     "LATENCY_TABLE",
@@ -143,12 +143,12 @@ def implied_rate(found: int, sent: int, z: float = 1.96) -> tuple[float, float, 
 def _client(ctx: SmokeContext) -> ApiserverClient:
     """The run's apiserver client (built on first use; ``ctx.set_client("apiserver", c)``
     injects one). Credentials come from ``settings.apiserver.kubeconfig``, which the CLI fills
-    with :func:`tracecheck.apiserver.resolve_kubeconfig`; empty means the local pipeline's
+    with :func:`tracecheck.backends.apiserver.resolve_kubeconfig`; empty means the local pipeline's
     kubeconfig if it exists, else ``~/.kube/config``, else the in-cluster service account."""
 
     def make() -> ApiserverClient:
-        from tracecheck.apiserver import ApiserverClient, resolve_kubeconfig
-        from tracecheck.localstack.paths import default_state_dir
+        from tracecheck.backends.apiserver import ApiserverClient, resolve_kubeconfig
+        from tracecheck.stack.local.paths import default_state_dir
 
         s = ctx.settings.apiserver
         # No environment here (STYLE 7): without a kubeconfig from the caller, look where the
@@ -190,7 +190,7 @@ class ApiserverReachable(Check):
     )
 
     def run(self, ctx: SmokeContext) -> CheckResult:
-        from tracecheck.apiserver import trust_mode
+        from tracecheck.backends.apiserver import trust_mode
 
         api = _client(ctx)
         left = self.budget(ctx)  # the three calls share the preflight deadline
@@ -276,7 +276,7 @@ class ApiserverRequests(Check):
         return plan
 
     def run(self, ctx: SmokeContext) -> CheckResult:
-        from tracecheck.apiserver import traceparent
+        from tracecheck.backends.apiserver import traceparent
 
         api = _client(ctx)
         mode = _mode(ctx)
@@ -607,7 +607,7 @@ class ApiserverTrace(Check):
         )
 
     def _table(self, ctx: SmokeContext, spans: Sequence[Span]) -> None:
-        from tracecheck.latency import latency_rows
+        from tracecheck.latency.table import latency_rows
 
         rows = latency_rows(spans, by=LATENCY_BY)
         # Stable: within a kind, latency_rows' order (most spans first) stays.
@@ -675,18 +675,19 @@ class ApiserverSpanMetrics(Check):
         return fam.selector(fam.calls, SERVICE, span_kind="SPAN_KIND_SERVER")
 
     def before_send(self, ctx: SmokeContext) -> None:
-        from tracecheck import counters
+        from tracecheck.backends import counters
 
         timeout = ctx.settings.deadlines.preflight
         prom = ctx.prometheus()
-        # Raw samples, not instant values: robust to a generator restart (tracecheck.counters).
+        # Raw samples, not instant values: robust to a generator restart
+        # (tracecheck.backends.counters).
         ctx.values["apiserver_span_metrics_baseline"] = {
             fam: counters.snapshot(prom, self._query(fam), now=ctx.clock.time(), timeout=timeout)
             for fam in span_metric_families(ctx)
         }
 
     def run(self, ctx: SmokeContext) -> CheckResult:
-        from tracecheck import counters
+        from tracecheck.backends import counters
 
         base: dict[Naming, counters.CounterSnapshot] = ctx.values["apiserver_span_metrics_baseline"]
         prom = ctx.prometheus()
@@ -739,7 +740,7 @@ def checks(
     *,
     writes_namespace: str | None = None,
 ) -> list[Check]:
-    """The apiserver checks for the smoke plan (``tracecheck.plan.EXTENSIONS``)."""
+    """The apiserver checks for the smoke plan (``tracecheck.smoke.engine.EXTENSIONS``)."""
     via_tempo = settings.smoke.span_metrics_naming != "otel"
     return [
         ApiserverReachable(),
@@ -772,7 +773,7 @@ def probe(
     >>> report = probe(load_settings(), requests=8)            # doctest: +SKIP
     >>> report.result("apiserver.trace").status, report.tables["apiserver_latency"][:1]
     """
-    from tracecheck.plan import PrometheusPreflight, TempoPreflight, smoke
+    from tracecheck.smoke.engine import PrometheusPreflight, TempoPreflight, smoke
 
     if allow_writes and not namespace:
         raise UsageError("apiserver", "--allow-writes", "needs --namespace NS (where to write)")

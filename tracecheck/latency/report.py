@@ -8,7 +8,7 @@ Sources, per endpoint (the SERVER span name, e.g. ``GET /api/v1/namespaces/{:nam
   ``traces_spanmetrics_*`` or the collector connector's ``traces_span_metrics_*``, is found in
   Prometheus, :mod:`tracecheck.spanmetrics`);
 * **traces** (Tempo search): the spans of the first ``trace_limit`` traces found, exact
-  quantiles with pandas (:func:`tracecheck.latency.latency_table`, WATCH excluded);
+  quantiles with pandas (:func:`tracecheck.latency.table.latency_table`, WATCH excluded);
 * **apiserver** (Prometheus, when it scrapes the apiserver): ``apiserver_request_duration_seconds``
   buckets mapped to span names by verb, group, version, resource, subresource and scope, the
   quantile computed from the merged buckets like ``histogram_quantile``.
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracecheck.errors import BackendError, ConfigError, QueryError
 from tracecheck.polling import Clock, SystemClock
-from tracecheck.query import (
+from tracecheck.query.adhoc import (
     PromQuerier,
     ResultTable,
     choose_step,
@@ -54,8 +54,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
     from tracecheck.config import Settings
-    from tracecheck.query import TempoQuerier
-    from tracecheck.report import Report
+    from tracecheck.query.adhoc import TempoQuerier
+    from tracecheck.results import Report
 
 __all__ = [
     "ENDPOINT_COLUMNS",
@@ -178,7 +178,7 @@ class ApiserverReport:
         """The endpoint table (:data:`SUMMARY_COLUMNS`, or all of :data:`ENDPOINT_COLUMNS`
         with ``full``) with the report's notes; render it with ``.render(fmt)``."""
         columns = ENDPOINT_COLUMNS if full else SUMMARY_COLUMNS
-        from tracecheck.latency import table_rows
+        from tracecheck.latency.table import table_rows
 
         rows = tuple(table_rows(self.endpoints[list(columns)]))
         notes = list(self.notes)
@@ -312,14 +312,14 @@ def apiserver_report(
     """
     import pandas as pd
 
-    from tracecheck.latency import HTTP_ATTRIBUTES, latency_table, spans_frame
+    from tracecheck.latency.table import HTTP_ATTRIBUTES, latency_table, spans_frame
 
     clock = clock or SystemClock()
     t0, t1 = resolve_window(since=since, start=start, end=end, now=clock.time())
     if trace_limit < 1:
         raise QueryError("report", "--limit", "the trace limit must be positive")
     if probe and smoke_report is None:
-        from tracecheck.plan import smoke
+        from tracecheck.smoke.engine import smoke
 
         smoke_report = smoke(settings, clock=clock)
     out = _Collected()
@@ -460,7 +460,7 @@ def _span_metrics(
         "sm_errors": f"sum by (span_name) (increase({err}[{window}]))",
         "sm_buckets": f"sum by (le, span_name) (increase({bucket}[{window}]))",
     }
-    from tracecheck.latency import PERCENTILES
+    from tracecheck.latency.table import PERCENTILES
 
     for q in PERCENTILES:
         queries[f"sm_p{q * 100:g}"] = (
@@ -511,7 +511,7 @@ def _apiserver_metrics(
         le = float(s.labels.get("le", "nan"))
         per = merged.setdefault(endpoint, {})
         per[le] = per.get(le, 0.0) + s.value
-    from tracecheck.latency import PERCENTILES
+    from tracecheck.latency.table import PERCENTILES
 
     result: dict[str, dict[str, float]] = {}
     for endpoint, per in merged.items():

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tracecheck._http import (
+from tracecheck.backends._http import (
     COLLECTOR_MAX_BYTES,
     Endpoint,
     HTTPBackend,
@@ -42,6 +42,7 @@ from tracecheck._http import (
     check_url,
     is_transient,
 )
+from tracecheck.backends.exposition import Exposition, LabelFilter
 from tracecheck.config import CollectorSettings
 from tracecheck.errors import (
     AuthError,
@@ -55,7 +56,6 @@ from tracecheck.errors import (
     one_line,
     redact_url,
 )
-from tracecheck.exposition import Exposition, LabelFilter
 from tracecheck.polling import Clock, SystemClock
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tracecheck.errors import ConfigError, QueryError
-from tracecheck.query import (
+from tracecheck.query.adhoc import (
     DEFAULT_MAX_ROWS,
     PromQuerier,
     ResultTable,
@@ -216,7 +216,7 @@ def queries_dir() -> Traversable:
     packaged = files("tracecheck").joinpath("queries")
     if packaged.is_dir():
         return packaged
-    source = Path(__file__).resolve().parent.parent / "queries"
+    source = Path(__file__).resolve().parents[2] / "queries"
     if source.is_dir():
         return source
     raise ConfigError(

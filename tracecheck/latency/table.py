@@ -237,10 +237,11 @@ def _row(span: Any) -> tuple[Any, ...]:
 def spans_frame(spans: Iterable[Any]) -> pd.DataFrame:
     """One row per span, with the columns in :data:`COLUMNS`.
 
-    Accepts :class:`tracecheck.tempo.Span` and :class:`tracecheck.tempo.SearchSpan` or anything
-    shaped like them: ``name``, ``attributes`` and ``duration_ms`` (or ``duration_ns``, or
-    ``start_ns``/``end_ns``) are read; ``resource``, ``kind``, ``status_code``, ``trace_id``,
-    ``span_id`` when present. Missing strings are ``""``; ``status_code`` (HTTP) may be null.
+    Accepts :class:`tracecheck.backends.tempo.Span` and
+    :class:`tracecheck.backends.tempo.SearchSpan` or anything shaped like them: ``name``,
+    ``attributes`` and ``duration_ms`` (or ``duration_ns``, or ``start_ns``/``end_ns``) are read;
+    ``resource``, ``kind``, ``status_code``, ``trace_id``, ``span_id`` when present. Missing
+    strings are ``""``; ``status_code`` (HTTP) may be null.
     """
     import pandas as pd
 

@@ -10,7 +10,7 @@ creates lives under one state directory::
     <state>/configs/                 the shipped configs after stack/local/substitutions.yaml
     <state>/etcd, prometheus, tempo  data directories
 
-Binaries come from :mod:`tracecheck.localstack.build` (cached outside the repository).
+Binaries come from :mod:`tracecheck.stack.local.build` (cached outside the repository).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from tracecheck.errors import StackError, TracecheckError, UsageError, excerpt
-from tracecheck.localstack import pki as pkimod
-from tracecheck.localstack.build import (
+from tracecheck.stack.local import pki as pkimod
+from tracecheck.stack.local.build import (
     BINARY_COMPONENT,
     BUILDS,
     BuildRecord,
@@ -35,8 +35,8 @@ from tracecheck.localstack.build import (
     cached_build,
     recipe,
 )
-from tracecheck.localstack.render import DEFAULT_SAMPLING_RATE, render_local_config
-from tracecheck.localstack.supervisor import HttpReady, ProcessSpec, Supervisor
+from tracecheck.stack.local.substitutions import DEFAULT_SAMPLING_RATE, render_local_config
+from tracecheck.stack.local.supervisor import HttpReady, ProcessSpec, Supervisor
 
 __all__ = ["COMPONENTS", "ComponentStatus", "LocalStack", "StackStatus", "shell_exports"]
 

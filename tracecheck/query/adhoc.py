@@ -33,13 +33,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from tracecheck.errors import QueryError, UsageError
+from tracecheck.output import iso
 from tracecheck.polling import Clock, SystemClock
-from tracecheck.render import iso
 
 if TYPE_CHECKING:  # pragma: no cover
+    from tracecheck.backends.prometheus import QueryResult
+    from tracecheck.backends.tempo import MetricsResult, MetricsSeries, SearchResult
     from tracecheck.config import Settings
-    from tracecheck.prometheus import QueryResult
-    from tracecheck.tempo import MetricsResult, MetricsSeries, SearchResult
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -76,7 +76,7 @@ TARGET_POINTS = 250
 
 
 class TempoQuerier(Protocol):
-    """What this module needs of :class:`tracecheck.tempo.TempoClient`."""
+    """What this module needs of :class:`tracecheck.backends.tempo.TempoClient`."""
 
     def search(
         self, query: str, *, start: float, end: float, limit: int = ..., spss: int = ...
@@ -92,7 +92,7 @@ class TempoQuerier(Protocol):
 
 
 class PromQuerier(Protocol):
-    """What this module needs of :class:`tracecheck.prometheus.PrometheusClient`."""
+    """What this module needs of :class:`tracecheck.backends.prometheus.PrometheusClient`."""
 
     def query(self, query: str, *, at: float | None = ...) -> QueryResult: ...
 
@@ -149,7 +149,7 @@ class ResultTable:
         ``no data`` note instead of an empty table. ``csv`` has no room for notes: print
         :attr:`notes` to stderr. ``json`` carries them in ``notes``.
         """
-        from tracecheck.render import render_csv, render_markdown_rows, render_rows
+        from tracecheck.output import render_csv, render_markdown_rows, render_rows
 
         if fmt == "json":
             return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
@@ -796,7 +796,7 @@ def open_tempo(settings: Settings, tempo: TempoQuerier | None) -> tuple[TempoQue
     """``tempo`` if given, else a new client from ``settings`` (closed with the stack)."""
     stack = ExitStack()
     if tempo is None:
-        from tracecheck.tempo import TempoClient
+        from tracecheck.backends.tempo import TempoClient
 
         tempo = stack.enter_context(TempoClient(settings.tempo))
     return tempo, stack
@@ -808,7 +808,7 @@ def open_prometheus(
     """``prometheus`` if given, else a new client from ``settings`` (closed with the stack)."""
     stack = ExitStack()
     if prometheus is None:
-        from tracecheck.prometheus import PrometheusClient
+        from tracecheck.backends.prometheus import PrometheusClient
 
         prometheus = stack.enter_context(PrometheusClient(settings.prometheus))
     return prometheus, stack
@@ -878,8 +878,8 @@ def search_table(
     max_rows: int | None = DEFAULT_MAX_ROWS,
 ) -> ResultTable:
     """Rows of a TraceQL search: one per span shown in each trace's span sets."""
+    from tracecheck.backends.tempo import AttrValue
     from tracecheck.ids import trace_id_hex
-    from tracecheck.tempo import AttrValue
 
     base = ("trace_id", "trace_start", "root_service", "root_name", "trace_duration_ms",
             "span_id", "span_name", "span_start", "span_duration_ms")  # fmt: skip
