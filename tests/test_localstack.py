@@ -647,7 +647,7 @@ def test_unknown_names_are_usage_errors(tmp_path: Path) -> None:
 def test_missing_debian_prometheus_names_apt_get(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tracecheck.stack.local import stack as stackmod
+    from tracecheck.stack.local import pipeline as stackmod
 
     monkeypatch.setattr(stackmod, "DEBIAN_PROMETHEUS", tmp_path / "usr-bin-prometheus")
     stack = LocalStack(repo=REPO, state_dir=tmp_path, cache_dir=tmp_path, prometheus="debian")
@@ -845,7 +845,7 @@ def test_build_etcd_from_scratch_into_an_empty_cache(tmp_path: Path) -> None:
 def test_missing_standin_packages_name_the_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tracecheck.stack.local import stack as stackmod
+    from tracecheck.stack.local import pipeline as stackmod
 
     monkeypatch.setattr(stackmod, "_STANDIN_MODULES", ("yaml", "no_such_module_xyz"))
     stack = LocalStack(repo=REPO, state_dir=tmp_path, cache_dir=tmp_path)

@@ -17,13 +17,24 @@ import pytest
 import yaml
 
 from tracecheck.errors import ConfigError, Unreachable, UsageError
-from tracecheck.stack import manifests
+from tracecheck.stack import tools
+from tracecheck.stack.apply import apply
+from tracecheck.stack.kustomize import (
+    CLUSTER_SCOPED,
+    EXTERNAL_SECRETS,
+    TARGETS,
+    load_objects,
+    render,
+    retarget,
+)
 from tracecheck.stack.local import (
     LocalStack,
     default_cache_dir,
     default_state_dir,
     render_local_config,
 )
+from tracecheck.stack.tools import find_kustomize, kubectl_command
+from tracecheck.stack.validate import validate
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "stack"
@@ -55,10 +66,10 @@ def compose(where: Path, resource: str, components: tuple[str, ...]) -> str:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    out = {t: manifests.render(t) for t in manifests.TARGETS}
+    out = {t: render(t, env=os.environ) for t in TARGETS}
     root = tmp_path_factory.mktemp("variants")
     for name, (resource, comps) in VARIANTS.items():
-        out[name] = manifests.render(compose(root / name, resource, comps))
+        out[name] = render(compose(root / name, resource, comps), env=os.environ)
     return out
 
 
@@ -72,7 +83,7 @@ def built() -> LocalStack:
 
 
 def objects_of(text: str) -> list[dict[str, Any]]:
-    return manifests.load_objects(text)
+    return load_objects(text)
 
 
 def find(objs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -130,7 +141,7 @@ EXPECTED_KINDS = {
 }
 
 
-@pytest.mark.parametrize("target", manifests.TARGETS)
+@pytest.mark.parametrize("target", TARGETS)
 def test_each_target_renders_and_validates_without_findings(
     rendered: dict[str, str], target: str
 ) -> None:
@@ -140,10 +151,10 @@ def test_each_target_renders_and_validates_without_findings(
         kinds[o["kind"]] = kinds.get(o["kind"], 0) + 1
     for kind, count in EXPECTED_KINDS[target].items():
         assert kinds.get(kind) == count, (kind, kinds)
-    assert {
-        o["metadata"].get("namespace") for o in objs if o["kind"] not in manifests._CLUSTER_SCOPED
-    } == {"monitoring"}
-    findings = manifests.validate(rendered[target])
+    assert {o["metadata"].get("namespace") for o in objs if o["kind"] not in CLUSTER_SCOPED} == {
+        "monitoring"
+    }
+    findings = validate(rendered[target])
     assert findings == [], "\n".join(map(str, findings))
 
 
@@ -151,7 +162,7 @@ def test_each_target_renders_and_validates_without_findings(
 def test_each_component_variant_validates_without_findings(
     rendered: dict[str, str], variant: str
 ) -> None:
-    findings = manifests.validate(rendered[variant])
+    findings = validate(rendered[variant])
     assert findings == [], "\n".join(map(str, findings))
 
 
@@ -186,13 +197,11 @@ def test_monitoring_cert_component_mounts_the_kubeconfig_and_narrows_the_paths(
     assert (
         vols["monitoring-kubeconfig"]["secret"]["secretName"] == "tracecheck-monitoring-kubeconfig"
     )
-    assert cert["metadata"]["annotations"][manifests.EXTERNAL_SECRETS] == (
-        "tracecheck-monitoring-kubeconfig"
-    )
+    assert cert["metadata"]["annotations"][EXTERNAL_SECRETS] == ("tracecheck-monitoring-kubeconfig")
     # Without the annotation the validator refuses the undefined Secret.
     del cert["metadata"]["annotations"]
     objs = [o for o in objects_of(rendered["base+smoke+monitoring-cert"]) if o["kind"] != "CronJob"]
-    findings = manifests.validate(yaml.safe_dump_all([*objs, cert]))
+    findings = validate(yaml.safe_dump_all([*objs, cert]))
     assert [f.message for f in findings if f.level == "error"] == [
         "Secret 'tracecheck-monitoring-kubeconfig' is not defined (created outside the manifests? "
         "list it in tracecheck.io/external-secrets)"
@@ -568,7 +577,7 @@ def test_validate_rejects_a_dashboard_that_names_an_unprovisioned_datasource(
     cm["data"]["apiserver-tracing.json"] = cm["data"]["apiserver-tracing.json"].replace(
         '"uid": "tempo"', '"uid": "tempo-old"', 1
     )
-    findings = manifests.validate(yaml.safe_dump_all(objs))
+    findings = validate(yaml.safe_dump_all(objs))
     assert [(f.level, f.message) for f in findings] == [
         ("error", "dashboard datasource uid 'tempo-old' is not provisioned")
     ]
@@ -596,7 +605,7 @@ def _kubectl() -> str:
     found = shutil.which("kubectl")
     if found:
         return found
-    return str(manifests._kubectl())
+    return str(kubectl_command(os.environ))
 
 
 KUBEADM_STATIC_POD = """\
@@ -745,14 +754,14 @@ def test_find_kustomize_prefers_kustomize_then_kubectl_then_fails_with_a_hint(
             exe = d / name
             exe.write_text("#!/bin/sh\nexit 0\n")
             exe.chmod(0o755)
-    assert manifests.find_kustomize({"PATH": str(both)}) == [str(both / "kustomize"), "build"]
-    assert manifests.find_kustomize({"PATH": str(only_kubectl)}) == [
+    assert find_kustomize({"PATH": str(both)}) == [str(both / "kustomize"), "build"]
+    assert find_kustomize({"PATH": str(only_kubectl)}) == [
         str(only_kubectl / "kubectl"),
         "kustomize",
     ]
-    monkeypatch.setattr(manifests, "_local_kubectl", lambda: None)
+    monkeypatch.setattr(tools, "local_kubectl", lambda env=None: None)
     with pytest.raises(ConfigError) as err:
-        manifests.find_kustomize({"PATH": str(empty)})
+        find_kustomize({"PATH": str(empty)})
     assert "neither kustomize nor kubectl found" in str(err.value)
     assert "install kubectl" in str(err.value)
 
@@ -768,10 +777,9 @@ def test_find_kustomize_never_builds_a_kubectl(
     go = gobin / "go"
     go.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
     go.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{gobin}:/usr/bin:/bin")
-    monkeypatch.setenv("TRACECHECK_CACHE_DIR", str(tmp_path / "cache"))
+    env = {"PATH": str(gobin), "TRACECHECK_CACHE_DIR": str(tmp_path / "cache")}
     with pytest.raises(ConfigError, match="neither kustomize nor kubectl found"):
-        manifests.find_kustomize({"PATH": str(gobin)})
+        find_kustomize(env)
     assert not calls.exists()
     assert not (tmp_path / "cache").exists()
 
@@ -782,19 +790,19 @@ def test_a_kubectl_that_never_answers_is_unreachable_at_the_context(tmp_path: Pa
     hang.chmod(0o755)
     doc = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: default}\n"
     with pytest.raises(Unreachable) as err:
-        manifests.apply(doc, kubeconfig="/k/config", context="prod", timeout=1, kubectl=str(hang))
+        apply(doc, kubeconfig="/k/config", context="prod", timeout=1, kubectl=str(hang))
     assert str(err.value) == "kubectl at context prod: no answer within 1 s"
 
 
 def test_render_errors_name_the_directory_and_the_cause(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as usage:
-        manifests.render("nosuchoverlay")
+        render("nosuchoverlay", env=os.environ)
     assert "not a kustomization directory" in str(usage.value)
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "kustomization.yaml").write_text("resources: [missing.yaml]\n")
     with pytest.raises(ConfigError) as err:
-        manifests.render(str(bad))
+        render(str(bad), env=os.environ)
     assert str(err.value).startswith(f"kustomize at {bad}: ")
     assert "missing.yaml" in str(err.value)
     assert "\n" not in str(err.value)
@@ -803,11 +811,11 @@ def test_render_errors_name_the_directory_and_the_cause(tmp_path: Path) -> None:
 def test_retarget_moves_every_object_and_renames_cluster_scoped_ones(
     rendered: dict[str, str],
 ) -> None:
-    moved = objects_of(manifests.retarget(rendered["minikube"], "scratch", suffix="-x"))
+    moved = objects_of(retarget(rendered["minikube"], "scratch", suffix="-x"))
     names = {(o["kind"], o["metadata"]["name"]) for o in moved}
     assert ("Namespace", "scratch") in names
     for o in moved:
-        if o["kind"] not in manifests._CLUSTER_SCOPED:
+        if o["kind"] not in CLUSTER_SCOPED:
             assert o["metadata"]["namespace"] == "scratch"
         elif o["kind"] != "Namespace":
             assert o["metadata"]["name"].endswith("-x"), o["metadata"]["name"]
@@ -829,10 +837,8 @@ def test_without_kubectl_on_path_render_uses_the_local_pipelines_kubectl(
     rendered: dict[str, str], built: LocalStack, tmp_path: Path
 ) -> None:
     local = built.binary("kubectl")  # built (or cached) like the local pipeline's
-    prefix = manifests.find_kustomize({"PATH": str(tmp_path)})
+    prefix = find_kustomize({**os.environ, "PATH": str(tmp_path)})
     assert prefix == [str(local), "kustomize"]
     # The same objects as with the kustomize on PATH (versions may differ; the output must not).
     for target in ("base", "production"):
-        assert objects_of(manifests.render(target, kustomize=prefix)) == objects_of(
-            rendered[target]
-        )
+        assert objects_of(render(target, kustomize=prefix)) == objects_of(rendered[target])

@@ -24,7 +24,8 @@ import pytest
 import yaml
 
 from tracecheck.errors import AuthError, Unreachable, UsageError
-from tracecheck.stack import manifests
+from tracecheck.stack.apply import apply
+from tracecheck.stack.kustomize import CLUSTER_SCOPED, TARGETS, load_objects, render, retarget
 from tracecheck.stack.local import LocalStack
 
 
@@ -57,7 +58,7 @@ def cleanup(cluster: tuple[str, str], text: str, namespace: str) -> None:
         check=False,
     )
     # Volume protection finalizers are removed by controllers this apiserver runs without.
-    for obj in manifests.load_objects(text) if text else ():
+    for obj in load_objects(text) if text else ():
         if obj["kind"] in ("PersistentVolumeClaim", "PersistentVolume"):
             where = ["-n", namespace] if obj["kind"] == "PersistentVolumeClaim" else []
             subprocess.run(
@@ -163,15 +164,15 @@ def scratch(cluster: tuple[str, str]) -> Iterator[dict[str, str]]:
 
 
 def prepare(target: str, namespace: str) -> tuple[str, list[dict[str, Any]]]:
-    text = manifests.retarget(manifests.render(target), namespace, suffix=f"-{namespace}")
-    return text, manifests.load_objects(text)
+    text = retarget(render(target, env=os.environ), namespace, suffix=f"-{namespace}")
+    return text, load_objects(text)
 
 
 def only(objs: list[dict[str, Any]], *kinds: str) -> str:
     return yaml.safe_dump_all([o for o in objs if o["kind"] in kinds])
 
 
-@pytest.mark.parametrize("target", manifests.TARGETS)
+@pytest.mark.parametrize("target", TARGETS)
 def test_real_apiserver_accepts_every_object_dry_run_then_applied(
     cluster: tuple[str, str], scratch: dict[str, str], target: str
 ) -> None:
@@ -182,15 +183,15 @@ def test_real_apiserver_accepts_every_object_dry_run_then_applied(
     conn: dict[str, Any] = {"kubeconfig": kubeconfig, "context": "privileged", "kubectl": kubectl}
 
     # Namespaced objects need their namespace to exist even for a dry run (NamespaceLifecycle).
-    manifests.apply(only(objs, "Namespace"), wait=False, **conn)
-    dry = manifests.apply(text, dry_run="server", **conn)
+    apply(only(objs, "Namespace"), wait=False, **conn)
+    dry = apply(text, dry_run="server", **conn)
     assert dry.dry_run == "server"
     assert len(dry.applied) == len(objs)
     assert all(line.endswith("serverside-applied (server dry run)") for line in dry.applied)
     stored = kubectl_json(cluster, "-n", ns, "get", "deployments,services,configmaps,cronjobs")
     assert stored["items"] == []  # a dry run stores nothing
 
-    result = manifests.apply(text, wait=False, **conn)
+    result = apply(text, wait=False, **conn)
     assert result.dry_run is None
     assert len(result.applied) == len(objs)
     assert all(line.endswith(" serverside-applied") for line in result.applied)
@@ -202,7 +203,7 @@ def test_real_apiserver_accepts_every_object_dry_run_then_applied(
     for obj in objs:
         kind, name = obj["kind"], obj["metadata"]["name"]
         args = ["get", kind.lower(), name]
-        if kind not in manifests._CLUSTER_SCOPED:
+        if kind not in CLUSTER_SCOPED:
             args = ["-n", ns, *args]
         live = kubectl_json(cluster, *args)
         assert live["metadata"]["name"] == name
@@ -226,7 +227,7 @@ def test_real_apiserver_accepts_every_object_dry_run_then_applied(
     assert password not in repr(result) and password not in "\n".join(result.applied)
 
     # Idempotent: a second apply changes nothing and keeps the existing Secret.
-    again = manifests.apply(text, wait=False, **conn)
+    again = apply(text, wait=False, **conn)
     assert again.created_secrets == ()
     assert len(again.applied) == len(objs)
     secret_again = kubectl_json(cluster, "-n", ns, "get", "secret", "grafana-admin")
@@ -255,8 +256,8 @@ def test_real_apiserver_accepts_the_component_variants(
     text, objs = prepare(str(tmp_path / "v"), ns)
     scratch["text"] = text
     conn: dict[str, Any] = {"kubeconfig": kubeconfig, "context": "privileged", "kubectl": kubectl}
-    manifests.apply(only(objs, "Namespace"), wait=False, **conn)
-    result = manifests.apply(text, wait=False, **conn)
+    apply(only(objs, "Namespace"), wait=False, **conn)
+    result = apply(text, wait=False, **conn)
     assert len(result.applied) == len(objs)
     # The monitoring-cert Secret cannot be generated: the operator must create it.
     assert result.missing_secrets == (f"{ns}/tracecheck-monitoring-kubeconfig",)
@@ -281,7 +282,7 @@ def test_rollout_wait_reports_a_deployment_that_never_becomes_ready(
     ]
     text = yaml.safe_dump_all(keep)
     scratch["text"] = text
-    result = manifests.apply(
+    result = apply(
         text, kubeconfig=kubeconfig, context="privileged", kubectl=kubectl, wait=True, timeout=3
     )
     # No kubelet, no controller-manager here: the rollout cannot finish, and says so.
@@ -304,7 +305,7 @@ def test_apply_as_a_read_only_user_is_an_auth_error(
     ns = scratch["namespace"]
     _, objs = prepare("base", ns)
     with pytest.raises(AuthError) as err:
-        manifests.apply(
+        apply(
             only(objs, "ServiceAccount"), kubeconfig=kubeconfig, context="viewer", kubectl=kubectl
         )
     message = str(err.value)
@@ -325,7 +326,7 @@ def test_apply_to_a_closed_port_is_unreachable(cluster: tuple[str, str], tmp_pat
     broken.write_text(yaml.safe_dump(config))
     broken.chmod(0o600)
     with pytest.raises(Unreachable) as err:
-        manifests.apply(
+        apply(
             "apiVersion: v1\nkind: Namespace\nmetadata: {name: never}\n",
             kubeconfig=str(broken),
             context="privileged",
@@ -340,5 +341,5 @@ def test_apply_to_a_closed_port_is_unreachable(cluster: tuple[str, str], tmp_pat
 
 def test_apply_refuses_a_client_side_dry_run() -> None:
     with pytest.raises(UsageError) as err:
-        manifests.apply("", kubeconfig=None, context=None, dry_run="client", kubectl="kubectl")
+        apply("", kubeconfig=None, context=None, dry_run="client", kubectl="kubectl")
     assert "only 'server'" in str(err.value)

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tracecheck.stack import manifests
+from tracecheck.stack.kustomize import TARGETS, load_objects, render
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "stack"
@@ -100,12 +100,12 @@ def test_checkov_sources_have_no_unexplained_failures(checkov: str) -> None:
     assert ids == ["CKV2_K8S_6", "CKV_K8S_15", "CKV_K8S_19", "CKV_K8S_40", "CKV_K8S_43"]
 
 
-@pytest.mark.parametrize("target", manifests.TARGETS)
+@pytest.mark.parametrize("target", TARGETS)
 def test_checkov_rendered_target_has_no_unexplained_failures(
     checkov: str, target: str, tmp_path: Path
 ) -> None:
     # What is deployed is the rendered output (patches included), one object per file.
-    for i, obj in enumerate(manifests.load_objects(manifests.render(target))):
+    for i, obj in enumerate(load_objects(render(target, env=os.environ))):
         name = f"{i:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
         (tmp_path / name).write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
     reports = run_checkov(checkov, "--directory", str(tmp_path), "--framework", "kubernetes")

@@ -9,6 +9,7 @@ expected finding after one targeted mutation.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,9 @@ import pytest
 import yaml
 
 from tracecheck.errors import ConfigError
-from tracecheck.stack import manifests
+from tracecheck.results import Finding
+from tracecheck.stack.kustomize import EXTERNAL_SECRETS, HOST_NETWORK, load_objects, render
+from tracecheck.stack.validate import validate
 
 ARTICLE = r"""
 apiVersion: v1
@@ -413,11 +416,11 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def article_findings() -> list[manifests.Finding]:
-    return manifests.validate(ARTICLE)
+def article_findings() -> list[Finding]:
+    return validate(ARTICLE)
 
 
-def has(findings: list[manifests.Finding], level: str, obj: str, text: str) -> bool:
+def has(findings: list[Finding], level: str, obj: str, text: str) -> bool:
     return any(f.level == level and f.object == obj and text in f.message for f in findings)
 
 
@@ -497,13 +500,13 @@ ARTICLE_DEFECTS = [
 
 @pytest.mark.parametrize(("level", "obj", "text"), ARTICLE_DEFECTS, ids=lambda x: str(x)[:40])
 def test_each_defect_of_the_articles_manifests_is_reported(
-    article_findings: list[manifests.Finding], level: str, obj: str, text: str
+    article_findings: list[Finding], level: str, obj: str, text: str
 ) -> None:
     assert has(article_findings, level, obj, text), "\n".join(map(str, article_findings))
 
 
 def test_the_article_passes_the_schema_check_its_problems_are_semantic(
-    article_findings: list[manifests.Finding],
+    article_findings: list[Finding],
 ) -> None:
     # kubectl applied these objects: the 1.34 schemas accept them. Only project checks fail.
     assert not [f for f in article_findings if "schema" in f.message]
@@ -515,8 +518,8 @@ def test_the_article_passes_the_schema_check_its_problems_are_semantic(
 
 @pytest.fixture(scope="module")
 def base_objects() -> list[dict[str, Any]]:
-    objs = manifests.load_objects(manifests.render("base"))
-    assert manifests.validate(yaml.safe_dump_all(objs)) == []
+    objs = load_objects(render("base", env=os.environ))
+    assert validate(yaml.safe_dump_all(objs)) == []
     return objs
 
 
@@ -597,7 +600,7 @@ def _committed_secret(objs: list[dict[str, Any]]) -> None:
 
 
 def _external_secret_undeclared(objs: list[dict[str, Any]]) -> None:
-    del find(objs, "Deployment", "grafana")["metadata"]["annotations"][manifests.EXTERNAL_SECRETS]
+    del find(objs, "Deployment", "grafana")["metadata"]["annotations"][EXTERNAL_SECRETS]
 
 
 def _configmap_missing(objs: list[dict[str, Any]]) -> None:
@@ -628,7 +631,7 @@ def _host_path(objs: list[dict[str, Any]]) -> None:
 
 
 def _host_network_unexplained(objs: list[dict[str, Any]]) -> None:
-    del find(objs, "DaemonSet", "otel-agent")["metadata"]["annotations"][manifests.HOST_NETWORK]
+    del find(objs, "DaemonSet", "otel-agent")["metadata"]["annotations"][HOST_NETWORK]
 
 
 def _role_missing(objs: list[dict[str, Any]]) -> None:
@@ -808,13 +811,13 @@ def test_one_mutation_of_the_base_gives_its_finding(
 ) -> None:
     objs = copy.deepcopy(base_objects)
     mutation(objs)
-    findings = manifests.validate(yaml.safe_dump_all(objs))
+    findings = validate(yaml.safe_dump_all(objs))
     matching = [f for f in findings if f.level == level and f.object.startswith(obj)]
     assert any(text in f.message for f in matching), "\n".join(map(str, findings))
 
 
 def test_findings_render_one_line_each_and_errors_sort_first(
-    article_findings: list[manifests.Finding],
+    article_findings: list[Finding],
 ) -> None:
     levels = [f.level for f in article_findings]
     assert levels == sorted(levels, key=lambda level: level != "error")
@@ -826,12 +829,12 @@ def test_findings_render_one_line_each_and_errors_sort_first(
 
 def test_invalid_yaml_or_non_objects_are_configuration_errors() -> None:
     with pytest.raises(ConfigError) as err:
-        manifests.validate("a: [1,\n")
+        validate("a: [1,\n")
     assert "invalid YAML" in str(err.value)
     with pytest.raises(ConfigError) as err:
-        manifests.validate("- just\n- a list\n")
+        validate("- just\n- a list\n")
     assert "document 1: not a mapping" in str(err.value)
-    findings = manifests.validate("metadata: {name: x}\n")
+    findings = validate("metadata: {name: x}\n")
     assert [(f.level, f.message) for f in findings if f.level == "error"] == [
         ("error", "document without apiVersion/kind")
     ]
@@ -843,5 +846,5 @@ def test_an_object_without_a_builtin_schema_is_reported_not_crashed() -> None:
         "kind": "ServiceMonitor",
         "metadata": {"name": "x", "namespace": "monitoring"},
     }
-    findings = manifests.validate(yaml.safe_dump(crd_object))
+    findings = validate(yaml.safe_dump(crd_object))
     assert any("no Kubernetes 1.34 schema" in f.message for f in findings)

@@ -33,16 +33,15 @@ _WHERE = {
     "TracecheckError": "tracecheck.errors",
     "Settings": "tracecheck.config",
     "load_settings": "tracecheck.config",
-    "smoke": "tracecheck.smoke.engine",
-    "probe": "tracecheck.smoke.apiserver_checks",
+    "smoke": "tracecheck.smoke.plan",
+    "probe": "tracecheck.smoke.plan",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from tracecheck.config import Settings, load_settings
     from tracecheck.errors import ExitCode, TracecheckError
     from tracecheck.results import CheckResult, Report, Status
-    from tracecheck.smoke.apiserver_checks import probe
-    from tracecheck.smoke.engine import smoke
+    from tracecheck.smoke.plan import probe, smoke
 
 
 def __getattr__(name: str) -> Any:

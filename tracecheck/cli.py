@@ -230,7 +230,7 @@ def smoke(
     Example: tracecheck smoke --output table --output junit:reports/smoke.xml
     """
     from tracecheck.output import parse_output, render
-    from tracecheck.smoke.engine import smoke as run_smoke
+    from tracecheck.smoke.plan import smoke as run_smoke
 
     outputs = [parse_output(o) for o in (output or ["table"])]
     flags: dict[str, Any] = {
@@ -289,9 +289,9 @@ def stack_render(
 
     Example: tracecheck stack render production -o pipeline.yaml
     """
-    from tracecheck.stack.manifests import render
+    from tracecheck.stack.kustomize import render
 
-    _write(render(target), output)
+    _write(render(target, env=os.environ), output)
 
 
 @stack_app.command("validate")
@@ -303,11 +303,12 @@ def stack_validate(
 
     Exit 1 when any finding is an error. Example: tracecheck stack validate
     """
-    from tracecheck.stack.manifests import TARGETS, load_objects, render, validate
+    from tracecheck.stack.kustomize import TARGETS, load_objects, render
+    from tracecheck.stack.validate import validate
 
     errors = 0
     for target in targets or list(TARGETS):
-        rendered = render(target)
+        rendered = render(target, env=os.environ)
         findings = validate(rendered, k8s_version)
         errors += sum(f.level == "error" for f in findings)
         typer.echo(f"{target}: {len(load_objects(rendered))} objects, {len(findings)} findings")
@@ -331,15 +332,17 @@ def stack_apply(
 
     Example: tracecheck stack apply minikube --context minikube
     """
-    from tracecheck.stack.manifests import apply, render
+    from tracecheck.stack.apply import apply
+    from tracecheck.stack.kustomize import render
 
     result = apply(
-        render(target),
+        render(target, env=os.environ),
         kubeconfig=kubeconfig,
         context=context,
         wait=wait and not dry_run,
         dry_run="server" if dry_run else None,
         timeout=timeout,
+        env=os.environ,
     )
     for line in result.applied:
         typer.echo(line)
@@ -458,7 +461,9 @@ def _query_settings(
 
 def _print_table(table: Any, fmt: str) -> None:
     """A query's table on stdout; with CSV the notes go to stderr (CSV has no room for them)."""
-    text = table.render(fmt, width=_term_width())
+    from tracecheck.output import render_table
+
+    text = render_table(table, fmt, width=_term_width())
     sys.stdout.write(text)
     if fmt == "csv":
         for note in table.notes:
@@ -496,7 +501,7 @@ def apiserver_probe(
     Example: tracecheck apiserver probe --context viewer --requests 20
     """
     from tracecheck.output import parse_output, render
-    from tracecheck.smoke.apiserver_checks import probe
+    from tracecheck.smoke.plan import probe
 
     outputs = [parse_output(o) for o in (output or ["table"])]
     flags = {
@@ -534,15 +539,14 @@ def apiserver_check_config(
     Exit 4 on any error, 0 with warnings only. Example:
     tracecheck apiserver check-config stack/apiserver/tracing-config.yaml
     """
-    import json
 
-    from tracecheck.stack.tracingconfig import check_tracing_config, has_errors, render_findings
+    from tracecheck.output import render_findings
+    from tracecheck.results import has_errors
+    from tracecheck.stack.tracingconfig import check_tracing_config
 
     findings = check_tracing_config(file)
-    if output == "json":
-        typer.echo(json.dumps([f.to_json() for f in findings], indent=2))
-    else:
-        typer.echo(render_findings(findings, str(file)))
+    fmt = "json" if output == "json" else "table"
+    typer.echo(render_findings(findings, fmt, str(file), what="TracingConfiguration"))
     raise _Exit(ExitCode.CONFIG if has_errors(findings) else ExitCode.OK)
 
 
@@ -651,13 +655,12 @@ def query_run(
 
     Example: tracecheck query run apiserver-slowest-requests --param min_duration=50ms
     """
-    from tracecheck.query.adhoc import iter_pairs
     from tracecheck.query.saved import run_saved
 
     table = run_saved(
         _query_settings(config, tempo_url, prometheus_url, tenant),
         name,
-        dict(iter_pairs(param or [])),
+        _kv(param, "--param") or {},
         since=since,
         start=start,
         end=end,
@@ -699,13 +702,23 @@ def report_apiserver(
 
     Example: tracecheck report apiserver --since 1h --html report.html
     """
-    from tracecheck.latency.report import apiserver_report, write_html, write_png
+    from tracecheck.latency.charts import write_html, write_png
+    from tracecheck.latency.report import apiserver_report
 
     settings = _query_settings(config, tempo_url, prometheus_url, tenant)
+    smoke_report = None
     if probe:
-        settings = _with_kubeconfig(settings)
+        from tracecheck.smoke.plan import smoke as run_smoke
+
+        smoke_report = run_smoke(_with_kubeconfig(settings))
     report = apiserver_report(
-        settings, since=since, start=start, end=end, service=service, trace_limit=limit, probe=probe
+        settings,
+        since=since,
+        start=start,
+        end=end,
+        service=service,
+        trace_limit=limit,
+        smoke_report=smoke_report,
     )
     _print_table(report.table(full=full), output)
     if html:

@@ -1,8 +1,20 @@
-"""Renderers for reports and tables: text (rich or plain), JSON, JUnit XML, Markdown, CSV.
+"""Every ``--output`` format, for every value a command returns: the one output module.
+
+=====================  ================================  ====================================
+value                  formats                           function
+=====================  ================================  ====================================
+:class:`Report`        table, json, junit, markdown      :func:`render`
+:class:`ResultTable`   table, json, csv, markdown        :func:`render_table`
+:class:`Finding` list  table, json                       :func:`render_findings`
+=====================  ================================  ====================================
 
 Pure functions from values to strings; the CLI decides where each output goes
-(``--output json:report.json``). The JSON layout is versioned (``schema_version``) and described
-by ``tracecheck/schema/report-v1.json``.
+(``--output json:report.json``). The report's JSON layout is versioned (``schema_version``) and
+described by ``tracecheck/schema/report-v1.json``.
+
+One JSON convention for all of them (:func:`json_value`): times are RFC 3339 UTC strings with
+milliseconds (:func:`iso`); NaN and infinities, which JSON cannot hold, are the strings
+``"NaN"``, ``"+Inf"`` and ``"-Inf"`` as Prometheus's HTTP API writes them; bytes (IDs) are hex.
 """
 
 from __future__ import annotations
@@ -15,25 +27,39 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from tracecheck.results import CheckResult, Report, Status
+from tracecheck.errors import UsageError
+from tracecheck.results import CheckResult, Finding, Report, ResultTable, Status
 
 __all__ = [
+    "FINDING_FORMATS",
     "FORMATS",
+    "REPORT_FORMATS",
+    "TABLE_FORMATS",
+    "findings_to_json",
     "iso",
+    "json_value",
     "parse_output",
     "render",
     "render_csv",
+    "render_findings",
     "render_json",
     "render_junit",
     "render_markdown",
     "render_markdown_rows",
     "render_rows",
+    "render_table",
     "render_text",
     "report_to_dict",
+    "table_to_dict",
 ]
 
-#: Report formats for ``--output FORMAT[:PATH]``.
-FORMATS = ("table", "json", "junit", "markdown")
+#: Formats of a smoke/probe report: ``--output FORMAT[:PATH]`` (repeatable).
+REPORT_FORMATS = ("table", "json", "junit", "markdown")
+FORMATS = REPORT_FORMATS  # the name older callers use
+#: Formats of a query's table (``tracecheck query ... --output``, ``report apiserver``).
+TABLE_FORMATS = ("table", "json", "csv", "markdown")
+#: Formats of findings (``tracecheck apiserver check-config --output``).
+FINDING_FORMATS = ("table", "json")
 
 _STYLE = {
     Status.PASS: "green",
@@ -44,21 +70,25 @@ _STYLE = {
 }
 
 
-def parse_output(spec: str) -> tuple[str, str | None]:
-    """``json`` -> ("json", None); ``junit:out/smoke.xml`` -> ("junit", "out/smoke.xml")."""
+def parse_output(spec: str, formats: Sequence[str] = REPORT_FORMATS) -> tuple[str, str | None]:
+    """``json`` -> ("json", None); ``junit:out/smoke.xml`` -> ("junit", "out/smoke.xml").
+
+    A format outside ``formats`` is a :class:`~tracecheck.errors.UsageError` (exit 2).
+    """
     fmt, sep, path = spec.partition(":")
     fmt = fmt.strip().lower()
-    if fmt not in FORMATS:
-        from tracecheck.errors import UsageError
-
-        raise UsageError(
-            "output", spec, f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}"
-        )
+    check_format(fmt, formats, spec)
     if sep and not path:
-        from tracecheck.errors import UsageError
-
         raise UsageError("output", spec, "empty path after ':'")
     return fmt, (path or None)
+
+
+def check_format(fmt: str, formats: Sequence[str], spec: str = "") -> None:
+    """UsageError unless ``fmt`` is one of ``formats``."""
+    if fmt not in formats:
+        raise UsageError(
+            "output", spec or fmt, f"unknown format {fmt!r}; choose from {', '.join(formats)}"
+        )
 
 
 def render(report: Report, fmt: str, *, color: bool = False, width: int = 120) -> str:
@@ -70,7 +100,8 @@ def render(report: Report, fmt: str, *, color: bool = False, width: int = 120) -
         return render_junit(report)
     if fmt == "markdown":
         return render_markdown(report)
-    raise ValueError(fmt)
+    check_format(fmt, REPORT_FORMATS)
+    raise AssertionError(fmt)  # pragma: no cover - check_format raised
 
 
 # -- JSON ---------------------------------------------------------------------------------------
@@ -79,6 +110,19 @@ def render(report: Report, fmt: str, *, color: bool = False, width: int = 120) -
 def iso(ts: float) -> str:
     """Unix seconds as RFC 3339 UTC with milliseconds: ``2025-01-31T12:00:00.000Z``."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_value(value: Any) -> Any:
+    """``value`` made JSON-safe by the one convention of this module (see the docstring)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+    if isinstance(value, Mapping):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
 
 
 def _r(value: float | None, digits: int = 3) -> float | None:
@@ -97,20 +141,8 @@ def _check_dict(r: CheckResult) -> dict[str, Any]:
         "attempts": r.attempts,
         "detail": r.detail,
         "hint": r.hint,
-        "data": _json_safe(dict(r.data)),
+        "data": json_value(dict(r.data)),
     }
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, bytes):
-        return value.hex()
-    return value
 
 
 def report_to_dict(report: Report) -> dict[str, Any]:
@@ -126,9 +158,9 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "duration_s": _r(report.finished_at - report.started_at),
         "exit_code": int(report.exit_code),
         "counts": report.counts(),
-        "target": _json_safe(dict(report.target)),
+        "target": json_value(dict(report.target)),
         "checks": [_check_dict(r) for r in report.results],
-        "tables": {k: [_json_safe(dict(row)) for row in v] for k, v in report.tables.items()},
+        "tables": {k: [json_value(dict(row)) for row in v] for k, v in report.tables.items()},
     }
 
 
@@ -346,3 +378,92 @@ def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
     for r in rows:
         writer.writerow({c: "" if r.get(c) is None else r.get(c) for c in cols})
     return buf.getvalue()
+
+
+# -- query tables ---------------------------------------------------------------------------------
+
+
+def table_to_dict(table: ResultTable) -> dict[str, Any]:
+    """A query table as JSON data: ``query``, ``kind``, ``start``, ``end``, ``columns``,
+    ``rows``, ``notes``."""
+    return {
+        "query": table.query,
+        "kind": table.kind,
+        "start": iso(table.start) if table.start is not None else None,
+        "end": iso(table.end) if table.end is not None else None,
+        "columns": list(table.columns),
+        "rows": [{c: json_value(r.get(c)) for c in table.columns} for r in table.rows],
+        "notes": list(table.notes),
+    }
+
+
+def render_table(table: ResultTable, fmt: str = "table", *, width: int = 120) -> str:
+    """A query table as ``table``, ``json``, ``csv`` or ``markdown`` text.
+
+    ``table`` and ``markdown`` end with the notes; an empty result renders as its ``no data``
+    note instead of an empty table. ``csv`` has no room for notes: the CLI prints
+    :attr:`~tracecheck.results.ResultTable.notes` to stderr. ``json`` carries them in ``notes``.
+    """
+    check_format(fmt, TABLE_FORMATS)
+    if fmt == "json":
+        return json.dumps(table_to_dict(table), indent=2, ensure_ascii=False) + "\n"
+    rows = [_display(r, table.columns) for r in table.rows]
+    if fmt == "csv":
+        return render_csv(rows, table.columns)
+    if fmt == "table":
+        body = [render_rows(rows, width=width, columns=table.columns)] if rows else []
+        return "\n".join([*body, *table.notes]) + "\n"
+    parts = [render_markdown_rows(rows, table.columns)] if rows else []
+    parts += [f"_{n}_" for n in table.notes]
+    return "\n\n".join(parts) + "\n"
+
+
+def _display(row: Mapping[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for c in columns:
+        v = row.get(c)
+        if isinstance(v, float) and not math.isfinite(v):
+            v = json_value(v)
+        out[c] = v
+    return out
+
+
+# -- findings -------------------------------------------------------------------------------------
+
+
+def findings_to_json(findings: Sequence[Finding]) -> list[dict[str, Any]]:
+    """``{"level", "line", "field", "message"}`` per finding (``"object"`` too when set)."""
+    out = []
+    for f in findings:
+        item: dict[str, Any] = {"level": f.level, "line": f.line, "field": f.field}
+        if f.object:
+            item["object"] = f.object
+        item["message"] = f.message
+        out.append(item)
+    return out
+
+
+def render_findings(
+    findings: Sequence[Finding], fmt: str = "table", source: str = "", *, what: str = "file"
+) -> str:
+    """Findings of one source (a file, a render target) as ``table`` or ``json`` text.
+
+    ``table``: one ``SOURCE:LINE: level: field: message`` line per finding (``  level: object
+    field: message`` for findings without a line) and a summary line, ``SOURCE: OK`` when there
+    is nothing to say (``what`` names what was checked in it).
+    """
+    check_format(fmt, FINDING_FORMATS)
+    if fmt == "json":
+        return json.dumps(findings_to_json(findings), indent=2)
+    where = source or what
+    lines = [
+        f"{where}:{f.line}: {f.level}: {f.field}: {f.message}" if f.line is not None else f"  {f}"
+        for f in findings
+    ]
+    errors = sum(f.level == "error" for f in findings)
+    warnings = len(findings) - errors
+    if not findings:
+        lines.append(f"{where}: OK (a valid {what})")
+    else:
+        lines.append(f"{where}: {errors} error(s), {warnings} warning(s)")
+    return "\n".join(lines)

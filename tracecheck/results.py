@@ -1,8 +1,14 @@
-"""Check results, the smoke report, and the one place that turns a report into an exit code.
+"""The values commands return, and the one place that turns a report into an exit code.
 
-A check that ran and found a problem is data (status FAIL); a check that could not run because
-a backend was unreachable or erroring is data too (status ERROR), so a report always says which
-hop is broken. Renderers (``tracecheck.output``) only read these values.
+* :class:`Report` of :class:`CheckResult` -- ``tracecheck smoke`` and ``apiserver probe``. A
+  check that ran and found a problem is data (status FAIL); a check that could not run because
+  a backend was unreachable or erroring is data too (status ERROR), so a report always says
+  which hop is broken.
+* :class:`ResultTable` -- a query's answer (``tracecheck query ...``, ``report apiserver``).
+* :class:`Finding` -- a problem found by an offline check (a TracingConfiguration file,
+  rendered manifests).
+
+Renderers (:mod:`tracecheck.output`) only read these values.
 """
 
 from __future__ import annotations
@@ -10,16 +16,21 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from tracecheck.errors import ExitCode
 
 __all__ = [
     "REPORT_SCHEMA_VERSION",
     "CheckResult",
+    "Finding",
+    "Level",
     "Report",
+    "ResultTable",
     "Status",
     "exit_code",
+    "has_errors",
+    "limit_rows",
 ]
 
 #: Version of the JSON report layout (``tracecheck/schema/report-v1.json``). Bumped on any
@@ -111,3 +122,83 @@ def exit_code(results: Sequence[CheckResult]) -> ExitCode:
     if Status.FAIL in statuses:
         return ExitCode.CHECK_FAILED
     return ExitCode.OK
+
+
+# -- query answers ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResultTable:
+    """A query's answer as a table.
+
+    ``kind`` says what produced it: ``traceql-search``, ``traceql-metrics``,
+    ``traceql-metrics-instant``, ``promql-vector``, ``promql-matrix``, ``promql-scalar``,
+    ``promql-string`` (or ``saved-queries`` for the list, ``apiserver-report``). ``notes`` are
+    one-line remarks the renderers print after the table: ``no data: ...`` for an empty result,
+    ``limited to ...`` when rows were cut, backend warnings. Times in rows are RFC 3339 strings
+    (UTC). :func:`tracecheck.output.render_table` writes it in every ``--output`` format.
+    """
+
+    columns: tuple[str, ...]
+    rows: tuple[Mapping[str, Any], ...]
+    notes: tuple[str, ...] = ()
+    kind: str = ""
+    query: str = ""
+    start: float | None = None  # the window asked for (unix seconds), when there is one
+    end: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.rows
+
+    def column(self, name: str) -> list[Any]:
+        """The values of one column, in row order."""
+        return [r.get(name) for r in self.rows]
+
+
+def limit_rows(
+    rows: Sequence[Mapping[str, Any]], max_rows: int | None, notes: list[str]
+) -> tuple[Mapping[str, Any], ...]:
+    """Cut ``rows`` to ``max_rows`` and say so in ``notes`` (never silently)."""
+    if max_rows is not None and len(rows) > max_rows:
+        notes.append(
+            f"limited to the first {max_rows:,} of {len(rows):,} rows; narrow the query or "
+            "raise --max-rows"
+        )
+        return tuple(rows[:max_rows])
+    return tuple(rows)
+
+
+# -- findings of offline checks -----------------------------------------------------------------
+
+Level = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem found without a backend: in a TracingConfiguration file or in rendered
+    manifests.
+
+    ``level`` is ``error`` (refused, unsafe, or can never work) or ``warning`` (starts, but worth
+    a look). ``field`` is where: a key of the file (``endpoint``, ``(file)`` for the file as a
+    whole) or a path inside an object (``spec.template.spec.containers[0].securityContext``).
+    ``object`` names the object of a multi-object source (``Kind/namespace/name``, or
+    ``Kind/name`` when cluster-scoped); ``line`` is the 1-based line when the source is a file.
+    """
+
+    level: Level
+    field: str
+    message: str
+    object: str = ""
+    line: int | None = None
+
+    def __str__(self) -> str:
+        if self.line is not None:
+            return f"line {self.line}: {self.level}: {self.field}: {self.message}"
+        where = " ".join(x for x in (self.object, self.field) if x)
+        return f"{self.level}: {where}: {self.message}"
+
+
+def has_errors(findings: Sequence[Finding]) -> bool:
+    """Whether any finding is an error (the commands exit non-zero then; warnings alone do not)."""
+    return any(f.level == "error" for f in findings)

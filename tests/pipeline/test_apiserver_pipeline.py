@@ -23,8 +23,8 @@ from tracecheck.backends.tempo import TempoClient
 from tracecheck.config import Settings, load_settings
 from tracecheck.errors import ConfigError, ExitCode
 from tracecheck.results import Report, Status
-from tracecheck.smoke.apiserver_checks import LATENCY_TABLE, leg_ids, probe
-from tracecheck.smoke.engine import smoke
+from tracecheck.smoke.apiserver_checks import LATENCY_TABLE, leg_ids
+from tracecheck.smoke.plan import probe, smoke
 from tracecheck.stack.local import LocalStack
 from tracecheck.stack.tracingconfig import check_tracing_config
 

@@ -25,9 +25,12 @@ import pytest
 
 from tracecheck.config import Settings, load_settings
 from tracecheck.errors import ExitCode, QueryError
+from tracecheck.output import render_table
 from tracecheck.polling import Probe, SystemClock, poll_until
-from tracecheck.query.adhoc import PromQLSyntaxError, ResultTable, run_promql, run_traceql
+from tracecheck.query.adhoc import run_promql, run_traceql
 from tracecheck.query.saved import get_query, load_queries, run_saved
+from tracecheck.query.syntax import PromQLSyntaxError
+from tracecheck.results import ResultTable
 from tracecheck.stack.local import LocalStack
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
@@ -354,7 +357,7 @@ def test_range_query_rows(sent: Sent) -> None:
 def test_empty_results_are_no_data_not_errors(sent: Sent) -> None:
     table = run_promql(sent.settings, f'up{{job="nobody-{RUN}"}}')
     assert table.empty and table.notes[0].startswith("no data: the query returned no series")
-    assert table.render("table").startswith("no data:")
+    assert render_table(table, "table").startswith("no data:")
     saved = run_saved(sent.settings, "apiserver-error-spans", {"service": f"nobody-{RUN}"},
                       since="5m", queries=SHIPPED)  # fmt: skip
     assert saved.empty and saved.notes[0].startswith("no data: no trace matched")

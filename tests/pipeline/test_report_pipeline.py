@@ -25,10 +25,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tracecheck.config import Settings, load_settings
-from tracecheck.latency.report import ApiserverReport, apiserver_report, render_html, write_png
+from tracecheck.config import Settings, load_settings, with_kubeconfig
+from tracecheck.latency.charts import render_html, write_png
+from tracecheck.latency.report import ApiserverReport, apiserver_report
 from tracecheck.polling import Probe, SystemClock, poll_until
 from tracecheck.query.adhoc import run_promql, run_traceql
+from tracecheck.smoke.plan import smoke as run_smoke
 from tracecheck.stack.local import LocalStack
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
@@ -228,7 +230,11 @@ def test_html_and_png(report: ApiserverReport, tmp_path: Path) -> None:
 
 
 def test_probe_adds_every_stage_of_a_smoke_run(data: Data) -> None:
-    report = apiserver_report(data.settings, service=SERVICE, since="10m", probe=True)
+    # The CLI's --probe: a smoke run first, whose delays the report shows.
+    smoke_report = run_smoke(with_kubeconfig(data.settings, os.environ))
+    report = apiserver_report(
+        data.settings, service=SERVICE, since="10m", smoke_report=smoke_report
+    )
     smoke = report.delays[report.delays["source"] == "smoke"]
     stages = " ".join(smoke["stage"])
     for stage in ("tempo.trace_by_id", "tempo.search", "prometheus.span_metrics"):

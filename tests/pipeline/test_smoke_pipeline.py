@@ -22,7 +22,7 @@ import pytest
 
 from tracecheck.config import load_settings
 from tracecheck.results import Status
-from tracecheck.smoke.engine import smoke
+from tracecheck.smoke.plan import smoke
 from tracecheck.stack.local import LocalStack
 
 SPANMETRICS_COLLECTOR = [

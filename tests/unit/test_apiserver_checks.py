@@ -39,9 +39,9 @@ from tracecheck.smoke.apiserver_checks import (
     RequestRecord,
     implied_rate,
     leg_ids,
-    probe,
 )
 from tracecheck.smoke.engine import SmokeContext
+from tracecheck.smoke.plan import probe
 
 ADMIN = UserInfo("tracecheck-admin", ("system:masters", "system:authenticated"))
 VIEWER = UserInfo("tracecheck-viewer", ("system:authenticated",))
@@ -502,7 +502,8 @@ def test_probe_refuses_bad_options(kw: dict[str, Any], message: str) -> None:
 
 
 def test_smoke_skip_apiserver_drops_the_leg() -> None:
-    from tracecheck.smoke.engine import default_checks, select_checks
+    from tracecheck.smoke.engine import select_checks
+    from tracecheck.smoke.plan import default_checks
 
     every = default_checks(settings())
     names = [c.name for c in every if c.group == "apiserver"]

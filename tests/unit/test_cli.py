@@ -56,6 +56,8 @@ def test_help_lists_commands_and_exit_codes() -> None:
         (["smoke", "--config", "/nonexistent/tracecheck.toml"], 4, "cannot read"),
         (["smoke", "--deadline", "search=soon"], 4, "deadlines.search: expected a number"),
         (["smoke", "--deadline", "nosuch=3"], 4, "unknown setting 'deadlines.nosuch'"),
+        (["smoke", "--deadline", "search"], 2, "expected NAME=VALUE, got 'search'"),
+        (["query", "run", "etcd-latency", "--param", "service"], 2, "got 'service'"),
     ],
 )
 def test_bad_input_is_one_line_with_a_documented_code(

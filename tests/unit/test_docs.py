@@ -10,7 +10,7 @@ import pytest
 from tracecheck.cli import app
 from tracecheck.config import Settings, describe_settings
 from tracecheck.errors import ExitCode
-from tracecheck.smoke.engine import default_checks
+from tracecheck.smoke.plan import default_checks
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

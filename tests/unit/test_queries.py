@@ -19,7 +19,6 @@ from conftest import LocalHTTPServer, Recorded
 from tracecheck.config import load_settings
 from tracecheck.errors import ConfigError, ExitCode, QueryError
 from tracecheck.polling import FakeClock
-from tracecheck.query.adhoc import ResultTable, check_promql
 from tracecheck.query.saved import (
     KINDS,
     Param,
@@ -32,6 +31,8 @@ from tracecheck.query.saved import (
     run_saved,
     shape,
 )
+from tracecheck.query.syntax import check_promql
+from tracecheck.results import ResultTable
 
 REPO_QUERIES = Path(__file__).resolve().parents[2] / "queries"
 NOW = 1_750_000_000.0

@@ -17,21 +17,19 @@ from conftest import LocalHTTPServer, Recorded
 
 from tracecheck.config import Settings, load_settings
 from tracecheck.errors import ExitCode, QueryError, UsageError
+from tracecheck.output import iso, render_table
 from tracecheck.polling import FakeClock
-from tracecheck.query.adhoc import (
+from tracecheck.query.adhoc import run_promql, run_traceql
+from tracecheck.query.syntax import PromQLSyntaxError, check_promql
+from tracecheck.query.window import (
     MAX_POINTS,
-    PromQLSyntaxError,
-    ResultTable,
-    check_promql,
     choose_step,
     format_duration,
-    iso,
     parse_duration,
     parse_time,
     resolve_window,
-    run_promql,
-    run_traceql,
 )
+from tracecheck.results import ResultTable
 
 NOW = 1_750_000_000.0
 
@@ -233,7 +231,7 @@ def test_instant_vector_rows(http_server: LocalHTTPServer) -> None:
     assert table.rows[0]["value"] == 1.0 and math.isnan(table.rows[1]["value"])
     assert table.rows[0]["time"] == iso(NOW)
     assert table.notes == ()
-    assert json.loads(table.render("json"))["rows"][1]["value"] == "NaN"
+    assert json.loads(render_table(table, "json"))["rows"][1]["value"] == "NaN"
 
 
 def test_at_is_sent_as_the_evaluation_time(http_server: LocalHTTPServer) -> None:
@@ -281,9 +279,9 @@ def test_empty_result_is_a_no_data_note_not_an_error(http_server: LocalHTTPServe
     table = run_promql(settings_for(http_server), 'up{job="nope"}', clock=FakeClock(NOW))
     assert table.empty
     assert table.notes == (f"no data: the query returned no series at {iso(NOW)}",)
-    text = table.render("table")
+    text = render_table(table, "table")
     assert text == f"no data: the query returned no series at {iso(NOW)}\n"  # no empty table
-    assert json.loads(table.render("json"))["rows"] == []
+    assert json.loads(render_table(table, "json"))["rows"] == []
 
 
 def test_backend_rejection_is_a_one_line_query_error(http_server: LocalHTTPServer) -> None:
@@ -390,7 +388,7 @@ def test_search_with_no_hits_is_a_no_data_note(http_server: LocalHTTPServer) -> 
     table = run_traceql(settings_for(http_server), "{ }", clock=FakeClock(NOW))
     assert table.empty
     assert table.notes == (f"no data: no trace matched between {iso(NOW - 3600)} and {iso(NOW)}",)
-    assert table.render("markdown").startswith("_no data: no trace matched")
+    assert render_table(table, "markdown").startswith("_no data: no trace matched")
 
 
 def test_tempo_rejection_is_one_line_with_what_is_at_the_position(
@@ -463,24 +461,14 @@ def test_render_formats() -> None:
         ({"name": "a|b", "value": 1.5}, {"name": "c", "value": math.inf}),
         ("limited to the first 2 of 3 rows; narrow the query or raise --max-rows",),
     )
-    text = table.render("table")
+    text = render_table(table, "table")
     assert text.splitlines()[0].split() == ["name", "value"]
     assert text.splitlines()[-1] == table.notes[0]
-    assert table.render("csv") == "name,value\na|b,1.5\nc,+Inf\n"
-    md = table.render("markdown")
+    assert render_table(table, "csv") == "name,value\na|b,1.5\nc,+Inf\n"
+    md = render_table(table, "markdown")
     assert "| a\\|b | 1.5 |" in md and md.rstrip().endswith(f"_{table.notes[0]}_")
-    data = json.loads(table.render("json"))
+    data = json.loads(render_table(table, "json"))
     assert data["rows"] == [{"name": "a|b", "value": 1.5}, {"name": "c", "value": "+Inf"}]
     assert data["notes"] == list(table.notes)
     with pytest.raises(UsageError, match="choose from table, json, csv, markdown"):
-        table.render("yaml")
-
-
-def test_param_pairs_from_the_command_line() -> None:
-    from tracecheck.query.adhoc import iter_pairs
-
-    assert dict(iter_pairs(["service=api", "expr=a=b", "empty="])) == {
-        "service": "api", "expr": "a=b", "empty": ""
-    }  # fmt: skip
-    with pytest.raises(UsageError, match="'service' is not key=value"):
-        dict(iter_pairs(["service"]))
+        render_table(table, "yaml")

@@ -63,7 +63,7 @@ def test_json_matches_the_published_schema() -> None:
     assert data["exit_code"] == 1
     assert data["counts"] == {"PASS": 1, "WARN": 0, "FAIL": 1, "ERROR": 0, "SKIP": 1}
     assert data["checks"][1]["hint"] == "look at hop"
-    assert data["checks"][0]["data"]["inf"] == "inf"  # JSON has no infinity
+    assert data["checks"][0]["data"]["inf"] == "+Inf"  # JSON has no infinity: Prometheus's spelling
     assert data["started_at"] == "2025-11-24T16:00:00.000Z"
     assert data["duration_s"] == 12.5
 

@@ -20,21 +20,22 @@ import pytest
 from conftest import LocalHTTPServer, Recorded
 
 from tracecheck.config import load_settings
-from tracecheck.latency.report import (
-    ENDPOINT_COLUMNS,
-    SUMMARY_COLUMNS,
-    ApiserverReport,
-    apiserver_endpoint,
-    apiserver_report,
-    bucket_width,
+from tracecheck.latency.charts import (
     chart_delays,
     chart_errors,
     chart_latency,
-    histogram_quantile,
     render_html,
     write_html,
     write_png,
 )
+from tracecheck.latency.histograms import apiserver_endpoint, bucket_width, histogram_quantile
+from tracecheck.latency.report import (
+    ENDPOINT_COLUMNS,
+    SUMMARY_COLUMNS,
+    ApiserverReport,
+    apiserver_report,
+)
+from tracecheck.output import render_table
 from tracecheck.polling import FakeClock
 
 NOW = 1_750_000_000.0
@@ -348,7 +349,7 @@ def test_table_and_renderers(report: ApiserverReport, tmp_path: Any) -> None:
     assert table.columns == SUMMARY_COLUMNS
     assert [r["endpoint"] for r in table.rows] == [PODS, NODE]  # busiest first
     assert report.table(full=True).columns == ENDPOINT_COLUMNS
-    text = table.render("table")
+    text = render_table(table, "table")
     assert "interpolated inside histogram buckets" in text
     page = render_html(report)
     images = re.findall(r"src='data:image/png;base64,([^']+)'", page)

@@ -21,7 +21,8 @@ from tracecheck.config import Settings, load_settings
 from tracecheck.errors import ExitCode, Unreachable
 from tracecheck.polling import FakeClock
 from tracecheck.results import Status
-from tracecheck.smoke.engine import SmokeContext, default_checks, smoke
+from tracecheck.smoke.engine import SmokeContext
+from tracecheck.smoke.plan import default_checks, smoke
 from tracecheck.smoke.synth import RUN_ID_ATTRIBUTE
 
 TEMPO_BUCKETS = [0.002 * 2**i for i in range(14)] + [float("inf")]

@@ -4,18 +4,15 @@ message, with the line and the field (rules: apiserver-tracing.md §2, §8; comp
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from tracecheck.errors import ConfigError, ExitCode
-from tracecheck.stack.tracingconfig import (
-    Finding,
-    check_tracing_config,
-    check_tracing_config_text,
-    has_errors,
-    render_findings,
-)
+from tracecheck.output import render_findings
+from tracecheck.results import Finding, has_errors
+from tracecheck.stack.tracingconfig import check_tracing_config, check_tracing_config_text
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "stack" / "apiserver" / "tracing-config.yaml"
@@ -26,9 +23,9 @@ HEAD = "apiVersion: apiserver.config.k8s.io/v1\nkind: TracingConfiguration\n"
 def test_the_shipped_file_passes_without_findings() -> None:
     findings = check_tracing_config(SHIPPED)
     assert findings == []
-    assert render_findings(findings, "tracing-config.yaml") == (
-        "tracing-config.yaml: OK (a valid TracingConfiguration)"
-    )
+    assert render_findings(
+        findings, "table", "tracing-config.yaml", what="TracingConfiguration"
+    ) == ("tracing-config.yaml: OK (a valid TracingConfiguration)")
 
 
 @pytest.mark.parametrize(
@@ -208,10 +205,10 @@ def test_several_problems_come_in_line_order_and_render_one_per_line(tmp_path: P
         (4, "samplingRatePerMillion"),
         (5, "extra"),
     ]
-    text = render_findings(findings, str(path)).splitlines()
+    text = render_findings(findings, "table", str(path)).splitlines()
     assert text[0].startswith(f"{path}:3: error: endpoint: ")
     assert text[-1] == f"{path}: 3 error(s), 0 warning(s)"
-    assert findings[2].to_json() == {
+    assert json.loads(render_findings(findings, "json"))[2] == {
         "level": "error",
         "line": 5,
         "field": "extra",
@@ -240,4 +237,4 @@ def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
 def test_a_binary_file_is_a_finding(tmp_path: Path) -> None:
     path = tmp_path / "bin.yaml"
     path.write_bytes(b"\xff\xfe\x00kind")
-    assert check_tracing_config(path) == [Finding("error", 1, "(file)", "not UTF-8 text")]
+    assert check_tracing_config(path) == [Finding("error", "(file)", "not UTF-8 text", line=1)]

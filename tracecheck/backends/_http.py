@@ -58,10 +58,12 @@ from tracecheck.errors import (
 __all__ = [
     "COLLECTOR_MAX_BYTES",
     "DEFAULT_MAX_BYTES",
+    "BuildInfo",
     "Endpoint",
     "EndpointSettings",
     "HTTPBackend",
     "Reply",
+    "buildinfo_from",
     "check_url",
     "connect_cause",
     "is_transient",
@@ -214,6 +216,27 @@ def _os_reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc)
+
+
+@dataclass(frozen=True, slots=True)
+class BuildInfo:
+    """A server's build: ``/api/status/buildinfo`` (Tempo) or ``/api/v1/status/buildinfo``
+    (Prometheus), both in Prometheus's ``PrometheusVersion`` JSON shape."""
+
+    version: str
+    revision: str
+    branch: str
+    go_version: str
+
+
+def buildinfo_from(data: Mapping[str, Any]) -> BuildInfo:
+    """A :class:`BuildInfo` from the ``PrometheusVersion`` JSON shape (Tempo and Prometheus)."""
+    return BuildInfo(
+        version=str(data.get("version", "")),
+        revision=str(data.get("revision", "")),
+        branch=str(data.get("branch", "")),
+        go_version=str(data.get("goVersion", "")),
+    )
 
 
 @dataclass(frozen=True, slots=True)

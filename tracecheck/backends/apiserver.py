@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from tracecheck.backends._http import connect_cause
-from tracecheck.config import ApiserverSettings
+from tracecheck.config import ApiserverSettings, resolve_kubeconfig
 from tracecheck.errors import (
     AuthError,
     BackendError,
@@ -92,27 +92,6 @@ _MAX_BODY = 4 * 1024 * 1024
 
 
 # -- credentials -----------------------------------------------------------------------------
-
-
-def resolve_kubeconfig(
-    explicit: str, env: Mapping[str, str], local_kubeconfig: Path | None
-) -> str | None:
-    """Which kubeconfig to use; None means "none: use the in-cluster service account".
-
-    In order: ``explicit`` (``--kubeconfig``), ``KUBECONFIG`` from ``env`` (may be a
-    ``:``-separated list, as kubectl reads it), ``local_kubeconfig`` (the local pipeline's) if
-    that file exists, ``~/.kube/config`` (``HOME`` from ``env``) if it exists. The CLI passes
-    ``os.environ``; core code never reads the environment itself (STYLE 7).
-    """
-    if explicit:
-        return explicit
-    if env.get("KUBECONFIG", "").strip(":"):
-        return env["KUBECONFIG"]
-    if local_kubeconfig is not None and local_kubeconfig.is_file():
-        return str(local_kubeconfig)
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    default = home / ".kube" / "config"
-    return str(default) if default.is_file() else None
 
 
 @dataclass(frozen=True, slots=True)

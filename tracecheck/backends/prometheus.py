@@ -17,7 +17,9 @@ The response envelope is kept whole (facts from shared/reference/prometheus-api.
   flags instead (§2, §3.6);
 * label names outside the legacy charset must be ``U__``-escaped in the label-values path (§3.1).
 
-Queries are POSTed as forms, so long PromQL never hits URL length limits.
+Queries are POSTed as forms, so long PromQL never hits URL length limits. How much a counter
+rose since a baseline is read from raw samples (:func:`counter_snapshot`,
+:func:`counter_increase`), so a restarted writer or clock skew can neither hide nor fake a rise.
 """
 
 from __future__ import annotations
@@ -26,12 +28,11 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
-from tracecheck.backends._http import Endpoint, HTTPBackend, Reply
-from tracecheck.backends.tempo import BuildInfo, buildinfo_from
+from tracecheck.backends._http import BuildInfo, Endpoint, HTTPBackend, Reply, buildinfo_from
 from tracecheck.config import PrometheusSettings
 from tracecheck.errors import (
     BackendError,
@@ -44,12 +45,16 @@ from tracecheck.errors import (
 __all__ = [
     "MAX_POINTS",
     "BuildInfo",
+    "CounterSnapshot",
     "Exemplar",
     "ExemplarSeries",
     "PrometheusClient",
     "QueryResult",
     "RangeSeries",
     "Sample",
+    "SeriesKey",
+    "counter_increase",
+    "counter_snapshot",
     "escape_label_name",
 ]
 
@@ -440,3 +445,71 @@ def escape_label_name(name: str) -> str:
         else:
             out.append(f"_{ord(char):x}_")
     return "".join(out)
+
+
+# -- counter increases ----------------------------------------------------------------------------
+
+
+class PromQuerier(Protocol):
+    """What the counter functions need: an instant query (a fake in tests)."""
+
+    def query(
+        self, query: str, *, at: float | None = ..., timeout: float | None = ...
+    ) -> QueryResult: ...
+
+
+SeriesKey = frozenset[tuple[str, str]]
+
+#: How far back the baseline looks for a series' last sample (Prometheus's default lookback).
+LOOKBACK_S = 300
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSnapshot:
+    selector: str
+    taken_at: float  # unix seconds (tracecheck's clock) when the baseline was read
+    last: Mapping[SeriesKey, tuple[float, float]]  # per series: (sample timestamp, value)
+
+
+def _key(labels: Mapping[str, str]) -> SeriesKey:
+    return frozenset(labels.items())
+
+
+def counter_snapshot(
+    prom: PromQuerier, selector: str, *, now: float, timeout: float | None = None
+) -> CounterSnapshot:
+    """The last sample of every series matching ``selector`` (a plain series selector)."""
+    result = prom.query(f"{selector}[{LOOKBACK_S}s]", timeout=timeout)
+    last = {_key(s.labels): s.points[-1] for s in result.series if s.points}
+    return CounterSnapshot(selector, now, last)
+
+
+def counter_increase(
+    prom: PromQuerier, base: CounterSnapshot, *, now: float, timeout: float | None = None
+) -> dict[SeriesKey, float]:
+    """Per series, how much it rose after ``base`` (series new since then start from 0).
+
+    Robust to resets and to clock skew. An instant query gives a counter's latest value, which
+    is not enough: when the writer (Tempo's metrics-generator, a collector connector) restarts,
+    or drops and recreates a series, the series starts again from 0 under the same labels, and
+    "after - before" can read 0 or less although the spans were counted. So both the baseline
+    (:func:`counter_snapshot`) and this reading fetch the raw samples (``selector[window]``),
+    and the increase is summed sample by sample after the baseline's last sample, a drop
+    counting as a reset (the new value is all increase), as PromQL's ``increase()`` does but
+    without its extrapolation. Samples are compared by their own timestamps, written by the
+    generator's clock, so skew between that clock and tracecheck's does not matter.
+    """
+    window = max(60, math.ceil(now - base.taken_at) + 60)
+    result = prom.query(f"{base.selector}[{window}s]", timeout=timeout)
+    out: dict[SeriesKey, float] = {}
+    for s in result.series:
+        key = _key(s.labels)
+        t0, prev = base.last.get(key, (-math.inf, 0.0))
+        rose = 0.0
+        for t, v in s.points:
+            if t <= t0:
+                continue
+            rose += v - prev if v >= prev else v
+            prev = v
+        out[key] = rose
+    return out

@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 import httpx
 
-from tracecheck.backends._http import Endpoint, HTTPBackend, Reply
+from tracecheck.backends._http import BuildInfo, Endpoint, HTTPBackend, Reply, buildinfo_from
 from tracecheck.backends.exposition import Exposition
 from tracecheck.config import TempoSettings
 from tracecheck.errors import NotReady, QueryError
@@ -180,16 +180,6 @@ class SearchResult:
         """The hit with this trace ID (any spelling, compared as bytes), or None."""
         wanted = parse_trace_id(trace_id)
         return next((t for t in self.traces if t.trace_id == wanted), None)
-
-
-@dataclass(frozen=True, slots=True)
-class BuildInfo:
-    """``/api/status/buildinfo`` (Tempo) or ``/api/v1/status/buildinfo`` (Prometheus)."""
-
-    version: str
-    revision: str
-    branch: str
-    go_version: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,16 +506,6 @@ class TempoClient(HTTPBackend):
                 reply.address, f"expected a JSON object, got {type(data).__name__}"
             )
         return data
-
-
-def buildinfo_from(data: Mapping[str, Any]) -> BuildInfo:
-    """A BuildInfo from Prometheus's ``PrometheusVersion`` JSON shape (Tempo and Prometheus)."""
-    return BuildInfo(
-        version=str(data.get("version", "")),
-        revision=str(data.get("revision", "")),
-        branch=str(data.get("branch", "")),
-        go_version=str(data.get("goVersion", "")),
-    )
 
 
 def _window(

@@ -41,12 +41,11 @@ from tracecheck.errors import ConfigError, QueryError
 from tracecheck.query.adhoc import (
     DEFAULT_MAX_ROWS,
     PromQuerier,
-    ResultTable,
     TempoQuerier,
-    limit_rows,
     run_promql,
     run_traceql,
 )
+from tracecheck.results import ResultTable, limit_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from importlib.resources.abc import Traversable

@@ -38,15 +38,17 @@ import contextlib
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tracecheck.backends.prometheus import CounterSnapshot, counter_increase, counter_snapshot
 from tracecheck.config import Settings
-from tracecheck.errors import AuthError, BackendError, HTTPStatusError, UsageError
-from tracecheck.polling import Clock, Probe, SystemClock
-from tracecheck.results import CheckResult, Report, Status
-from tracecheck.smoke.engine import Check, Progress, SmokeContext, span_metric_families
+from tracecheck.errors import AuthError, BackendError, HTTPStatusError
+from tracecheck.polling import Probe
+from tracecheck.results import CheckResult, Status
+from tracecheck.smoke.engine import Check, SmokeContext
+from tracecheck.smoke.pipeline_checks import span_metric_families
 from tracecheck.spanmetrics import Naming, quote
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,7 +66,6 @@ __all__ = [
     "checks",
     "implied_rate",
     "leg_ids",
-    "probe",
 ]
 
 #: Key of the apiserver latency table in ``SmokeContext.tables`` / ``Report.tables``.
@@ -675,21 +676,17 @@ class ApiserverSpanMetrics(Check):
         return fam.selector(fam.calls, SERVICE, span_kind="SPAN_KIND_SERVER")
 
     def before_send(self, ctx: SmokeContext) -> None:
-        from tracecheck.backends import counters
-
         timeout = ctx.settings.deadlines.preflight
         prom = ctx.prometheus()
         # Raw samples, not instant values: robust to a generator restart
-        # (tracecheck.backends.counters).
+        # (tracecheck.backends.prometheus.counter_increase).
         ctx.values["apiserver_span_metrics_baseline"] = {
-            fam: counters.snapshot(prom, self._query(fam), now=ctx.clock.time(), timeout=timeout)
+            fam: counter_snapshot(prom, self._query(fam), now=ctx.clock.time(), timeout=timeout)
             for fam in span_metric_families(ctx)
         }
 
     def run(self, ctx: SmokeContext) -> CheckResult:
-        from tracecheck.backends import counters
-
-        base: dict[Naming, counters.CounterSnapshot] = ctx.values["apiserver_span_metrics_baseline"]
+        base: dict[Naming, CounterSnapshot] = ctx.values["apiserver_span_metrics_baseline"]
         prom = ctx.prometheus()
         records = _records(ctx)
         trusted = _mode(ctx).trusted
@@ -700,7 +697,7 @@ class ApiserverSpanMetrics(Check):
         def probe(timeout: float) -> Probe[tuple[Naming, float, int]]:
             seen = []
             for fam, before in base.items():
-                per_series = counters.increase(prom, before, now=ctx.clock.time(), timeout=timeout)
+                per_series = counter_increase(prom, before, now=ctx.clock.time(), timeout=timeout)
                 rose = sum(per_series.values())
                 seen.append(f"{fam.calls} +{rose:g} ({len(per_series)} series)")
                 if rose >= expected:
@@ -740,7 +737,8 @@ def checks(
     *,
     writes_namespace: str | None = None,
 ) -> list[Check]:
-    """The apiserver checks for the smoke plan (``tracecheck.smoke.engine.EXTENSIONS``)."""
+    """The apiserver leg, in display order (:func:`tracecheck.smoke.plan.default_checks`
+    lists it after the pipeline checks)."""
     via_tempo = settings.smoke.span_metrics_naming != "otel"
     return [
         ApiserverReachable(),
@@ -748,54 +746,3 @@ def checks(
         ApiserverTrace(),
         ApiserverSpanMetrics(via_tempo=via_tempo),
     ]
-
-
-def probe(
-    settings: Settings,
-    *,
-    requests: int | None = None,
-    paths: Sequence[str] = (),
-    allow_writes: bool = False,
-    namespace: str | None = None,
-    clock: Clock | None = None,
-    progress: Callable[[Progress], None] | None = None,
-    context: SmokeContext | None = None,
-) -> Report:
-    """``tracecheck apiserver probe``: the apiserver leg on its own (Tempo and Prometheus
-    preflights plus the four apiserver checks), read-only unless ``allow_writes``.
-
-    ``requests`` overrides ``apiserver.requests`` (traced requests; the burst in link mode is at
-    least ``apiserver.burst``), ``paths`` the paths requested. ``allow_writes`` with
-    ``namespace`` also creates and deletes a ConfigMap there, so write paths (``POST``,
-    ``DELETE``, etcd ``Txn``) are traced too. The report's tables hold the apiserver latency
-    table; its exit code follows the usual rules.
-
-    >>> report = probe(load_settings(), requests=8)            # doctest: +SKIP
-    >>> report.result("apiserver.trace").status, report.tables["apiserver_latency"][:1]
-    """
-    from tracecheck.smoke.engine import PrometheusPreflight, TempoPreflight, smoke
-
-    if allow_writes and not namespace:
-        raise UsageError("apiserver", "--allow-writes", "needs --namespace NS (where to write)")
-    if namespace and not allow_writes:
-        raise UsageError("apiserver", "--namespace", "only used with --allow-writes")
-    if requests is not None and requests < 1:
-        raise UsageError("apiserver", "--requests", f"must be at least 1, not {requests}")
-    if any(not p.startswith("/") for p in paths):
-        bad = next(p for p in paths if not p.startswith("/"))
-        raise UsageError("apiserver", "--path", f"{bad!r} must start with /")
-    changes: dict[str, Any] = {"smoke.only": (), "smoke.skip": ()}
-    if requests is not None:
-        changes["apiserver.requests"] = requests
-    if paths:
-        changes["apiserver.paths"] = tuple(paths)
-    settings = settings.replace(**changes)
-    plan: list[Check] = [TempoPreflight(), PrometheusPreflight()]
-    plan += checks(settings, writes_namespace=namespace if allow_writes else None)
-    ctx = context or SmokeContext(settings, clock or SystemClock())
-    ctx.settings = settings  # a given context runs with the probe's settings too
-    report = smoke(settings, progress=progress, checks=plan, context=ctx)
-    # No synthetic trace here: the report's trace is the apiserver leg's.
-    return replace(
-        report, trace_id=str(ctx.target.get("apiserver_trace_id", "")), command="apiserver probe"
-    )

@@ -28,13 +28,12 @@ Every finding carries the line and the field::
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from tracecheck.errors import ConfigError
+from tracecheck.results import Finding, Level, has_errors
 
 __all__ = [
     "API_GROUP",
@@ -44,7 +43,6 @@ __all__ = [
     "check_tracing_config",
     "check_tracing_config_text",
     "has_errors",
-    "render_findings",
 ]
 
 API_GROUP = "apiserver.config.k8s.io"
@@ -58,33 +56,9 @@ _SCHEMES = ("dns", "unix", "unix-abstract")
 # Names only cluster DNS resolves; the apiserver's host-network resolv.conf does not (§8).
 _CLUSTER_DNS = re.compile(r"(^|\.)(svc|cluster\.local)\.?$|\.svc\.", re.IGNORECASE)
 
-Level = Literal["error", "warning"]
 
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One problem; ``line`` is 1-based and ``field`` names the key.
-
-    ``level`` is ``error`` when kube-apiserver refuses the file or can never export with it,
-    ``warning`` when it starts but may trace nothing or export nowhere.
-    """
-
-    level: Level
-    line: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.level}: {self.field}: {self.message}"
-
-    def to_json(self) -> dict[str, Any]:
-        """``{"level", "line", "field", "message"}`` for ``--output json``."""
-        return {
-            "level": self.level,
-            "line": self.line,
-            "field": self.field,
-            "message": self.message,
-        }
+def _finding(level: Level, line: int, field: str, message: str) -> Finding:
+    return Finding(level, field, message, line=line)
 
 
 def check_tracing_config(path: str | Path) -> list[Finding]:
@@ -101,7 +75,7 @@ def check_tracing_config(path: str | Path) -> list[Finding]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return [Finding("error", 1, "(file)", "not UTF-8 text")]
+        return [_finding("error", 1, "(file)", "not UTF-8 text")]
     return check_tracing_config_text(text)
 
 
@@ -114,15 +88,15 @@ def check_tracing_config_text(text: str) -> list[Finding]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
-        return [Finding("error", line, "(file)", f"not valid YAML: {exc.problem or exc}")]
+        return [_finding("error", line, "(file)", f"not valid YAML: {exc.problem or exc}")]
     except yaml.YAMLError as exc:
-        return [Finding("error", 1, "(file)", f"not valid YAML: {exc}")]
+        return [_finding("error", 1, "(file)", f"not valid YAML: {exc}")]
     if not docs:
-        return [Finding("error", 1, "(file)", "empty: apiVersion and kind are required")]
+        return [_finding("error", 1, "(file)", "empty: apiVersion and kind are required")]
     findings: list[Finding] = []
     if len(docs) > 1:
         findings.append(
-            Finding(
+            _finding(
                 "error",
                 _line(docs[1]),
                 "(file)",
@@ -131,25 +105,6 @@ def check_tracing_config_text(text: str) -> list[Finding]:
         )
     findings += _check_document(docs[0])
     return sorted(findings, key=lambda f: (f.line, f.level != "error"))
-
-
-def has_errors(findings: Sequence[Finding]) -> bool:
-    """Whether any finding is an error (the CLI exits 4 then; warnings alone exit 0)."""
-    return any(f.level == "error" for f in findings)
-
-
-def render_findings(findings: Sequence[Finding], path: str = "") -> str:
-    """Text for the terminal: one ``FILE:LINE: level: field: message`` per finding and a
-    summary line (``FILE: OK`` when there is nothing to say)."""
-    where = path or "tracing config"
-    lines = [f"{where}:{f.line}: {f.level}: {f.field}: {f.message}" for f in findings]
-    errors = sum(f.level == "error" for f in findings)
-    warnings = len(findings) - errors
-    if not findings:
-        lines.append(f"{where}: OK (a valid TracingConfiguration)")
-    else:
-        lines.append(f"{where}: {errors} error(s), {warnings} warning(s)")
-    return "\n".join(lines)
 
 
 # -- the document -------------------------------------------------------------------------------
@@ -172,7 +127,7 @@ def _check_document(doc: Any) -> list[Finding]:
 
     if not isinstance(doc, yaml.MappingNode):
         return [
-            Finding(
+            _finding(
                 "error",
                 _line(doc),
                 "(document)",
@@ -186,11 +141,11 @@ def _check_document(doc: Any) -> list[Finding]:
         line = _line(key_node)
         key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
         if not isinstance(key, str):
-            findings.append(Finding("error", line, "(key)", "field names must be strings"))
+            findings.append(_finding("error", line, "(key)", "field names must be strings"))
             continue
         if key in seen:
             findings.append(
-                Finding(
+                _finding(
                     "error",
                     line,
                     key,
@@ -200,7 +155,7 @@ def _check_document(doc: Any) -> list[Finding]:
             continue
         seen[key] = line
         if key not in FIELDS:
-            findings.append(Finding("error", line, key, _unknown(key)))
+            findings.append(_finding("error", line, key, _unknown(key)))
             continue
         values[key] = value_node
     findings += _check_type_meta(doc, values)
@@ -233,13 +188,13 @@ def _check_type_meta(doc: Any, values: dict[str, Any]) -> list[Finding]:
     out: list[Finding] = []
     kind_node = values.get("kind")
     if kind_node is None:
-        out.append(Finding("error", _line(doc), "kind", "missing; must be TracingConfiguration"))
+        out.append(_finding("error", _line(doc), "kind", "missing; must be TracingConfiguration"))
     else:
         kind = _scalar_text(kind_node)
         if kind != "TracingConfiguration":
             shown = repr(kind) if kind is not None else "not a string"
             out.append(
-                Finding(
+                _finding(
                     "error",
                     _line(kind_node),
                     "kind",
@@ -249,7 +204,7 @@ def _check_type_meta(doc: Any, values: dict[str, Any]) -> list[Finding]:
     version_node = values.get("apiVersion")
     accepted = ", ".join(API_VERSIONS)
     if version_node is None:
-        out.append(Finding("error", _line(doc), "apiVersion", f"missing; one of {accepted}"))
+        out.append(_finding("error", _line(doc), "apiVersion", f"missing; one of {accepted}"))
     else:
         version = _scalar_text(version_node)
         if version not in API_VERSIONS:
@@ -257,7 +212,7 @@ def _check_type_meta(doc: Any, values: dict[str, Any]) -> list[Finding]:
             why = f"{shown} is not decoded by kube-apiserver; one of {accepted}"
             if version is not None and version.startswith(f"{API_GROUP}/"):
                 why += " (v1 needs Kubernetes 1.34+)"
-            out.append(Finding("error", _line(version_node), "apiVersion", why))
+            out.append(_finding("error", _line(version_node), "apiVersion", why))
     return out
 
 
@@ -271,19 +226,19 @@ def _check_rate(doc: Any, node: Any) -> list[Finding]:
     )
     if node is None or (isinstance(node, yaml.ScalarNode) and _value(node) is None):
         line = _line(doc) if node is None else _line(node)
-        return [Finding("warning", line, field, f"unset: {unset}")]
+        return [_finding("warning", line, field, f"unset: {unset}")]
     line = _line(node)
     value = _value(node) if isinstance(node, yaml.ScalarNode) else None
     if isinstance(value, bool) or not isinstance(value, int):
         shown = f"{value!r}" if isinstance(node, yaml.ScalarNode) else "a YAML collection"
-        return [Finding("error", line, field, f"{shown} is not an integer (int32, 0..1000000)")]
+        return [_finding("error", line, field, f"{shown} is not an integer (int32, 0..1000000)")]
     if value < 0:
-        return [Finding("error", line, field, f"{value}: sampling rate must not be negative")]
+        return [_finding("error", line, field, f"{value}: sampling rate must not be negative")]
     if value > MAX_RATE:
         why = "more than one million per million" if value <= _INT32_MAX else "overflows int32"
-        return [Finding("error", line, field, f"{value}: {why}; at most 1000000 (every request)")]
+        return [_finding("error", line, field, f"{value}: {why}; at most 1000000 (every request)")]
     if value == 0:
-        return [Finding("warning", line, field, f"0: {unset}")]
+        return [_finding("warning", line, field, f"0: {unset}")]
     return []
 
 
@@ -297,9 +252,9 @@ def _check_endpoint(node: Any) -> list[Finding]:
     endpoint = _scalar_text(node)
     if endpoint is None:
         shown = repr(_value(node)) if isinstance(node, yaml.ScalarNode) else "a YAML collection"
-        return [Finding("error", line, field, f"{shown} is not a string (a gRPC target)")]
+        return [_finding("error", line, field, f"{shown} is not a string (a gRPC target)")]
     if not endpoint.strip():
-        return [Finding("error", line, field, "empty; unset it to use localhost:4317")]
+        return [_finding("error", line, field, "empty; unset it to use localhost:4317")]
     if endpoint.lower().startswith(("unix:", "unix-abstract:")):
         return []  # gRPC's unix targets, also the single-slash unix:/path and unix:relative forms
     # component-base validateEndpoint: no "//" means a DNS target.
@@ -308,7 +263,7 @@ def _check_endpoint(node: Any) -> list[Finding]:
     try:
         parts = urlsplit(target)
     except ValueError as exc:
-        return [Finding("error", line, field, f"{endpoint!r} is not a valid gRPC target: {exc}")]
+        return [_finding("error", line, field, f"{endpoint!r} is not a valid gRPC target: {exc}")]
     scheme = parts.scheme
     if scheme not in _SCHEMES:
         where = parts.netloc or "host:4317"
@@ -316,7 +271,7 @@ def _check_endpoint(node: Any) -> list[Finding]:
         if scheme in ("http", "https", "grpc", "grpcs"):
             hint = f"; the exporter speaks plaintext OTLP/gRPC: write {where} or dns:///{where}"
         return [
-            Finding(
+            _finding(
                 "error",
                 line,
                 field,
@@ -329,7 +284,7 @@ def _check_endpoint(node: Any) -> list[Finding]:
     if explicit and not parts.path.strip("/"):
         # gRPC reads dns://X as "resolver X, no target": the dial fails at every export.
         return [
-            Finding(
+            _finding(
                 "error",
                 line,
                 field,
@@ -342,13 +297,13 @@ def _check_endpoint(node: Any) -> list[Finding]:
         hp = urlsplit("dns://" + host_port)
         host, port = hp.hostname or "", hp.port
     except ValueError as exc:
-        return [Finding("error", line, field, f"{endpoint!r}: {exc}")]
+        return [_finding("error", line, field, f"{endpoint!r}: {exc}")]
     out: list[Finding] = []
     if not host:
-        out.append(Finding("error", line, field, f"{endpoint!r} names no host"))
+        out.append(_finding("error", line, field, f"{endpoint!r} names no host"))
     elif port is None:
         out.append(
-            Finding(
+            _finding(
                 "warning",
                 line,
                 field,
@@ -358,7 +313,7 @@ def _check_endpoint(node: Any) -> list[Finding]:
         )
     if host and _CLUSTER_DNS.search(host):
         out.append(
-            Finding(
+            _finding(
                 "warning",
                 line,
                 field,

@@ -2,39 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
+from tracecheck.config import default_cache_dir, default_state_dir
 from tracecheck.errors import ConfigError
 
 __all__ = ["default_cache_dir", "default_state_dir", "find_repo_root"]
-
-
-def _home(env: Mapping[str, str]) -> Path:
-    home = env.get("HOME")
-    return Path(home) if home else Path.home()
-
-
-def default_state_dir(env: Mapping[str, str]) -> Path:
-    """``$TRACECHECK_STATE_DIR``, else ``${XDG_STATE_HOME:-~/.local/state}/tracecheck/local``.
-
-    Logs, pid records, PKI, the kubeconfig, rendered configs and data dirs all live under it.
-    """
-    if env.get("TRACECHECK_STATE_DIR"):
-        return Path(env["TRACECHECK_STATE_DIR"]).expanduser()
-    base = env.get("XDG_STATE_HOME") or str(_home(env) / ".local" / "state")
-    return Path(base).expanduser() / "tracecheck" / "local"
-
-
-def default_cache_dir(env: Mapping[str, str]) -> Path:
-    """``$TRACECHECK_CACHE_DIR``, else ``${XDG_CACHE_HOME:-~/.cache}/tracecheck``.
-
-    Built binaries go to ``<cache>/bin/<component>-<version>-<hash12>/``, outside the repository.
-    """
-    if env.get("TRACECHECK_CACHE_DIR"):
-        return Path(env["TRACECHECK_CACHE_DIR"]).expanduser()
-    base = env.get("XDG_CACHE_HOME") or str(_home(env) / ".cache")
-    return Path(base).expanduser() / "tracecheck"
 
 
 def _is_root(path: Path) -> bool:
