@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tracecheck.backends import Backends
 from tracecheck.backends.apiserver import ApiReply, Credentials, ServerVersion, UserInfo
 from tracecheck.backends.prometheus import QueryResult, RangeSeries
 from tracecheck.backends.tempo import (
@@ -211,10 +212,15 @@ def settings(**env: str) -> Settings:
 
 def run_probe(world: World, s: Settings | None = None, **kw: Any) -> Report:
     s = s or settings()
-    ctx = SmokeContext(s, world.clock, workers=1)
-    for role in ("apiserver", "tempo", "prometheus"):
-        ctx.set_client(role, world)
-    return probe(s, context=ctx, **kw)
+    fake: Any = world  # one fake answers as the apiserver, Tempo and Prometheus
+    backends = Backends(s, apiserver=fake, tempo=fake, prometheus=fake)
+    return probe(
+        s,
+        clock=world.clock,
+        backends=backends,
+        context=SmokeContext(s, world.clock, workers=1, backends=backends),
+        **kw,
+    )
 
 
 def statuses(report: Report) -> dict[str, Status]:

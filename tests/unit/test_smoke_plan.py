@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pytest
 
+from tracecheck.backends import Backends
+from tracecheck.backends.collector import PipelineCounters
 from tracecheck.backends.prometheus import Exemplar, ExemplarSeries, QueryResult, RangeSeries
 from tracecheck.backends.tempo import BuildInfo, SearchResult, Span, SpanSet, Trace, TraceSummary
 from tracecheck.config import Settings, load_settings
@@ -109,8 +111,8 @@ class Pipeline:
         self.counters.sent += n
         return Export(protocol or "grpc", "localhost:4317", n, rejected_spans=self.rejected)
 
-    def counters_now(self) -> Counters:
-        return replace(self.counters)
+    def counters_now(self) -> PipelineCounters:
+        return PipelineCounters(**asdict(self.counters))
 
     # -- tempo
     def visible(self, delay: float) -> list[Span]:
@@ -206,12 +208,10 @@ class Pipeline:
         spans = self.visible(self.metrics_delay)
         if not spans or not self.exemplar_storage:
             return ()
-        tid = spans[0].trace_id.hex().lstrip("0")
-        return (
-            ExemplarSeries(
-                {"service": "tracecheck-server"}, (Exemplar({"traceID": tid}, 0.19, 0.0),)
-            ),
-        )
+        # One exemplar per trace seen (Prometheus keeps the latest few per series).
+        tids = dict.fromkeys(s.trace_id.hex().lstrip("0") for s in spans)
+        exemplars = tuple(Exemplar({"traceID": tid}, 0.19, 0.0) for tid in tids)
+        return (ExemplarSeries({"service": "tracecheck-server"}, exemplars),)
 
 
 class Shim:
@@ -233,9 +233,13 @@ class Shim:
 
 def run(p: Pipeline, settings: Settings | None = None) -> Any:
     settings = settings or load_settings(env={"TRACECHECK_SMOKE_SEED": "1234"})
-    ctx = SmokeContext(settings, p.clock, workers=1)
-    for role in ("collector", "tempo", "prometheus"):
-        ctx.set_client(role, Shim(p, role))
+    backends = Backends(
+        settings,
+        collector=Shim(p, "collector"),  # type: ignore[arg-type]
+        tempo=Shim(p, "tempo"),  # type: ignore[arg-type]
+        prometheus=Shim(p, "prometheus"),  # type: ignore[arg-type]
+    )
+    ctx = SmokeContext(settings, p.clock, workers=1, backends=backends)
     checks = [c for c in default_checks(settings) if c.group != "apiserver"]
     return smoke(settings, context=ctx, checks=checks)
 
@@ -339,3 +343,25 @@ def test_skip_a_requirement_skips_its_dependents() -> None:
         in report.result("prometheus.span_metrics").detail
     )
     assert report.result("tempo.trace_by_id").status is Status.PASS
+
+
+def test_runs_sharing_their_clients_start_from_fresh_baselines() -> None:
+    """A watch loop runs the plan again and again over the same clients: each run has its own
+    seed, trace and baselines, so the second run's increase counts only its own spans."""
+    p = Pipeline(FakeClock())
+    settings = load_settings()  # no fixed seed: each run derives one from the clock
+    shims = {role: Shim(p, role) for role in ("collector", "tempo", "prometheus")}
+    backends = Backends(settings, **shims)  # type: ignore[arg-type]
+    checks = [c for c in default_checks(settings) if c.group != "apiserver"]
+    reports = []
+    for _ in range(2):
+        ctx = SmokeContext(settings, p.clock, workers=1, backends=backends)
+        reports.append(smoke(settings, context=ctx, checks=checks))
+        p.clock.advance(120)
+    first, second = reports
+    assert first.run_id != second.run_id and first.trace_id != second.trace_id
+    for report in reports:
+        assert report.exit_code == ExitCode.OK, [(r.name, r.detail) for r in report.results]
+        assert "+4 (expected 4)" in report.result("prometheus.span_metrics").detail
+    # The clients belong to the caller: a run does not take them away.
+    assert backends.tempo() is shims["tempo"]

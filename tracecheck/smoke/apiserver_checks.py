@@ -39,20 +39,19 @@ import math
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tracecheck.backends.prometheus import CounterSnapshot, counter_increase, counter_snapshot
+from tracecheck.backends.prometheus import counter_increase, counter_snapshot
 from tracecheck.config import Settings
 from tracecheck.errors import AuthError, BackendError, HTTPStatusError
 from tracecheck.polling import Probe
 from tracecheck.results import CheckResult, Status
-from tracecheck.smoke.engine import Check, SmokeContext
-from tracecheck.smoke.pipeline_checks import span_metric_families
+from tracecheck.smoke.engine import Check, RequestRecord, Sent, SmokeContext
+from tracecheck.smoke.pipeline_checks import CallsBaseline, span_metric_families
 from tracecheck.spanmetrics import Naming, quote
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tracecheck.backends.apiserver import ApiserverClient, TrustMode, UserInfo
+    from tracecheck.backends.apiserver import TrustMode, UserInfo
     from tracecheck.backends.tempo import Span, TempoClient
 
 __all__ = [
@@ -100,33 +99,6 @@ def leg_ids(seed: int, count: int) -> tuple[bytes, tuple[bytes, ...]]:
     return trace_id, tuple(nonzero(8) for _ in range(count))
 
 
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """One traced request as sent: our parent span ID and what the apiserver answered."""
-
-    method: str
-    path: str
-    span_id: bytes
-    status: int
-    audit_id: str
-    started: float  # unix seconds
-    elapsed: float  # seconds
-    message: str = ""  # the apiserver's Status message for a 4xx/5xx
-
-    def label(self) -> str:
-        return f"{self.method} {self.path}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "path": self.path,
-            "span_id": self.span_id.hex(),
-            "status": self.status,
-            "audit_id": self.audit_id,
-            "elapsed_ms": round(self.elapsed * 1000, 3),
-        }
-
-
 def implied_rate(found: int, sent: int, z: float = 1.96) -> tuple[float, float, float]:
     """``(rate, low, high)`` per million: found/sent and its Wilson score interval (95 %)."""
     if sent <= 0:
@@ -141,34 +113,11 @@ def implied_rate(found: int, sent: int, z: float = 1.96) -> tuple[float, float, 
 # -- shared helpers ----------------------------------------------------------------------------
 
 
-def _client(ctx: SmokeContext) -> ApiserverClient:
-    """The run's apiserver client (built on first use; ``ctx.set_client("apiserver", c)``
-    injects one). Credentials come from ``settings.apiserver.kubeconfig``, which the CLI fills
-    with :func:`tracecheck.backends.apiserver.resolve_kubeconfig`; empty means the local pipeline's
-    kubeconfig if it exists, else ``~/.kube/config``, else the in-cluster service account."""
-
-    def make() -> ApiserverClient:
-        from tracecheck.backends.apiserver import ApiserverClient, resolve_kubeconfig
-        from tracecheck.stack.local.paths import default_state_dir
-
-        s = ctx.settings.apiserver
-        # No environment here (STYLE 7): without a kubeconfig from the caller, look where the
-        # local pipeline keeps its kubeconfig by default, then ~/.kube/config.
-        local = default_state_dir({}) / "kubeconfig"
-        path = resolve_kubeconfig(s.kubeconfig, {}, local)
-        return ApiserverClient.from_settings(s, kubeconfig=path)
-
-    return ctx.client("apiserver", make)
-
-
 def _mode(ctx: SmokeContext) -> TrustMode:
-    mode: TrustMode = ctx.values["apiserver_mode"]
-    return mode
-
-
-def _records(ctx: SmokeContext) -> list[RequestRecord]:
-    records: list[RequestRecord] = ctx.values.get("apiserver_requests", [])
-    return records
+    """The trust mode apiserver.reachable decided (every later check requires it)."""
+    if ctx.apiserver.mode is None:
+        raise RuntimeError("apiserver.reachable has not decided the trust mode")
+    return ctx.apiserver.mode
 
 
 def _statuses(records: Sequence[RequestRecord]) -> str:
@@ -193,7 +142,7 @@ class ApiserverReachable(Check):
     def run(self, ctx: SmokeContext) -> CheckResult:
         from tracecheck.backends.apiserver import trust_mode
 
-        api = _client(ctx)
+        api = ctx.apiserver_client()
         left = self.budget(ctx)  # the three calls share the preflight deadline
         ready = api.readyz(timeout=left())
         version = api.version(timeout=left())
@@ -205,7 +154,7 @@ class ApiserverReachable(Check):
             # 403 (RBAC without system:basic-user) or 404 (no SelfSubjectReview before 1.27).
             note = f"SelfSubjectReview failed: {exc.cause}"
         mode = trust_mode(user, version, note)
-        ctx.values.update(apiserver_mode=mode, apiserver_user=user)
+        ctx.apiserver.mode, ctx.apiserver.user = mode, user
         creds = api.credentials
         ctx.target.update(
             {
@@ -262,7 +211,7 @@ class ApiserverRequests(Check):
         ]
         if self.writes_namespace:
             ns = self.writes_namespace
-            name = f"tracecheck-probe-{ctx.values.get('seed', 0) % 10**12:012d}"
+            name = f"tracecheck-probe-{ctx.seed % 10**12:012d}"
             body = {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
@@ -279,16 +228,16 @@ class ApiserverRequests(Check):
     def run(self, ctx: SmokeContext) -> CheckResult:
         from tracecheck.backends.apiserver import traceparent
 
-        api = _client(ctx)
+        api = ctx.apiserver_client()
         mode = _mode(ctx)
         plan = self.plan(ctx)
-        trace_id, span_ids = leg_ids(int(ctx.values.get("seed", 0)), len(plan))
-        ctx.values["apiserver_trace_id"] = trace_id
+        leg = ctx.apiserver
+        trace_id, span_ids = leg_ids(ctx.seed, len(plan))
+        leg.trace_id = trace_id
         ctx.target["apiserver_trace_id"] = trace_id.hex()
-        ctx.values["apiserver_started_wall"] = ctx.clock.time()
+        leg.started = ctx.clock.time()
         timeout = ctx.settings.apiserver.timeout
-        records: list[RequestRecord] = []
-        ctx.values["apiserver_requests"] = records
+        records = leg.requests
         for (method, path, body), span_id in zip(plan, span_ids, strict=True):
             started = ctx.clock.time()
             reply = api.send(
@@ -310,8 +259,7 @@ class ApiserverRequests(Check):
                     message=reply.message,
                 )
             )
-        ctx.values["apiserver_sent_mono"] = ctx.clock.monotonic()
-        ctx.values["apiserver_sent_wall"] = ctx.clock.time()
+        leg.sent = Sent(ctx.clock.monotonic(), ctx.clock.time())
         header = f"traceparent 00-{trace_id.hex()}-<span>-01"
         why = "trusted: each must come back as a child span" if mode.trusted else (
             f"a burst of {len(records)}: the apiserver samples an untrusted caller's requests"
@@ -347,7 +295,7 @@ class ApiserverRequests(Check):
 
 
 def _refused_hint(ctx: SmokeContext, refused: Sequence[RequestRecord]) -> str:
-    user: UserInfo | None = ctx.values.get("apiserver_user")
+    user = ctx.apiserver.user
     who = f"user {user.username!r}" if user is not None else "the credential"
     parts = []
     if any(r.status == 403 for r in refused):
@@ -376,7 +324,10 @@ class ApiserverTrace(Check):
     name = "apiserver.trace"
     title = "Tempo holds the apiserver's spans for our requests (parent/child, or link/audit-id)"
     hop = "apiserver -> collector -> tempo"
-    sent_key = "apiserver_sent_mono"
+
+    def sent(self, ctx: SmokeContext) -> Sent | None:
+        return ctx.apiserver.sent
+
     requires = ("apiserver.requests", "preflight.tempo")
     deadline_key = "apiserver_trace"
     error_hint = "Tempo's API failed while polling for the apiserver's spans"
@@ -387,20 +338,20 @@ class ApiserverTrace(Check):
         return self._link(ctx)
 
     def _window(self, ctx: SmokeContext) -> tuple[float, float]:
-        started: float = ctx.values["apiserver_started_wall"]
+        started = ctx.apiserver.started or ctx.clock.time()
         return started - 600, ctx.clock.time() + 600
 
     def _fresh(self, ctx: SmokeContext, span: Span) -> bool:
         # With a fixed --seed the IDs repeat across runs: only spans of this run count.
-        started: float = ctx.values["apiserver_started_wall"]
+        started = ctx.apiserver.started or ctx.clock.time()
         return span.start_ns >= (started - 5.0) * 1e9
 
     # -- parent/child -----------------------------------------------------------------------
 
     def _parent_child(self, ctx: SmokeContext) -> CheckResult:
         tempo = ctx.tempo()
-        records = _records(ctx)
-        trace_id: bytes = ctx.values["apiserver_trace_id"]
+        records = ctx.apiserver.requests
+        trace_id = ctx.apiserver.trace_id
         start, end = self._window(ctx)
         by_parent = {r.span_id: r for r in records}
         # What the last answer held: a failed poll returns no value, but a FAIL must still
@@ -494,8 +445,8 @@ class ApiserverTrace(Check):
 
     def _link(self, ctx: SmokeContext) -> CheckResult:
         tempo = ctx.tempo()
-        records = _records(ctx)
-        trace_id: bytes = ctx.values["apiserver_trace_id"]
+        records = ctx.apiserver.requests
+        trace_id = ctx.apiserver.trace_id
         start, end = self._window(ctx)
         by_span = {r.span_id: r for r in records}
         by_audit = {r.audit_id: r for r in records if r.audit_id}
@@ -582,9 +533,9 @@ class ApiserverTrace(Check):
             f"matched by link span ID / Audit-Id; implied sampling rate ≈ {rate:,.0f} per "
             f"million (95 % interval {round(low, -3):,.0f}-{round(high, -3):,.0f})"
         )
-        sent: float | None = ctx.values.get("apiserver_sent_mono")
+        sent = ctx.apiserver.sent
         # The delay is until the first traced request was visible, not until the count settled.
-        delay = max(0.0, first_seen[0] - sent) if first_seen and sent is not None else None
+        delay = max(0.0, first_seen[0] - sent.mono) if first_seen and sent is not None else None
         if n:
             return self.result(
                 Status.PASS,
@@ -663,7 +614,10 @@ class ApiserverSpanMetrics(Check):
     name = "apiserver.span_metrics"
     title = 'span-metrics for service="apiserver" present and rising in Prometheus'
     hop = "apiserver spans -> metrics-generator -> prometheus"
-    sent_key = "apiserver_sent_mono"
+
+    def sent(self, ctx: SmokeContext) -> Sent | None:
+        return ctx.apiserver.sent
+
     deadline_key = "span_metrics"
     error_hint = "Prometheus's query API failed while polling"
 
@@ -675,20 +629,22 @@ class ApiserverSpanMetrics(Check):
     def _query(self, fam: Naming) -> str:
         return fam.selector(fam.calls, SERVICE, span_kind="SPAN_KIND_SERVER")
 
-    def before_send(self, ctx: SmokeContext) -> None:
+    def before_send(self, ctx: SmokeContext) -> CallsBaseline:
         timeout = ctx.settings.deadlines.preflight
         prom = ctx.prometheus()
         # Raw samples, not instant values: robust to a generator restart
         # (tracecheck.backends.prometheus.counter_increase).
-        ctx.values["apiserver_span_metrics_baseline"] = {
-            fam: counter_snapshot(prom, self._query(fam), now=ctx.clock.time(), timeout=timeout)
-            for fam in span_metric_families(ctx)
-        }
+        return CallsBaseline(
+            {
+                fam: counter_snapshot(prom, self._query(fam), now=ctx.clock.time(), timeout=timeout)
+                for fam in span_metric_families(ctx)
+            }
+        )
 
     def run(self, ctx: SmokeContext) -> CheckResult:
-        base: dict[Naming, CounterSnapshot] = ctx.values["apiserver_span_metrics_baseline"]
+        base = ctx.baseline(self, CallsBaseline).per_family
         prom = ctx.prometheus()
-        records = _records(ctx)
+        records = ctx.apiserver.requests
         trusted = _mode(ctx).trusted
         # Trusted: every request is traced, so the SERVER-span counter must rise by at least
         # their number. Link mode: only sampled requests count (the apiserver's own traffic too).

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from tracecheck._version import __version__
+from tracecheck.backends import Backends
 from tracecheck.config import Settings
 from tracecheck.errors import BackendError, UsageError
 from tracecheck.polling import Clock, PollOutcome, Probe, SystemClock, poll_until
@@ -32,15 +33,20 @@ from tracecheck.results import CheckResult, Report, Status
 from tracecheck.smoke.synth import SyntheticTrace
 
 if TYPE_CHECKING:  # pragma: no cover
+    from tracecheck.backends.apiserver import ApiserverClient, TrustMode, UserInfo
     from tracecheck.backends.collector import CollectorClient
     from tracecheck.backends.prometheus import PrometheusClient
     from tracecheck.backends.tempo import TempoClient
+    from tracecheck.spanmetrics import Naming
 
 __all__ = [
     "MIN_REQUEST_TIMEOUT",
     "STAGES",
+    "ApiserverLeg",
     "Check",
     "Progress",
+    "RequestRecord",
+    "Sent",
     "SmokeContext",
     "run_checks",
     "run_plan",
@@ -64,72 +70,131 @@ class Progress:
     deadline: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """When a leg's data left tracecheck: ``mono`` (monotonic, delays count from it) and
+    ``wall`` (unix seconds, for the report)."""
+
+    mono: float
+    wall: float
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One traced request of the apiserver leg as sent: our parent span ID and the answer."""
+
+    method: str
+    path: str
+    span_id: bytes
+    status: int
+    audit_id: str
+    started: float  # unix seconds
+    elapsed: float  # seconds
+    message: str = ""  # the apiserver's Status message for a 4xx/5xx
+
+    def label(self) -> str:
+        return f"{self.method} {self.path}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "path": self.path,
+            "span_id": self.span_id.hex(),
+            "status": self.status,
+            "audit_id": self.audit_id,
+            "elapsed_ms": round(self.elapsed * 1000, 3),
+        }
+
+
+@dataclass
+class ApiserverLeg:
+    """What the apiserver checks hand each other (set by the check named on each line)."""
+
+    mode: TrustMode | None = None  # apiserver.reachable: how our traceparent is treated
+    user: UserInfo | None = None  # apiserver.reachable: who we are (None: unknown)
+    trace_id: bytes = b""  # apiserver.requests: the leg's own trace ID
+    started: float | None = None  # apiserver.requests: unix time the first request went out
+    requests: list[RequestRecord] = field(default_factory=list)  # apiserver.requests
+    sent: Sent | None = None  # apiserver.requests: when the last answer came back
+
+
+def _no_progress(event: Progress) -> None:
+    pass
+
+
 @dataclass
 class SmokeContext:
-    """What checks share during one run: settings, clock, clients, facts, results."""
+    """One run's shared state: settings, clock, the backend clients, and what the checks hand
+    each other, each a typed field set by the check its comment names.
+
+    A new context is a fresh run: fresh baselines, a new seed (unless ``smoke.seed`` fixes
+    it). ``backends`` may be shared between runs; the clients it opened are closed at the end
+    of the run unless it was passed in (then its owner closes them).
+    """
 
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
-    progress: Callable[[Progress], None] = lambda p: None
-    values: dict[str, Any] = field(default_factory=dict)
-    results: dict[str, CheckResult] = field(default_factory=dict)
-    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    target: dict[str, Any] = field(default_factory=dict)
+    progress: Callable[[Progress], None] = _no_progress
+    backends: Backends | None = None
     #: Threads per stage; 1 runs checks one after another (deterministic, for tests).
     workers: int = 16
-    _clients: dict[str, Any] = field(default_factory=dict)
+
+    seed: int = 0  # run_plan: settings.smoke.seed, else derived from the clock
+    trace: SyntheticTrace | None = None  # send (or given beforehand)
+    sent: Sent | None = None  # send: when the collector accepted the synthetic trace
+    exemplar_storage: bool | None = None  # preflight.prometheus (None: could not tell)
+    span_metric_families: tuple[Naming, ...] | None = None  # the first span-metrics check
+    apiserver: ApiserverLeg = field(default_factory=ApiserverLeg)
+    #: What each check's ``before_send`` returned, by check name (see :meth:`baseline`).
+    baselines: dict[str, object] = field(default_factory=dict)
+    #: A backend error a check's ``before_send`` raised: the check ends as an ERROR with it.
+    baseline_errors: dict[str, BackendError] = field(default_factory=dict)
+    results: dict[str, CheckResult] = field(default_factory=dict)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    target: dict[str, Any] = field(default_factory=dict)  # the report's "target" section
+    _own_backends: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    # Clients are created on first use, so a run that skips a backend never touches it.
+    def __post_init__(self) -> None:
+        if self.backends is None:
+            self.backends = Backends(self.settings, clock=self.clock)
+            self._own_backends = True
+
+    # Clients are opened on first use, so a run that skips a backend never touches it.
     def collector(self) -> CollectorClient:
-        def make() -> CollectorClient:
-            from tracecheck.backends.collector import CollectorClient
-
-            return CollectorClient(self.settings.collector, clock=self.clock)
-
-        return self.client("collector", make)
+        return self._backends.collector()
 
     def tempo(self) -> TempoClient:
-        def make() -> TempoClient:
-            from tracecheck.backends.tempo import TempoClient
-
-            return TempoClient(self.settings.tempo)
-
-        return self.client("tempo", make)
+        return self._backends.tempo()
 
     def prometheus(self) -> PrometheusClient:
-        def make() -> PrometheusClient:
-            from tracecheck.backends.prometheus import PrometheusClient
+        return self._backends.prometheus()
 
-            return PrometheusClient(self.settings.prometheus)
-
-        return self.client("prometheus", make)
-
-    def client(self, name: str, make: Callable[[], T]) -> T:
-        """The client called ``name``, built by ``make`` on first use and closed at the end."""
-        with self._lock:
-            if name not in self._clients:
-                self._clients[name] = make()
-            client: T = self._clients[name]
-            return client
-
-    def set_client(self, name: str, client: Any) -> None:
-        """Inject a client (tests, or a caller that already holds one)."""
-        with self._lock:
-            self._clients[name] = client
-
-    def close(self) -> None:
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            close = getattr(client, "close", None)
-            if close is not None:
-                close()
+    def apiserver_client(self) -> ApiserverClient:
+        return self._backends.apiserver()
 
     @property
-    def trace(self) -> SyntheticTrace:
-        trace: SyntheticTrace = self.values["trace"]
-        return trace
+    def _backends(self) -> Backends:
+        assert self.backends is not None  # set in __post_init__
+        return self.backends
+
+    def close(self) -> None:
+        """Close the clients this run opened (not those of a ``backends`` passed in)."""
+        if self._own_backends:
+            self._backends.close()
+
+    def synthetic(self) -> SyntheticTrace:
+        """The synthetic trace (a check that needs it requires ``send``, which sets it)."""
+        if self.trace is None:
+            raise RuntimeError("no synthetic trace: a check needing it ran before send")
+        return self.trace
+
+    def baseline(self, check: Check, kind: type[T]) -> T:
+        """The baseline ``check.before_send`` returned, checked to be a ``kind``."""
+        value = self.baselines.get(check.name)
+        if not isinstance(value, kind):
+            raise RuntimeError(f"{check.name}: no {kind.__name__} baseline (got {value!r})")
+        return value
 
 
 class Check:
@@ -145,8 +210,6 @@ class Check:
     deadline_key: ClassVar[str | None] = None
     #: What to look at when the check cannot reach its backend.
     error_hint: ClassVar[str] = ""
-    #: ``ctx.values`` key of the monotonic time its data was sent: delays count from there.
-    sent_key: ClassVar[str] = "sent_mono"
 
     @property
     def group(self) -> str:
@@ -158,8 +221,16 @@ class Check:
         value: float = getattr(ctx.settings.deadlines, self.deadline_key)
         return value
 
-    def before_send(self, ctx: SmokeContext) -> None:
-        """Take baselines before the send stage (runs only if ``requires`` passed so far)."""
+    def before_send(self, ctx: SmokeContext) -> object:
+        """Take a baseline before the send stage (runs only if ``requires`` passed so far).
+
+        What it returns is kept as this check's baseline (:meth:`SmokeContext.baseline`);
+        None means "no baseline"."""
+        return None
+
+    def sent(self, ctx: SmokeContext) -> Sent | None:
+        """When the data this check looks for was sent: delays count from there."""
+        return ctx.sent
 
     def run(self, ctx: SmokeContext) -> CheckResult:
         raise NotImplementedError
@@ -228,10 +299,10 @@ class Check:
 
     def delay(self, ctx: SmokeContext, outcome: PollOutcome[Any]) -> float | None:
         """Seconds from the end of the send to the first poll that saw the data."""
-        sent: float | None = ctx.values.get(self.sent_key)
+        sent = self.sent(ctx)
         if outcome.found_at is None or sent is None:
             return None
-        return max(0.0, outcome.found_at - sent)
+        return max(0.0, outcome.found_at - sent.mono)
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,9 +370,14 @@ def _blocked(check: Check, ctx: SmokeContext, names: set[str]) -> str | None:
 
 def _baseline(check: Check, ctx: SmokeContext) -> None:
     try:
-        check.before_send(ctx)
+        value = check.before_send(ctx)
     except BackendError as exc:
-        ctx.values[f"baseline_error:{check.name}"] = exc
+        with ctx._lock:
+            ctx.baseline_errors[check.name] = exc
+        return
+    if value is not None:
+        with ctx._lock:
+            ctx.baselines[check.name] = value
 
 
 def _run_one(check: Check, ctx: SmokeContext, names: set[str]) -> CheckResult:
@@ -316,7 +392,7 @@ def _execute(check: Check, ctx: SmokeContext) -> CheckResult:
     ctx.progress(Progress(check.name, "start", check.title, 0.0, check.deadline(ctx)))
     started = ctx.clock.monotonic()
     try:
-        err = ctx.values.get(f"baseline_error:{check.name}")
+        err = ctx.baseline_errors.get(check.name)
         if err is not None:
             raise err
         result = check.run(ctx)
@@ -345,21 +421,24 @@ def run_plan(
     *,
     clock: Clock | None = None,
     progress: Callable[[Progress], None] | None = None,
+    backends: Backends | None = None,
     context: SmokeContext | None = None,
 ) -> Report:
     """Run ``checks`` (narrowed by ``settings.smoke.only``/``skip``) and return the report.
 
-    The checks not selected are in the report as SKIP, in the order given. ``context`` carries
-    injected clients and the run's state; a new one (fresh baselines) is made when None.
+    The checks not selected are in the report as SKIP, in the order given. Each call is a
+    fresh run (new baselines, a new seed unless ``smoke.seed`` fixes it); ``backends`` lets
+    runs share their clients (a watch loop), ``clock`` injects time. ``context`` is a run's
+    state prepared by the caller (tests); when given, ``clock`` and ``backends`` are its own.
     """
-    ctx = context or SmokeContext(settings, clock or SystemClock())
+    ctx = context or SmokeContext(settings, clock or SystemClock(), backends=backends)
     if progress is not None:
         ctx.progress = progress
     every = list(checks)
     plan = select_checks(every, settings.smoke.only, settings.smoke.skip)
     started = ctx.clock.time()
-    seed = settings.smoke.seed or int(ctx.clock.time() * 1e6)
-    ctx.values.setdefault("seed", seed)
+    if not ctx.seed:
+        ctx.seed = settings.smoke.seed or int(ctx.clock.time() * 1e6)
     ctx.target.update(
         {
             "collector": settings.collector.endpoint
@@ -380,7 +459,7 @@ def run_plan(
         else c.result(Status.SKIP, "not selected (--only/--skip)")
         for c in every
     )
-    trace: SyntheticTrace | None = ctx.values.get("trace")
+    trace = ctx.trace
     report = Report(
         run_id=trace.run_id if trace else "",
         trace_id=trace.trace_id_hex if trace else "",

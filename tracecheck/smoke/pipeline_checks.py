@@ -20,18 +20,20 @@ prometheus.service_graph   verify     the service-graph edge client -> server ro
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
+from tracecheck.backends.collector import PipelineCounters
 from tracecheck.backends.prometheus import (
     CounterSnapshot,
     SeriesKey,
     counter_increase,
     counter_snapshot,
 )
+from tracecheck.config import Settings
 from tracecheck.errors import BackendError
 from tracecheck.polling import Probe
 from tracecheck.results import CheckResult, Status
-from tracecheck.smoke.engine import Check, SmokeContext
+from tracecheck.smoke.engine import Check, Sent, SmokeContext
 from tracecheck.smoke.synth import RUN_ID_ATTRIBUTE, build_trace, compare_trace
 from tracecheck.spanmetrics import (
     NAMES_REGEX,
@@ -41,11 +43,8 @@ from tracecheck.spanmetrics import (
     quote,
 )
 
-if TYPE_CHECKING:  # pragma: no cover
-    from tracecheck.backends.collector import PipelineCounters
-    from tracecheck.config import Settings
-
 __all__ = [
+    "CallsBaseline",
     "CollectorExported",
     "CollectorPreflight",
     "Exemplars",
@@ -53,6 +52,7 @@ __all__ = [
     "SendTrace",
     "ServiceGraph",
     "SpanMetrics",
+    "SpanMetricsBaseline",
     "TempoPreflight",
     "TempoSearch",
     "TempoTraceById",
@@ -119,7 +119,7 @@ class PrometheusPreflight(Check):
         prom.ready(timeout=left())
         version = prom.buildinfo(timeout=left()).version
         exemplars = prom.exemplar_storage_enabled(timeout=left())
-        ctx.values["exemplar_storage"] = exemplars
+        ctx.exemplar_storage = exemplars
         ctx.target["prometheus_version"] = version
         state = {True: "on", False: "OFF", None: "unknown"}[exemplars]
         return self.result(
@@ -144,27 +144,26 @@ class SendTrace(Check):
 
     def run(self, ctx: SmokeContext) -> CheckResult:
         s = ctx.settings
-        trace = ctx.values.get("trace")
+        trace = ctx.trace
         if trace is None:
             trace = build_trace(
-                seed=ctx.values["seed"],
+                seed=ctx.seed,
                 end_ns=int(ctx.clock.time() * 1e9),
                 client_service=s.smoke.client_service,
                 server_service=s.smoke.server_service,
             )
-            ctx.values["trace"] = trace
+            ctx.trace = trace
         result = ctx.collector().export(
             trace.to_otlp(), protocol=s.collector.protocol, timeout=self.deadline(ctx)
         )
-        ctx.values["sent_mono"] = ctx.clock.monotonic()
-        ctx.values["sent_wall"] = ctx.clock.time()
+        ctx.sent = sent = Sent(ctx.clock.monotonic(), ctx.clock.time())
         data = {
             "protocol": result.protocol,
             "spans": result.spans,
             "attempts": result.attempts,
             "rejected_spans": result.rejected_spans,
             # unix time the export returned: delays of later checks are counted from here
-            "sent_at": round(ctx.values["sent_wall"], 6),
+            "sent_at": round(sent.wall, 6),
         }
         detail = (
             f"{result.spans} spans over {result.protocol} to {result.address} "
@@ -202,17 +201,16 @@ class CollectorExported(Check):
     deadline_key = "trace_by_id"
     error_hint = "the collector's self-metrics endpoint (8888) is not reachable"
 
-    def before_send(self, ctx: SmokeContext) -> None:
-        if ctx.settings.collector.metrics_url:
-            ctx.values["collector_counters"] = ctx.collector().counters(
-                timeout=ctx.settings.deadlines.preflight
-            )
+    def before_send(self, ctx: SmokeContext) -> PipelineCounters | None:
+        if not ctx.settings.collector.metrics_url:
+            return None
+        return ctx.collector().counters(timeout=ctx.settings.deadlines.preflight)
 
     def run(self, ctx: SmokeContext) -> CheckResult:
-        before: PipelineCounters | None = ctx.values.get("collector_counters")
-        if not ctx.settings.collector.metrics_url or before is None:
+        if not ctx.settings.collector.metrics_url:
             return self.result(Status.SKIP, "collector.metrics_url is not set")
-        expected = len(ctx.trace.spans)
+        before = ctx.baseline(self, PipelineCounters)
+        expected = len(ctx.synthetic().spans)
         collector = ctx.collector()
 
         def probe(timeout: float) -> Probe[PipelineCounters]:
@@ -252,7 +250,7 @@ class TempoTraceById(Check):
     error_hint = "Tempo's query API failed while polling for the trace"
 
     def run(self, ctx: SmokeContext) -> CheckResult:
-        trace = ctx.trace
+        trace = ctx.synthetic()
         tempo = ctx.tempo()
         # A ±10 min window around the trace (tempo-api.md §17 point 3).
         start = trace.start_ns / 1e9 - 600
@@ -302,7 +300,7 @@ class TempoSearch(Check):
     error_hint = "Tempo's search API failed while polling"
 
     def run(self, ctx: SmokeContext) -> CheckResult:
-        trace = ctx.trace
+        trace = ctx.synthetic()
         tempo = ctx.tempo()
         query = f"{{ span.{RUN_ID_ATTRIBUTE} = {quote(trace.run_id)} }}"
         start = int(trace.start_ns / 1e9) - 300
@@ -336,10 +334,25 @@ class TempoSearch(Check):
         return self.result(Status.FAIL, f"{query}: {outcome.seen}", hint=hint, **measured)
 
 
+@dataclass(frozen=True, slots=True)
+class SpanMetricsBaseline:
+    """``prometheus.span_metrics``'s baseline: per name family, the calls counter and the
+    latency buckets of the synthetic SERVER span."""
+
+    per_family: Mapping[Naming, tuple[CounterSnapshot, CounterSnapshot]]
+
+
+@dataclass(frozen=True, slots=True)
+class CallsBaseline:
+    """A baseline of one calls counter per name family (the apiserver's span-metrics)."""
+
+    per_family: Mapping[Naming, CounterSnapshot]
+
+
 def span_metric_families(ctx: SmokeContext) -> tuple[Naming, ...]:
     """The span-metric name families to watch (tracecheck.spanmetrics.candidates), asked of
     Prometheus once per run and shared by every check that reads span-metrics."""
-    cached: tuple[Naming, ...] | None = ctx.values.get("span_metric_families")
+    cached = ctx.span_metric_families
     if cached is None:
         names = ctx.prometheus().label_values(
             "__name__",
@@ -347,7 +360,7 @@ def span_metric_families(ctx: SmokeContext) -> tuple[Naming, ...]:
             timeout=ctx.settings.deadlines.preflight,
         )
         cached = candidates(names, ctx.settings.smoke.span_metrics_naming)
-        ctx.values["span_metric_families"] = cached
+        ctx.span_metric_families = cached
     return cached
 
 
@@ -392,17 +405,16 @@ class SpanMetrics(_PrometheusCheck):
         )
         return calls, buckets
 
-    def before_send(self, ctx: SmokeContext) -> None:
+    def before_send(self, ctx: SmokeContext) -> SpanMetricsBaseline:
         base = {}
         for fam in self.families(ctx):
             calls, buckets = self._queries(ctx, fam)
             base[fam] = (self.snapshot(ctx, calls), self.snapshot(ctx, buckets))
-        ctx.values["span_metrics_baseline"] = base
+        return SpanMetricsBaseline(base)
 
     def run(self, ctx: SmokeContext) -> CheckResult:
-        base: dict[Naming, tuple[CounterSnapshot, CounterSnapshot]]
-        base = ctx.values["span_metrics_baseline"]
-        trace = ctx.trace
+        base = ctx.baseline(self, SpanMetricsBaseline).per_family
+        trace = ctx.synthetic()
         expected = trace.count_for(ctx.settings.smoke.server_service)
         server = trace.span("server")
 
@@ -431,7 +443,6 @@ class SpanMetrics(_PrometheusCheck):
                 **measured,
             )
         fam, rose, deltas = outcome.value
-        ctx.values["span_metrics_family"] = fam
         ctx.target["span_metrics_naming"] = fam.flavour
         duration = server.duration_s
         first = min((le for le, d in deltas.items() if d >= 1), default=float("inf"))
@@ -483,14 +494,14 @@ class Exemplars(_PrometheusCheck):
     def run(self, ctx: SmokeContext) -> CheckResult:
         from tracecheck.ids import parse_trace_id
 
-        if ctx.values.get("exemplar_storage") is False:
+        if ctx.exemplar_storage is False:
             return self.result(
                 Status.WARN,
                 "Prometheus runs without exemplar storage, so exemplars are dropped silently; "
                 "start it with --enable-feature=exemplar-storage to verify them",
                 hint="enable exemplar storage on Prometheus",
             )
-        trace = ctx.trace
+        trace = ctx.synthetic()
         service = ctx.settings.smoke.server_service
         prom = ctx.prometheus()
         start = trace.start_ns / 1e9 - 60
@@ -519,7 +530,7 @@ class Exemplars(_PrometheusCheck):
                 f"{outcome.value.latency_bucket}: {outcome.seen}",
                 **measured,
             )
-        unknown = ctx.values.get("exemplar_storage") is None
+        unknown = ctx.exemplar_storage is None
         return self.result(
             Status.FAIL,
             f"{outcome.seen} after {outcome.elapsed:.1f} s",
@@ -554,11 +565,11 @@ class ServiceGraph(_PrometheusCheck):
             f"server={quote(s.server_service)}}}"
         )
 
-    def before_send(self, ctx: SmokeContext) -> None:
-        ctx.values["service_graph_baseline"] = self.snapshot(ctx, self._query(ctx))
+    def before_send(self, ctx: SmokeContext) -> CounterSnapshot:
+        return self.snapshot(ctx, self._query(ctx))
 
     def run(self, ctx: SmokeContext) -> CheckResult:
-        before = ctx.values["service_graph_baseline"]
+        before = ctx.baseline(self, CounterSnapshot)
         query = self._query(ctx)
 
         def probe(timeout: float) -> Probe[float]:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from tracecheck.backends import Backends
 from tracecheck.config import Settings
 from tracecheck.errors import UsageError
 from tracecheck.polling import Clock, SystemClock
@@ -34,15 +35,23 @@ def smoke(
     clock: Clock | None = None,
     progress: Callable[[Progress], None] | None = None,
     checks: Sequence[Check] | None = None,
+    backends: Backends | None = None,
     context: SmokeContext | None = None,
 ) -> Report:
     """Run ``tracecheck smoke`` and return its report (the CLI renders it and sets the exit code).
+
+    Each call is a fresh run: new baselines, a new synthetic trace (its seed from ``clock``
+    unless ``smoke.seed`` is set). A caller that runs it again and again (a watch loop) passes
+    the same ``backends`` to keep its connections, and may inject ``clock``. ``checks``
+    replaces the default plan (:func:`default_checks`).
 
     >>> report = smoke(load_settings())              # doctest: +SKIP
     >>> report.exit_code, report.result("tempo.search").status
     """
     plan = list(checks) if checks is not None else default_checks(settings)
-    return run_plan(settings, plan, clock=clock, progress=progress, context=context)
+    return run_plan(
+        settings, plan, clock=clock, progress=progress, backends=backends, context=context
+    )
 
 
 def probe(
@@ -54,6 +63,7 @@ def probe(
     namespace: str | None = None,
     clock: Clock | None = None,
     progress: Callable[[Progress], None] | None = None,
+    backends: Backends | None = None,
     context: SmokeContext | None = None,
 ) -> Report:
     """``tracecheck apiserver probe``: the apiserver leg on its own (Tempo and Prometheus
@@ -85,7 +95,7 @@ def probe(
     settings = settings.replace(**changes)
     plan: list[Check] = [TempoPreflight(), PrometheusPreflight()]
     plan += apiserver_checks(settings, writes_namespace=namespace if allow_writes else None)
-    ctx = context or SmokeContext(settings, clock or SystemClock())
+    ctx = context or SmokeContext(settings, clock or SystemClock(), backends=backends)
     ctx.settings = settings  # a given context runs with the probe's settings too
     report = run_plan(settings, plan, progress=progress, context=ctx)
     # No synthetic trace here: the report's trace is the apiserver leg's.
