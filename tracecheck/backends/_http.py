@@ -1,5 +1,7 @@
-"""Shared HTTP plumbing for the backend clients: one ``httpx.Client`` per endpoint, and the ONE
-place where foreign errors become tracecheck errors.
+"""The HTTP base every backend client sends through (Tempo, Prometheus, the collector's
+OTLP/HTTP, health and metrics endpoints, kube-apiserver): one ``httpx.Client`` per endpoint, a
+size cap and a whole-answer deadline on every read, and the ONE place where foreign errors
+become tracecheck errors.
 
 Translation (every message is ``<system> at <redacted URL>: <cause>``, one line):
 
@@ -25,6 +27,11 @@ Credentials never reach a message: addresses go through :func:`~tracecheck.error
 (no userinfo, no query string), headers are never printed, and every cause is scrubbed of the
 configured header values (and of a URL password, with the Basic credential built from it) in
 case a server echoes them back in an error body.
+
+What differs between clients is data on the :class:`Endpoint`, not code: the apiserver client
+gives the TLS context, proxy and SNI name kr8s resolved, a ``label`` (``https://host:6443
+(context viewer)``) that messages show instead of each request's URL, and its own wording for
+a plaintext peer.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import socket
 import ssl
 import time
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, Self
 from urllib.parse import unquote, urlsplit
@@ -56,8 +63,10 @@ from tracecheck.errors import (
 )
 
 __all__ = [
+    "ANY_STATUS",
     "COLLECTOR_MAX_BYTES",
     "DEFAULT_MAX_BYTES",
+    "PLAINTEXT_CAUSE",
     "BuildInfo",
     "Endpoint",
     "EndpointSettings",
@@ -76,6 +85,8 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 COLLECTOR_MAX_BYTES = 4 * 1024 * 1024
 
 _OK = range(200, 300)
+#: ``expect`` for a caller that handles every status itself (the apiserver's per-request data).
+ANY_STATUS = range(100, 600)
 
 
 class EndpointSettings(Protocol):
@@ -99,9 +110,19 @@ class EndpointSettings(Protocol):
     def timeout(self) -> float: ...
 
 
+#: What a TLS handshake against a plaintext port says, unless the endpoint words it itself.
+PLAINTEXT_CAUSE = "TLS handshake failed (is this a plaintext HTTP port?)"
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """How to reach one HTTP backend. ``tenant`` becomes ``X-Scope-OrgID``."""
+    """How to reach one HTTP backend. ``tenant`` becomes ``X-Scope-OrgID``.
+
+    TLS comes from ``ca_file``/``cert_file``/``key_file``, or ready-made from ``ssl_context``
+    (the apiserver's, built by kr8s). ``label`` replaces the request URL in messages;
+    ``plaintext_cause`` replaces :data:`PLAINTEXT_CAUSE`; ``sni_hostname`` is the TLS server
+    name when it differs from the URL's host (a kubeconfig's ``tls-server-name``).
+    """
 
     system: str
     url: str
@@ -113,6 +134,12 @@ class Endpoint:
     insecure_skip_verify: bool = False
     timeout: float = 10.0
     max_response_bytes: int = DEFAULT_MAX_BYTES
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    # A proxy URL may carry user:password@.
+    proxy: str = field(default="", repr=False)
+    sni_hostname: str = ""
+    label: str = ""
+    plaintext_cause: str = PLAINTEXT_CAUSE
 
     @classmethod
     def from_settings(
@@ -268,18 +295,22 @@ class HTTPBackend:
         _check_headers(self.system, self.address, headers)
         self._secrets = endpoint.secrets()
         verify: ssl.SSLContext | bool = True
-        if transport is None and (
-            urlsplit(endpoint.url).scheme == "https" or endpoint.ca_file or endpoint.cert_file
-        ):
+        if transport is not None:
+            pass  # the transport replaces the network, TLS included
+        elif endpoint.ssl_context is not None:
+            verify = endpoint.ssl_context
+        elif urlsplit(endpoint.url).scheme == "https" or endpoint.ca_file or endpoint.cert_file:
             verify = _ssl_context(endpoint, self.address)
+        self._extensions = {"sni_hostname": endpoint.sni_hostname} if endpoint.sni_hostname else {}
         self._client = httpx.Client(
             base_url=endpoint.url,
             headers=headers,
             verify=verify,
             timeout=endpoint.timeout,
             transport=transport,
+            proxy=endpoint.proxy or None,
             follow_redirects=False,
-            # Core code does not read the environment (STYLE 7): no proxy or CA variables.
+            # Core code does not read the environment: no proxy or CA variables from it.
             trust_env=False,
         )
 
@@ -309,6 +340,7 @@ class HTTPBackend:
         params: Mapping[str, Any] | None = None,
         data: Mapping[str, Any] | None = None,
         content: bytes | None = None,
+        json: Any = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         expect: Collection[int] = _OK,
@@ -316,9 +348,10 @@ class HTTPBackend:
         """Send one request and read the whole answer.
 
         ``path`` is joined to the base URL (or is an absolute URL). Statuses in ``expect`` are
-        returned; any other status raises (:class:`AuthError` for 401/403,
-        :class:`HTTPStatusError` otherwise). ``timeout`` overrides the endpoint's; each phase
-        (connect, send, first byte) and the whole body read are bounded by it.
+        returned (:data:`ANY_STATUS` returns every answer); any other status raises
+        (:class:`AuthError` for 401/403, :class:`HTTPStatusError` otherwise). ``timeout``
+        overrides the endpoint's; each phase (connect, send, first byte) and the whole body read
+        are bounded by it. ``json`` is sent as a JSON body.
         """
         limit = self.endpoint.timeout if timeout is None else timeout
         try:
@@ -328,14 +361,15 @@ class HTTPBackend:
                 params=params,
                 data=data,
                 content=content,
+                json=json,
                 headers=headers,
                 timeout=httpx.Timeout(max(limit, 0.001)),
+                extensions=self._extensions,
             )
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
-            raise ConfigError(
-                self.system, redact_url(str(path)), f"bad request URL: {exc}"
-            ) from None
-        address = redact_url(str(request.url))
+            shown = self.endpoint.label or redact_url(str(path))
+            raise ConfigError(self.system, shown, f"bad request URL: {exc}") from None
+        address = self.endpoint.label or redact_url(str(request.url))
         if limit <= 0:
             raise Unreachable(self.system, address, "deadline passed before the request was sent")
         started = time.monotonic()
@@ -346,7 +380,7 @@ class HTTPBackend:
             finally:
                 response.close()
         except httpx.HTTPError as exc:
-            raise self.transport_error(exc, address, limit) from exc
+            raise self.transport_error(exc, address, limit, url=str(request.url)) from exc
         reply = Reply(response.status_code, response.headers, body, address)
         if reply.status not in expect:
             raise self.status_error(reply)
@@ -439,13 +473,21 @@ class HTTPBackend:
             return AuthError(self.system, reply.address, f"{cause} ({what})")
         return HTTPStatusError(self.system, reply.address, cause, status=reply.status)
 
-    def transport_error(self, exc: httpx.HTTPError, address: str, limit: float) -> BackendError:
-        """Translate a transport failure (no HTTP answer at all)."""
+    def transport_error(
+        self, exc: httpx.HTTPError, address: str, limit: float, *, url: str = ""
+    ) -> BackendError:
+        """Translate a transport failure (no HTTP answer at all); ``url`` is the one requested
+        (for the host a failed name resolution names), ``address`` what the message shows."""
         system = self.system
         if isinstance(exc, httpx.TimeoutException):
             return mark_transient(Unreachable(system, address, f"no answer within {limit:.1f} s"))
+        if isinstance(exc, httpx.ProxyError):
+            return Unreachable(system, address, self.scrub(f"proxy failed: {_root(exc)}"))
         if isinstance(exc, httpx.ConnectError):
-            error = Unreachable(system, address, self.scrub(connect_cause(exc, address)))
+            cause = connect_cause(exc, url or address)
+            if cause == PLAINTEXT_CAUSE:
+                cause = self.endpoint.plaintext_cause
+            error = Unreachable(system, address, self.scrub(cause))
             refused = any(isinstance(e, ConnectionRefusedError) for e in _chain(exc))
             return mark_transient(error) if refused else error
         if isinstance(exc, httpx.RemoteProtocolError):
@@ -511,7 +553,7 @@ def connect_cause(exc: BaseException, address: str = "") -> str:
         if isinstance(link, ssl.SSLError):
             reason = (link.reason or "").upper()
             if reason in _PLAINTEXT_REASONS:
-                return "TLS handshake failed (is this a plaintext HTTP port?)"
+                return PLAINTEXT_CAUSE
             if reason in _CLIENT_CERT_REASONS:
                 return "TLS handshake failed (the server requires a client certificate?)"
             return f"TLS handshake failed: {link.reason or link}"

@@ -2,12 +2,14 @@
 
 Credentials come from a kubeconfig (``--kubeconfig``, else ``KUBECONFIG``, else the local
 pipeline's, else ``~/.kube/config``: :func:`resolve_kubeconfig`) and a context, or from the
-in-cluster service account. **kr8s** resolves them (client certificates, tokens, exec plugins
+in-cluster service account. **kr8s** resolves them (:mod:`~tracecheck.backends.credentials`;
+client certificates, tokens, exec plugins
 v1beta1/v1, OIDC id-tokens, the re-read service-account token; prometheus-api.md §10): this
 module takes the server URL, the TLS context, the bearer token, the SNI name and the proxy from
-it, and sends the requests itself, because a traced request needs its own ``traceparent``
-header and the ``Audit-Id`` response header (apiserver-tracing.md §4.3: kubectl sends no
-``traceparent``).
+it and sends the requests through the HTTP base every client shares
+(:class:`~tracecheck.backends._http.HTTPBackend`), not through kr8s's client, because a traced
+request needs its own ``traceparent`` header and the ``Audit-Id`` response header
+(apiserver-tracing.md §4.3: kubectl sends no ``traceparent``).
 
 Trust (§4): since Kubernetes 1.33 the apiserver honours an incoming ``traceparent`` only from
 users in ``system:masters`` or ``system:monitoring``; then a sampled (``-01``) parent is always
@@ -17,8 +19,10 @@ traced, as a child of the caller's span. Everyone else gets a new trace, sampled
 
 Failures map to :mod:`tracecheck.errors`, each one line naming the server and the context, never
 the secret: no kubeconfig, an unknown context, unusable credential data -> ConfigError (exit 4);
-connection refused, TLS against a plaintext port, timeout -> Unreachable (exit 3); 401 -> AuthError
-"the credential was rejected"; 403 -> AuthError naming the permission that is missing.
+connection refused, TLS against a plaintext port, timeout -> Unreachable (exit 3), translated
+by the HTTP base like every client's; 401 -> AuthError "the credential was rejected"; 403 ->
+AuthError naming the permission that is missing (what a status means to the apiserver is
+decided here).
 
 Example::
 
@@ -32,23 +36,21 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 import httpx
 
-from tracecheck.backends._http import connect_cause
+from tracecheck.backends._http import ANY_STATUS, Endpoint, HTTPBackend
+from tracecheck.backends.credentials import SERVICE_ACCOUNT_DIR, Credentials, load_credentials
 from tracecheck.config import ApiserverSettings, resolve_kubeconfig
 from tracecheck.errors import (
     AuthError,
@@ -57,7 +59,6 @@ from tracecheck.errors import (
     HTTPStatusError,
     NotReady,
     ProtocolError,
-    Unreachable,
     excerpt,
     one_line,
     redact_url,
@@ -65,6 +66,7 @@ from tracecheck.errors import (
 
 __all__ = [
     "PRIVILEGED_GROUPS",
+    "SERVICE_ACCOUNT_DIR",
     "SYSTEM",
     "TRUSTED_SINCE",
     "ApiReply",
@@ -85,258 +87,8 @@ SYSTEM = "apiserver"
 PRIVILEGED_GROUPS = ("system:masters", "system:monitoring")
 #: First minor release that honours a trusted caller's ``traceparent`` (§4.1).
 TRUSTED_SINCE = (1, 33)
-#: Where kr8s looks for the in-cluster service account.
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # Bodies kept from a reply: enough for version/whoami JSON and an error excerpt.
 _MAX_BODY = 4 * 1024 * 1024
-
-
-# -- credentials -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """A resolved identity for one apiserver. ``repr`` and messages never show the secret."""
-
-    server: str  # https://host:port
-    context: str  # kubeconfig context, or "in-cluster"
-    kubeconfig: str  # the kubeconfig path(s), "" in-cluster
-    method: str  # "client certificate", "bearer token", "exec plugin", "service account", ...
-    tls_server_name: str = ""
-    # A kubeconfig's proxy-url may carry user:password@, so it stays out of repr too.
-    proxy: str = field(default="", repr=False)
-    token: str = field(default="", repr=False)
-    ssl_context: ssl.SSLContext | bool = field(default=True, repr=False, compare=False)
-    #: Credentials that may change under us (exec plugin, service-account token): reload on 401.
-    renewable: bool = False
-
-    @property
-    def where(self) -> str:
-        """``https://host:6443 (context viewer)``: the address part of every message."""
-        return f"{redact_url(self.server)} (context {self.context})"
-
-
-def load_credentials(
-    kubeconfig: str | None,
-    context: str = "",
-    *,
-    service_account_dir: str = SERVICE_ACCOUNT_DIR,
-) -> Credentials:
-    """Resolve the server, TLS context and auth of ``context`` in ``kubeconfig`` through kr8s.
-
-    ``kubeconfig`` None means the in-cluster service account (kr8s reads its token and CA and
-    ``KUBERNETES_SERVICE_HOST``/``_PORT``). An unreadable or invalid kubeconfig, an unknown
-    context, a failing exec plugin or unloadable certificate data raise ConfigError naming the
-    file and the context, never the credential.
-    """
-    if kubeconfig is None:
-        return _load_in_cluster(service_account_dir)
-    declared, contexts, current = _read_kubeconfigs(kubeconfig)
-    chosen = context or current or (contexts[0] if contexts else "")
-    if not chosen:
-        raise ConfigError(SYSTEM, kubeconfig, "the kubeconfig has no contexts")
-    if chosen not in contexts:
-        listed = ", ".join(contexts) or "none"
-        why = "unknown context" if context else "current-context names a missing context"
-        raise ConfigError(SYSTEM, kubeconfig, f"{why} {chosen!r}; contexts: {listed}")
-    return _via_kr8s(kubeconfig, chosen, declared, service_account_dir)
-
-
-def _read_kubeconfigs(kubeconfig: str) -> tuple[set[str], list[str], str]:
-    """Check the file(s) ourselves, for precise errors (kr8s skips unreadable files silently).
-
-    Returns the file paths the kubeconfigs name (so kr8s's temporary copies of ``*-data`` can
-    be told apart), the context names, and the first file's current-context.
-    """
-    import yaml
-
-    paths = [p for p in kubeconfig.split(":") if p]
-    contexts: list[str] = []
-    declared: set[str] = set()
-    current = ""
-    readable = 0
-    for raw in paths:
-        path = Path(raw).expanduser()
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            continue  # kubectl skips missing files of a KUBECONFIG list too
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ConfigError(SYSTEM, str(path), f"cannot read the kubeconfig: {reason}") from None
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark is not None else ""
-            raise ConfigError(
-                SYSTEM, str(path), f"not a valid kubeconfig: bad YAML{where}"
-            ) from None
-        if doc is None:
-            continue
-        if not isinstance(doc, dict):
-            raise ConfigError(SYSTEM, str(path), "not a valid kubeconfig: not a YAML mapping")
-        readable += 1
-        # Like kubectl: the first file that sets current-context wins.
-        current = current or str(doc.get("current-context") or "")
-        for entry in doc.get("contexts") or []:
-            if isinstance(entry, dict) and entry.get("name") and entry["name"] not in contexts:
-                contexts.append(str(entry["name"]))
-        for section, keys in (
-            ("users", ("client-certificate", "client-key")),
-            ("clusters", ("certificate-authority",)),
-        ):
-            for entry in doc.get(section) or []:
-                body = entry.get(section[:-1]) if isinstance(entry, dict) else None
-                for key in keys:
-                    if isinstance(body, dict) and body.get(key):
-                        declared.add(str((path.parent / str(body[key])).resolve()))
-                        declared.add(str(Path(str(body[key])).resolve()))
-    if not readable:
-        raise ConfigError(SYSTEM, kubeconfig, "kubeconfig not found (or empty)")
-    return declared, contexts, current
-
-
-def _via_kr8s(
-    kubeconfig: str, context: str, declared: set[str], service_account_dir: str
-) -> Credentials:
-    import anyio
-    from kr8s._auth import KubeAuth  # kr8s's credential loader, without an API round trip
-
-    where = f"{kubeconfig} (context {context})"
-
-    made: list[Any] = []
-
-    async def resolve() -> tuple[Any, ssl.SSLContext | bool]:
-        # An explicit namespace keeps kr8s from reading current-context (a KeyError when the
-        # first file has none); requests here name their namespace in the path anyway.
-        auth: Any = KubeAuth(
-            kubeconfig=kubeconfig,
-            context=context,
-            serviceaccount=service_account_dir,
-            namespace="default",
-        )
-        made.append(auth)
-        await auth.reauthenticate()
-        return auth, await auth.ssl_context()
-
-    try:
-        auth, ssl_context = _run_kr8s(anyio.run, resolve, where)
-    finally:
-        for obj in made:
-            _cleanup(obj, declared)
-    user: Mapping[str, Any] = getattr(auth, "_user", {}) or {}
-    if auth.client_cert_file and auth.client_key_file:
-        method = "client certificate"
-    elif auth.token:
-        method = "bearer token"
-    else:
-        method = "none (anonymous)"
-    if "exec" in user:
-        method = f"exec plugin {Path(str(user['exec'].get('command', '?'))).name} ({method})"
-    elif "auth-provider" in user:
-        method = "OIDC id-token"
-    return Credentials(
-        server=str(auth.server),
-        context=context,
-        kubeconfig=kubeconfig,
-        method=method,
-        tls_server_name=str(auth.tls_server_name or ""),
-        proxy=str(auth.proxy or ""),
-        token=str(auth.token or "").strip(),
-        ssl_context=ssl_context,
-        renewable="exec" in user,
-    )
-
-
-def _load_in_cluster(service_account_dir: str) -> Credentials:
-    import anyio
-    from kr8s._auth import KubeAuth
-
-    where = f"in-cluster service account ({service_account_dir})"
-    if not Path(service_account_dir, "token").is_file():
-        raise ConfigError(
-            SYSTEM,
-            "credentials",
-            "no kubeconfig found (--kubeconfig, KUBECONFIG, the local pipeline's, ~/.kube/config) "
-            f"and no in-cluster service account at {service_account_dir}; "
-            "pass --kubeconfig, or skip this leg with --skip apiserver",
-        )
-
-    async def resolve() -> tuple[Any, ssl.SSLContext | bool]:
-        # A kubeconfig path that cannot exist makes kr8s go straight to the service account
-        # (it would otherwise read KUBECONFIG from the environment itself).
-        absent = str(Path(service_account_dir) / "no-kubeconfig-here")
-        auth: Any = KubeAuth(kubeconfig=absent, serviceaccount=service_account_dir)
-        await auth.reauthenticate()
-        return auth, await auth.ssl_context()
-
-    auth, ssl_context = _run_kr8s(anyio.run, resolve, where)
-    return Credentials(
-        server=str(auth.server),
-        context="in-cluster",
-        kubeconfig="",
-        method="service account",
-        token=str(auth.token or "").strip(),
-        ssl_context=ssl_context,
-        renewable=True,  # the projected token is rotated; kr8s re-reads it
-    )
-
-
-def _run_kr8s(run: Callable[..., Any], resolve: Callable[[], Any], where: str) -> Any:
-    """Run kr8s's resolution and translate its failures into ConfigError (never a secret)."""
-    try:
-        return run(resolve)
-    except ValueError as exc:
-        # kr8s: "No such context ...", "Unable to find valid credentials", unsupported exec API.
-        raise ConfigError(
-            SYSTEM, where, f"unusable credentials: {one_line(str(exc), 160)}"
-        ) from None
-    except KeyError as exc:
-        # kr8s: a missing kubeconfig key, KUBERNETES_SERVICE_HOST unset, an exec plugin
-        # answering without credentials.
-        raise ConfigError(SYSTEM, where, f"incomplete credentials: missing {exc}") from None
-    except FileNotFoundError as exc:
-        raise ConfigError(SYSTEM, where, f"file or command not found: {exc.filename}") from None
-    except RuntimeError as exc:
-        # kr8s's check_output: "Process exited with non-zero code N:\n<stderr>"
-        first = str(exc).splitlines()
-        code = first[0].rstrip(":") if first else "failed"
-        detail = f": {one_line(first[1], 120)}" if len(first) > 1 and first[1].strip() else ""
-        raise ConfigError(SYSTEM, where, f"exec credential plugin {code.lower()}{detail}") from None
-    except json.JSONDecodeError:
-        raise ConfigError(SYSTEM, where, "exec credential plugin printed no JSON") from None
-    except ssl.SSLError as exc:
-        raise ConfigError(
-            SYSTEM, where, f"cannot load the client certificate/key or CA: {exc.reason or exc}"
-        ) from None
-    except (OSError, TypeError, AttributeError) as exc:
-        # TypeError/AttributeError: a kubeconfig entry of the wrong shape (kr8s indexes dicts).
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise ConfigError(SYSTEM, where, f"unusable credentials: {reason}") from None
-    except Exception as exc:  # binascii.Error (bad base64 *-data) and other decoding failures
-        if type(exc).__name__ == "Error" and type(exc).__module__ == "binascii":
-            raise ConfigError(SYSTEM, where, "certificate or key data is not base64") from None
-        raise
-
-
-def _cleanup(auth: Any, declared: set[str]) -> None:
-    """Delete the temporary files kr8s wrote for ``*-data`` entries (certificates, *keys*).
-
-    kr8s writes ``client-key-data`` and friends to ``NamedTemporaryFile(delete=False)`` and never
-    removes them; once the SSL context is built they are not needed, and a private key must not
-    be left in /tmp.
-    """
-    tmp = Path(tempfile.gettempdir()).resolve()
-    for attr in ("client_key_file", "client_cert_file", "server_ca_file"):
-        value = getattr(auth, attr, None)
-        if not value:
-            continue
-        path = Path(str(value)).resolve()
-        if str(path) in declared or path.parent != tmp or not path.name.startswith("tmp"):
-            continue
-        with contextlib.suppress(OSError):
-            path.unlink()
 
 
 # -- identity and version ---------------------------------------------------------------------
@@ -481,7 +233,9 @@ class ApiReply:
 
 
 class ApiserverClient:
-    """Raw HTTPS requests to one apiserver with resolved :class:`Credentials`.
+    """Raw HTTPS requests to one apiserver with resolved :class:`Credentials`, sent through the
+    shared HTTP base (:class:`~tracecheck.backends._http.HTTPBackend`: its size cap, deadlines
+    and error translation).
 
     Thread-safe. ``transport`` replaces the network in unit tests; ``reload`` re-resolves
     renewable credentials (exec plugin, service account) once after a 401.
@@ -503,7 +257,7 @@ class ApiserverClient:
         self._user_agent = user_agent or _user_agent()
         self._check_server(credentials)
         self.credentials = credentials
-        self._client = self._make_client(credentials)
+        self._http = HTTPBackend(self._endpoint(credentials), transport=transport)
 
     @classmethod
     def from_settings(
@@ -540,21 +294,30 @@ class ApiserverClient:
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ConfigError(SYSTEM, creds.where, "malformed server URL: expected https://host")
 
-    def _make_client(self, creds: Credentials) -> httpx.Client:
-        headers = {"User-Agent": self._user_agent, "Accept": "application/json"}
+    def _endpoint(self, creds: Credentials) -> Endpoint:
+        """The HTTP base's view of ``creds``: TLS context, proxy and SNI name from kr8s, the
+        bearer token as a header, and ``where`` as the address of every message."""
+        headers = [("User-Agent", self._user_agent), ("Accept", "application/json")]
         if creds.token:
             if any(c in creds.token for c in "\r\n\0") or not creds.token.isascii():
                 raise ConfigError(SYSTEM, creds.where, "the bearer token has invalid characters")
-            headers["Authorization"] = f"Bearer {creds.token}"
-        return httpx.Client(
-            base_url=creds.server,
-            headers=headers,
-            verify=creds.ssl_context if self._transport is None else True,
+            headers.append(("Authorization", f"Bearer {creds.token}"))
+        ctx = creds.ssl_context
+        return Endpoint(
+            system=SYSTEM,
+            url=creds.server,
+            headers=tuple(headers),
+            insecure_skip_verify=ctx is False,
             timeout=self._timeout,
-            transport=self._transport,
-            proxy=creds.proxy or None,
-            follow_redirects=False,
-            trust_env=False,  # STYLE 7: no proxy or CA variables from the environment
+            max_response_bytes=_MAX_BODY,
+            ssl_context=ctx if isinstance(ctx, ssl.SSLContext) else None,
+            proxy=creds.proxy,
+            sni_hostname=creds.tls_server_name,
+            label=creds.where,
+            plaintext_cause=(
+                "TLS handshake failed: the server answered in plaintext (is the kubeconfig's "
+                "https:// URL pointing at a plain HTTP port?)"
+            ),
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -568,7 +331,9 @@ class ApiserverClient:
         return self.credentials.where
 
     def close(self) -> None:
-        self._client.close()
+        with self._lock:
+            http = self._http
+        http.close()
 
     def __enter__(self) -> Self:
         return self
@@ -624,8 +389,9 @@ class ApiserverClient:
     def _renew(self) -> None:
         assert self._reload is not None
         creds = self._reload()
+        fresh = HTTPBackend(self._endpoint(creds), transport=self._transport)
         with self._lock:
-            old, self._client = self._client, self._make_client(creds)
+            old, self._http = self._http, fresh
             self.credentials = creds
         old.close()
 
@@ -637,82 +403,33 @@ class ApiserverClient:
         json_body: Any,
         timeout: float | None,
     ) -> ApiReply:
-        limit = self._timeout if timeout is None else timeout
-        headers = {"traceparent": traceparent_} if traceparent_ else {}
-        extensions = {}
-        if self.credentials.tls_server_name:
-            extensions["sni_hostname"] = self.credentials.tls_server_name
         with self._lock:
-            client = self._client
+            http = self._http
         started = time.monotonic()
-        try:
-            request = client.build_request(
-                method,
-                path,
-                headers=headers,
-                json=json_body,
-                timeout=httpx.Timeout(max(limit, 0.001)),
-                extensions=extensions,
-            )
-        except (httpx.InvalidURL, ValueError) as exc:
-            raise ConfigError(SYSTEM, self.where, f"bad request path {path!r}: {exc}") from None
-        try:
-            response = client.send(request, stream=True)
-            try:
-                body = self._read(response, limit, started, path)
-            finally:
-                response.close()
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, limit) from exc
-        elapsed = time.monotonic() - started
+        reply = http.request(
+            method,
+            path,
+            json=json_body,
+            headers={"traceparent": traceparent_} if traceparent_ else None,
+            timeout=timeout,
+            expect=ANY_STATUS,
+        )
         return ApiReply(
             method=method.upper(),
             path=path,
-            status=response.status_code,
-            audit_id=response.headers.get("audit-id", ""),
-            elapsed=elapsed,
-            body=body,
-            message=_status_message(response.status_code, body),
+            status=reply.status,
+            audit_id=reply.headers.get("audit-id", ""),
+            elapsed=time.monotonic() - started,
+            body=reply.body,
+            message=_status_message(reply.status, reply.body),
         )
 
-    def _read(self, response: httpx.Response, limit: float, started: float, path: str) -> bytes:
-        chunks: list[bytes] = []
-        total = 0
-        for chunk in response.iter_bytes():
-            total += len(chunk)
-            if total > _MAX_BODY:
-                raise ProtocolError(SYSTEM, self.where, f"{path}: answer larger than 4 MiB")
-            chunks.append(chunk)
-            if time.monotonic() - started > limit:
-                raise Unreachable(
-                    SYSTEM, self.where, f"{path}: no complete answer in {limit:.1f} s"
-                )
-        return b"".join(chunks)
-
-    # -- error translation: the one place foreign errors become tracecheck errors -------------
+    # -- what a status means here (the transport's failures are translated by the base) ------
 
     def _scrub(self, text: str) -> str:
-        token = self.credentials.token
-        return text.replace(token, "***") if token and len(token) >= 4 else text
-
-    def _transport_error(self, exc: httpx.HTTPError, limit: float) -> BackendError:
-        if isinstance(exc, httpx.TimeoutException):
-            return Unreachable(SYSTEM, self.where, f"no answer within {limit:.1f} s")
-        if isinstance(exc, httpx.ConnectError):
-            cause = connect_cause(exc, self.credentials.server)
-            if "plaintext" in cause:
-                cause = (
-                    "TLS handshake failed: the server answered in plaintext (is the kubeconfig's "
-                    "https:// URL pointing at a plain HTTP port?)"
-                )
-            return Unreachable(SYSTEM, self.where, self._scrub(cause))
-        if isinstance(exc, httpx.ProxyError):
-            return Unreachable(SYSTEM, self.where, self._scrub(f"proxy failed: {exc}"))
-        if isinstance(exc, httpx.RemoteProtocolError):
-            return ProtocolError(
-                SYSTEM, self.where, self._scrub(f"connection closed without an answer ({exc})")
-            )
-        return Unreachable(SYSTEM, self.where, self._scrub(f"{type(exc).__name__}: {exc}"))
+        with self._lock:
+            http = self._http
+        return http.scrub(text)
 
     def _unauthorized(self) -> AuthError:
         method = self.credentials.method
