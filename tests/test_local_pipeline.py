@@ -59,7 +59,7 @@ def privileged(local_kubeconfig: Path, tmp_path: Path) -> Iterator[httpx.Client]
 
 def sent_spans(metrics_url: str) -> float:
     """Sum of the collector's ``otelcol_exporter_sent_spans`` for its otlp exporter (the name
-    has ``_total`` when telemetry readers are configured: collector-otlp.md §6)."""
+    has ``_total`` when telemetry readers are configured: docs/reference/collector.md §6)."""
     text = httpx.get(metrics_url, timeout=5.0, trust_env=False).text
     total = 0.0
     for line in text.splitlines():
@@ -90,11 +90,12 @@ def test_privileged_request_is_traced_through_the_collector_into_tempo(
     def probe() -> Probe[dict[str, Any]]:
         got = httpx.get(f"{endpoints.tempo}/api/v2/traces/{trace_id}", trust_env=False)
         # v2 answers 200 with an empty trace when it is missing: found means non-empty
-        # resourceSpans (tempo-api.md §4.3).
+        # resourceSpans (docs/reference/tempo.md §4.3).
         spans = got.json().get("trace", {}).get("resourceSpans", [])
         return Probe(bool(spans), got.json(), f"HTTP {got.status_code}, {len(spans)} batches")
 
-    # The apiserver batches spans for up to 5 s, the collector for 200 ms (apiserver-tracing §3).
+    # The apiserver batches spans for up to 5 s, the collector for 200 ms
+    # (docs/reference/apiserver.md §3).
     outcome = poll_until(probe, 30.0, SystemClock(), initial=0.2, cap=1.0)
     assert outcome.ok, f"trace {trace_id} not in the stand-in: {outcome.seen}"
     assert outcome.value is not None
@@ -108,7 +109,7 @@ def test_privileged_request_is_traced_through_the_collector_into_tempo(
     assert servers, "no SERVER span in the trace"
     batch, span = servers[0]
     assert attr(batch["resource"]["attributes"], "service.name") == "apiserver"
-    # Proto3 JSON: IDs are base64 (tempo-api.md §4.2). Our traceparent became the parent.
+    # Proto3 JSON: IDs are base64 (docs/reference/tempo.md §4.2). Our traceparent became the parent.
     assert base64.b64decode(span["traceId"]).hex() == trace_id
     assert base64.b64decode(span["parentSpanId"]).hex() == parent_id
     assert span["name"].startswith("GET /api/v1/namespaces")
@@ -144,7 +145,8 @@ def test_apiserver_span_metrics_reach_prometheus(
         seen = f"{len(result)} series, newest sample {newest[0]['value'][1] if newest else '-'}"
         return Probe(bool(result) and fresh, result, seen)
 
-    # collection_interval 15 s + remote-write batching + scrape-free ingest (tempo-api.md §11.3).
+    # collection_interval 15 s + remote-write batching + scrape-free ingest
+    # (docs/reference/tempo.md §11.3).
     outcome = poll_until(probe, 90.0, SystemClock(), initial=1.0, cap=2.0)
     assert outcome.ok, f"{query}: {outcome.seen}"
     assert outcome.value is not None

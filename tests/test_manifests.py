@@ -321,7 +321,7 @@ def test_apiserver_reaches_the_agent_on_the_port_in_the_tracing_config(
     assert sets["exporters::otlp::endpoint"] == "otel-collector.monitoring.svc.cluster.local:4317"
 
 
-# ------------------------------------------------------------- layout (STYLE 17) and sources
+# ---------------------------- layout (one object per file, explicit kustomizations) and sources
 
 
 def manifest_sources() -> Iterator[Path]:
@@ -592,7 +592,7 @@ def test_shipped_tracing_configuration_passes_check_config() -> None:
     path = STACK / "apiserver" / "tracing-config.yaml"
     assert check_tracing_config(path) == []
     doc = yaml.safe_load(path.read_text())
-    # The equivalent of check-config, spelled out (apiserver-tracing.md sections 2 and 8).
+    # The equivalent of check-config, spelled out (docs/reference/apiserver.md §2 and §8).
     assert doc["apiVersion"] == "apiserver.config.k8s.io/v1"
     assert doc["kind"] == "TracingConfiguration"
     assert set(doc) == {"apiVersion", "kind", "endpoint", "samplingRatePerMillion"}

@@ -1,7 +1,7 @@
 """checkov (security linter) over stack/: zero unexplained failures.
 
-checkov is never a project dependency (its pins conflict with ours, prometheus-api.md section
-10): it lives in its own virtualenv. It is found through $TRACECHECK_CHECKOV, then PATH, then
+checkov is never a project dependency (its pins conflict with ours, docs/reference/prometheus.md
+§9): it lives in its own virtualenv. It is found through $TRACECHECK_CHECKOV, then PATH, then
 ~/.cache/tracecheck/checkov-venv/bin/checkov; without it these tests FAIL with the install line.
 
 Accepted exceptions are ``checkov.io/skipN: CKV_...=reason`` annotations (checkov's Kubernetes

@@ -1,8 +1,9 @@
 """``tracecheck stack validate``: each check finds what it is for.
 
-Two kinds of evidence: the article's own manifests (transcribed below from
-/work/shared/seeds/000_8a2cc705d26aae29.txt, indentation restored) produce a finding for each
-defect the issue lists; and the shipped base, which validates clean, produces exactly the
+Two kinds of evidence: the manifests of the article the project started from (NTT TechnoCross
+Advent Calendar 2025, series 2, day 10: kube-apiserver traces through the OpenTelemetry
+Collector to Tempo and Prometheus; transcribed below, indentation restored) produce a finding
+for each defect the issue lists; and the shipped base, which validates clean, produces exactly the
 expected finding after one targeted mutation.
 """
 

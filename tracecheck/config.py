@@ -121,7 +121,8 @@ class ApiserverSettings:
 
 @dataclass(frozen=True, slots=True)
 class DeadlineSettings:
-    """Per-check deadlines in seconds; defaults from Tempo 2.9's polling budget (tempo-api §10)."""
+    """Per-check deadlines in seconds; defaults from Tempo 2.9's polling budget
+    (docs/reference/tempo.md §10)."""
 
     preflight: float = _f(5.0, "readiness of collector, Tempo, Prometheus, apiserver")
     send: float = _f(15.0, "synthetic trace accepted by the collector, retries included")

@@ -86,7 +86,7 @@ def build_request(service: str, client: str | None, audit_id: str) -> Any:
         client_rs.resource.attributes.append(_attr("service.name", client))
         client_spans = client_rs.scope_spans.add().spans
     # End times a little in the past: the generator drops spans ending outside +-30 s of its
-    # clock (tempo-api.md §11.3).
+    # clock (docs/reference/tempo.md §11.3).
     end_ns = time.time_ns() - 2 * 10**9
     items = [(PODS, ms, 200) for ms in PODS_MS] + [(NODE, ms, 500) for ms in NODE_MS]
     for i, (name, ms, status) in enumerate(items):
@@ -137,7 +137,7 @@ def sent(local_pipeline: LocalStack) -> Sent:
     with CollectorClient(spanmetrics.collector) as collector:
         collector.export(build_request(OTEL_SERVICE, None, str(uuid.uuid4())))
     # Real apiserver requests for the apiserver_request_duration_seconds query (sampled: a
-    # trusted traceparent is always traced, apiserver-tracing.md §4).
+    # trusted traceparent is always traced, docs/reference/apiserver.md §4).
     creds = load_credentials(str(local_pipeline.kubeconfig))
     with ApiserverClient(creds) as api:
         for _ in range(10):
@@ -161,7 +161,7 @@ def sent(local_pipeline: LocalStack) -> Sent:
     wait_for("span-metrics, connector metrics and service graph in Prometheus", in_prometheus)
     # One more collection after the first samples, so rate() over the window has two points;
     # then a time to evaluate PromQL at, and a pause so that every sample stamped before it
-    # has arrived by remote write (batches of up to 5 s, tempo-api.md §11.3).
+    # has arrived by remote write (batches of up to 5 s, docs/reference/tempo.md §11.3).
     time.sleep(16)
     at = int(time.time())
     time.sleep(10)

@@ -183,7 +183,7 @@ def test_span_metric_columns_equal_promtool(data: Data, report: ApiserverReport)
 
 def test_span_metric_and_trace_p99_agree_within_one_bucket(report: ApiserverReport) -> None:
     # Both sides saw exactly the same spans, so the interpolated p99 lies in the bucket that
-    # holds the exact one (tempo-api.md §11.1: 2 ms * 2^n buckets).
+    # holds the exact one (docs/reference/tempo.md §11.1: 2 ms * 2^n buckets).
     for endpoint in DURATIONS:
         row = _row(report, endpoint)
         assert row["p99_within_bucket"] == "yes", row
@@ -213,7 +213,7 @@ def test_apiserver_column_equals_prometheus_histogram_quantile(data: Data) -> No
     assert row["apiserver_n"] == pytest.approx(count[""], rel=1e-9)
     assert row["apiserver_n"] >= APISERVER_REQUESTS * 0.9  # increase() extrapolates
     # The traced requests are in the trace columns too (a trusted sampled parent is always
-    # traced, apiserver-tracing.md §4).
+    # traced, docs/reference/apiserver.md §4).
     assert row["traces_n"] >= APISERVER_REQUESTS
 
 

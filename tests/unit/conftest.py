@@ -1,7 +1,7 @@
 """Real local servers for the client tests: an HTTP server you script, a closed port, a server
 that accepts and never answers, and a self-signed certificate for TLS.
 
-Servers bind 127.0.0.1 on a free port and run in a thread (STYLE 14: real sockets, real servers).
+Servers bind 127.0.0.1 on a free port and run in a thread: real sockets, real servers.
 """
 
 from __future__ import annotations

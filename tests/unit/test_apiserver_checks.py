@@ -2,11 +2,11 @@
 clock: modes, matching by parent span ID / link / Audit-Id, the settle window, implied rates,
 hints, the latency table, probe's options.
 
-The simulation follows what the real parts do (apiserver-tracing.md): a trusted caller's SERVER
-span is a child of its traceparent (§4.2); an untrusted caller's request starts a new trace,
-sampled at a rate, whose SERVER span links the caller's span and carries ``audit-id`` (§5.2);
-spans reach Tempo after the apiserver's 5 s batch delay (§3); Tempo makes them searchable later
-than by ID (tempo-api.md §10). The real apiserver is in tests/pipeline/test_apiserver.py.
+The simulation follows what the real parts do (docs/reference/apiserver.md): a trusted caller's
+SERVER span is a child of its traceparent (§4.2); an untrusted caller's request starts a new trace,
+sampled at a rate, whose SERVER span links the caller's span and carries ``audit-id`` (§5.2); spans
+reach Tempo after the apiserver's 5 s batch delay (§3); Tempo makes them searchable later than by ID
+(docs/reference/tempo.md §10). The real apiserver is in tests/pipeline/test_apiserver.py.
 """
 
 from __future__ import annotations

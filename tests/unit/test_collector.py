@@ -471,7 +471,7 @@ def test_http_partial_success_in_the_response(http_server: LocalHTTPServer) -> N
 
 
 def test_http_json_partial_success_and_a_malformed_one(http_server: LocalHTTPServer) -> None:
-    # A backend answering in OTLP/JSON: int64 as a decimal string (collector-otlp.md §2).
+    # A backend answering in OTLP/JSON: int64 as a decimal string (docs/reference/collector.md §2).
     bodies = [
         b'{"partialSuccess": {"rejectedSpans": "2", "errorMessage": "too old"}}',
         b'{"partialSuccess": {"rejectedSpans": "many"}}',

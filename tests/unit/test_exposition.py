@@ -9,7 +9,7 @@ import pytest
 
 from tracecheck.backends.exposition import parse_exposition
 
-# The collector's default telemetry: no _total suffix (collector-otlp.md §6).
+# The collector's default telemetry: no _total suffix (docs/reference/collector.md §6).
 COLLECTOR_DEFAULT = """\
 # HELP otelcol_receiver_accepted_spans Number of spans successfully pushed into the pipeline.
 # TYPE otelcol_receiver_accepted_spans counter
@@ -25,7 +25,7 @@ otelcol_exporter_sent_spans{exporter="debug",service_instance_id="a1"} 15
 otelcol_exporter_queue_size{exporter="otlp/tempo"} 0
 """
 
-# An explicitly configured Prometheus reader: _total suffix (collector-otlp.md §6).
+# An explicitly configured Prometheus reader: _total suffix (docs/reference/collector.md §6).
 COLLECTOR_TOTAL = """\
 # TYPE otelcol_receiver_accepted_spans_total counter
 otelcol_receiver_accepted_spans_total{receiver="otlp",transport="grpc"} 7
@@ -33,7 +33,7 @@ otelcol_receiver_accepted_spans_total{receiver="otlp",transport="grpc"} 7
 otelcol_exporter_sent_spans_total{exporter="otlp"} 5
 """
 
-# Tempo's receiver shim has no _total, the distributor has (tempo-api.md §12).
+# Tempo's receiver shim has no _total, the distributor has (docs/reference/tempo.md §12).
 TEMPO = """\
 # HELP tempo_receiver_accepted_spans The number of spans successfully pushed into the pipeline.
 # TYPE tempo_receiver_accepted_spans counter

@@ -2,7 +2,7 @@
 
 Most payloads were recorded from the Prometheus 3.8 binary the lead builds
 (``prometheus-manual/prometheus``, self-scraping, ``--enable-feature=exemplar-storage``); the rest
-follow prometheus-api.md §1-§2 (envelope, error types, exemplar shapes).
+follow docs/reference/prometheus.md §1-§2 (envelope, error types, exemplar shapes).
 """
 
 from __future__ import annotations

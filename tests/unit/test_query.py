@@ -1,7 +1,8 @@
 """tracecheck.query.adhoc: time parsing, step selection, the local PromQL check, result tables.
 
 Backends are real HTTP servers on 127.0.0.1 (the ``http_server`` fixture) answering with the
-JSON shapes of tempo-api.md §5/§7 and prometheus-api.md §1-§2, so the real clients decode them.
+JSON shapes of docs/reference/tempo.md §5/§7 and docs/reference/prometheus.md §1-§2, so the
+real clients decode them.
 """
 
 from __future__ import annotations
@@ -328,7 +329,7 @@ def test_large_results_are_limited_with_a_note(http_server: LocalHTTPServer) -> 
 SEARCH = {
     "traces": [
         {
-            # Tempo strips leading zeros from trace IDs (tempo-api.md §5.3).
+            # Tempo strips leading zeros from trace IDs (docs/reference/tempo.md §5.3).
             "traceID": "af7651916cd43dd8448eb211c80319c",
             "rootServiceName": "apiserver",
             "rootTraceName": "GET /api/v1/namespaces/{:namespace}/pods",
@@ -394,7 +395,7 @@ def test_search_with_no_hits_is_a_no_data_note(http_server: LocalHTTPServer) -> 
 def test_tempo_rejection_is_one_line_with_what_is_at_the_position(
     http_server: LocalHTTPServer,
 ) -> None:
-    # Tempo's own text (modules/frontend/search_handlers_test.go via tempo-api.md §8.1).
+    # Tempo's own text (modules/frontend/search_handlers_test.go via docs/reference/tempo.md §8.1).
     http_server.handler = lambda rec: (
         400, {}, b"invalid TraceQL query: parse error at line 1, col 3: syntax error: "
                  b"unexpected IDENTIFIER\n",

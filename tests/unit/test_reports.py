@@ -75,7 +75,7 @@ def test_bucket_width() -> None:
     assert bucket_width(math.nan, bounds) is None
 
 
-# -- apiserver metric labels -> span names (apiserver-tracing.md §5.1) --------------------------
+# -- apiserver metric labels -> span names (docs/reference/apiserver.md §5.1) ------------
 
 
 @pytest.mark.parametrize(

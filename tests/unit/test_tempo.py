@@ -1,4 +1,5 @@
-"""TempoClient against httpx.MockTransport with payloads shaped like Tempo 2.9's (tempo-api.md).
+"""TempoClient against httpx.MockTransport with payloads shaped like Tempo 2.9's
+(docs/reference/tempo.md).
 
 Shapes follow the reference: proto3 JSON for traces (base64 IDs, int64 as strings, enum names,
 zero values omitted; §4.2), v1 ``batches`` and v2 ``trace.resourceSpans`` (§4.3), search hex IDs

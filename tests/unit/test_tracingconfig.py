@@ -1,5 +1,5 @@
 """``tracecheck apiserver check-config``: the shipped file passes; each bad file gives its
-message, with the line and the field (rules: apiserver-tracing.md §2, §8; component-base
+message, with the line and the field (rules: docs/reference/apiserver.md §2, §8; component-base
 ``tracing/api/v1/config.go``; strict decoding in k8s.io/apiserver ``options/tracing.go``)."""
 
 from __future__ import annotations

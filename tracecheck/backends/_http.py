@@ -81,7 +81,8 @@ __all__ = [
 
 # Query answers can be big (a wide range query, a long trace); anything past this is a runaway.
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-# OTLP clients must cap the response they accept; 4 MiB is the recommendation (collector-otlp §3).
+# OTLP clients must cap the response they accept; 4 MiB is the recommendation
+# (docs/reference/collector.md §3).
 COLLECTOR_MAX_BYTES = 4 * 1024 * 1024
 
 _OK = range(200, 300)

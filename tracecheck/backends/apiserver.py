@@ -4,12 +4,12 @@ Credentials come from a kubeconfig (``--kubeconfig``, else ``KUBECONFIG``, else 
 pipeline's, else ``~/.kube/config``: :func:`resolve_kubeconfig`) and a context, or from the
 in-cluster service account. **kr8s** resolves them (:mod:`~tracecheck.backends.credentials`;
 client certificates, tokens, exec plugins
-v1beta1/v1, OIDC id-tokens, the re-read service-account token; prometheus-api.md §10): this
+v1beta1/v1, OIDC id-tokens, the re-read service-account token; docs/reference/apiserver.md §9): this
 module takes the server URL, the TLS context, the bearer token, the SNI name and the proxy from
 it and sends the requests through the HTTP base every client shares
 (:class:`~tracecheck.backends._http.HTTPBackend`), not through kr8s's client, because a traced
 request needs its own ``traceparent`` header and the ``Audit-Id`` response header
-(apiserver-tracing.md §4.3: kubectl sends no ``traceparent``).
+(docs/reference/apiserver.md §4.3: kubectl sends no ``traceparent``).
 
 Trust (§4): since Kubernetes 1.33 the apiserver honours an incoming ``traceparent`` only from
 users in ``system:masters`` or ``system:monitoring``; then a sampled (``-01``) parent is always
@@ -83,7 +83,7 @@ __all__ = [
 
 SYSTEM = "apiserver"
 #: Groups whose incoming trace context the apiserver honours (k8s.io/apiserver 0.33+,
-#: ``filters/traces.go`` notSystemPrivilegedGroup; apiserver-tracing.md §4.1).
+#: ``filters/traces.go`` notSystemPrivilegedGroup; docs/reference/apiserver.md §4.1).
 PRIVILEGED_GROUPS = ("system:masters", "system:monitoring")
 #: First minor release that honours a trusted caller's ``traceparent`` (§4.1).
 TRUSTED_SINCE = (1, 33)
@@ -162,7 +162,7 @@ class TrustMode:
 
 
 def trust_mode(user: UserInfo | None, version: ServerVersion | None, note: str = "") -> TrustMode:
-    """The mode for this user on this server (apiserver-tracing.md §4); ``note`` says why the
+    """The mode for this user on this server (docs/reference/apiserver.md §4); ``note`` says why the
     user is unknown when it is None."""
     since = f"{TRUSTED_SINCE[0]}.{TRUSTED_SINCE[1]}"
     ver = version.git_version if version is not None else "an unknown version"

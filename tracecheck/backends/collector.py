@@ -1,6 +1,6 @@
 """OpenTelemetry Collector client: OTLP trace export (gRPC or HTTP/protobuf), health, self-metrics.
 
-Client obligations from shared/reference/collector-otlp.md, by section:
+Client obligations from docs/reference/collector.md, by section:
 
 * retry only the retryable codes, with exponential backoff (§3): gRPC CANCELLED,
   DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS, and RESOURCE_EXHAUSTED
@@ -75,7 +75,7 @@ BACKOFF_MAX = 5.0
 # A server asking for a longer pause than this (Retry-After, RetryInfo) is not waited for.
 MAX_SERVER_WAIT = 30.0
 
-# opentelemetry-proto specification, "Failures" (collector-otlp.md §3).
+# opentelemetry-proto specification, "Failures" (docs/reference/collector.md §3).
 _RETRYABLE_GRPC = frozenset(
     {"CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS"}
 )
@@ -102,7 +102,8 @@ class ExportResult:
 
 @dataclass(frozen=True, slots=True)
 class PipelineCounters:
-    """The collector's span counters, summed over receivers/exporters (collector-otlp.md §6)."""
+    """The collector's span counters, summed over receivers/exporters
+    (docs/reference/collector.md §6)."""
 
     accepted: float  # otelcol_receiver_accepted_spans: pushed into the pipeline
     refused: float  # otelcol_receiver_refused_spans
@@ -408,7 +409,7 @@ class CollectorClient:
 
         With ``health_url`` (the health_check extension, 13133): 200 is healthy, 503 NotReady.
         Without it: one OTLP/gRPC Export with no spans, which the receiver answers at once
-        without touching the pipeline (collector-otlp.md §1), so connection, TLS and
+        without touching the pipeline (docs/reference/collector.md §1), so connection, TLS and
         credentials are all checked, and a failure says which.
         """
         limit = self.settings.timeout if timeout is None else timeout

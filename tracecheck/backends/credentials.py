@@ -6,7 +6,8 @@ v1beta1/v1), OIDC id-tokens and the re-read service-account token; this module a
 server URL, the TLS context, the token, the SNI name and the proxy, and turns every way that
 can fail into a one-line :class:`~tracecheck.errors.ConfigError` naming the file and the
 context, never the secret. kr8s writes ``*-data`` entries (keys included) to temporary files
-and leaves them; they are deleted here once the TLS context holds them.
+and leaves them; they are deleted here once the TLS context holds them
+(docs/reference/apiserver.md §9).
 """
 
 from __future__ import annotations

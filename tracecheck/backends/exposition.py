@@ -2,17 +2,17 @@
 
 Used for the self-metrics of the OpenTelemetry Collector (``:8888/metrics``) and of Tempo
 (``/metrics``), which say whether spans were accepted, refused and *exported*
-(collector-otlp.md §4, §6; tempo-api.md §12).
+(docs/reference/collector.md §4, §6; docs/reference/tempo.md §12).
 
 Accepted input: text format 0.0.4 (``name{label="value",...} value [timestamp_ms]``, ``# HELP``,
 ``# TYPE``), Prometheus 3's quoted UTF-8 names (``{"my.metric","label.name"="v"} 1``), and the
 OpenMetrics extras a server may add (``# UNIT``, ``# EOF``, an exemplar after `` # ``, which is
 ignored). Values use Go's spelling (``NaN``, ``+Inf``, ``-Inf``).
 
-Counter names depend on configuration: the collector's default telemetry drops the ``_total``
-suffix (``otelcol_receiver_accepted_spans``), an explicitly configured Prometheus reader keeps it
-(``otelcol_receiver_accepted_spans_total``; collector-otlp.md §6). :meth:`Exposition.sum` and
-:meth:`Exposition.select` therefore match a name with or without ``_total``.
+Counter names depend on configuration: the collector's default telemetry drops the ``_total`` suffix
+(``otelcol_receiver_accepted_spans``), an explicitly configured Prometheus reader keeps it
+(``otelcol_receiver_accepted_spans_total``; docs/reference/collector.md §6). :meth:`Exposition.sum`
+and :meth:`Exposition.select` therefore match a name with or without ``_total``.
 
 >>> exp = parse_exposition('otelcol_exporter_sent_spans_total{exporter="otlp"} 3\\n')
 >>> exp.sum("otelcol_exporter_sent_spans", {"exporter": "otlp"})

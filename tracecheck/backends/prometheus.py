@@ -1,6 +1,6 @@
 """Prometheus HTTP API client: readiness, build info, flags, queries, exemplars, series, labels.
 
-The response envelope is kept whole (facts from shared/reference/prometheus-api.md, by section):
+The response envelope is kept whole (facts from docs/reference/prometheus.md, by section):
 
 * every envelope field is optional: missing ``warnings``/``infos`` mean none (§1); ``infos``
   exists only from 2.54 (§3.2);

@@ -1,7 +1,7 @@
 """Grafana Tempo HTTP API client: readiness, identity, trace by ID, search, tags, TraceQL metrics.
 
 Everything returned is a frozen dataclass with IDs as bytes; the JSON quirks stay in this module
-(facts from shared/reference/tempo-api.md, cited by section):
+(facts from docs/reference/tempo.md, cited by section):
 
 * trace-by-ID JSON is proto3 JSON, not OTLP/JSON: base64 IDs, int64 as strings, enum *names*,
   zero values omitted (§4.2);

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = ["apiserver_endpoint", "bucket_width", "histogram_quantile"]
 
-# verb label -> HTTP method of the span name (apiserver-tracing.md §5.1: names use the method).
+# verb label -> HTTP method of the span name (names use the method: docs/reference/apiserver.md
+# §5.1).
 _METHOD_OF_VERB = {
     "GET": "GET",
     "LIST": "GET",
@@ -81,7 +82,7 @@ def bucket_width(value: float, bounds: Sequence[float]) -> float | None:
 
 
 def apiserver_endpoint(labels: Mapping[str, str], known: Iterable[str] = ()) -> str | None:
-    """The span name (apiserver-tracing.md §5.1) a series of ``apiserver_request_*`` counts.
+    """The span name (docs/reference/apiserver.md §5.1) a series of ``apiserver_request_*`` counts.
 
     ``<METHOD> /<api|apis/group>/<version>[/namespaces/{:namespace}]/<resource>[/{:name}]
     [/<subresource>]``; a non-resource request is the method alone. The metric's ``scope`` is

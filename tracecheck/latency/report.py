@@ -4,7 +4,7 @@ the apiserver's own metrics, side by side; ``--html`` adds plots, ``--png`` the 
 Sources, per endpoint (the SERVER span name, e.g. ``GET /api/v1/namespaces/{:namespace}/pods``):
 
 * **span-metrics** (Prometheus): ``histogram_quantile`` over the window's ``increase()`` of the
-  latency histogram, by ``span_name`` (tempo-api.md §11.1; the family, Tempo's
+  latency histogram, by ``span_name`` (docs/reference/tempo.md §11.1; the family, Tempo's
   ``traces_spanmetrics_*`` or the collector connector's ``traces_span_metrics_*``, is found in
   Prometheus, :mod:`tracecheck.spanmetrics`);
 * **traces** (Tempo search): the spans of the first ``trace_limit`` traces found, exact
@@ -15,7 +15,8 @@ Sources, per endpoint (the SERVER span name, e.g. ``GET /api/v1/namespaces/{:nam
 
 Span-metric quantiles are interpolated inside buckets (2 ms·2^n for Tempo), so they may differ
 from the exact trace quantiles by up to one bucket width; the table gives the width of the
-bucket holding the trace p99 and whether the difference is within it (prometheus-api.md §6).
+bucket holding the trace p99 and whether the difference is within it
+(docs/reference/prometheus.md §6).
 
 pandas is imported inside the functions that use it, so the CLI starts fast.
 
@@ -97,7 +98,7 @@ SUMMARY_COLUMNS = (
     "p99_within_bucket",
     "apiserver_p99_ms",
 )
-#: Traces asked of Tempo by default (search is first-N-found, tempo-api.md §5.3).
+#: Traces asked of Tempo by default (search is first-N-found, docs/reference/tempo.md §5.3).
 DEFAULT_TRACE_LIMIT = 1000
 #: Endpoints drawn in the charts (the busiest).
 CHART_ENDPOINTS = 12
@@ -212,8 +213,8 @@ def apiserver_report(
         prom: PromQuerier = b.prometheus()
         # -- traces
         # Both HTTP conventions (otelhttp's old keys, or the new ones with
-        # OTEL_SEMCONV_STABILITY_OPT_IN; apiserver-tracing.md §5.2): without the method and the
-        # target a WATCH cannot be told from a LIST.
+        # OTEL_SEMCONV_STABILITY_OPT_IN; docs/reference/apiserver.md §5.2): without the method
+        # and the target a WATCH cannot be told from a LIST.
         selected = ", ".join(f"span.{key}" for key in HTTP_ATTRIBUTES)
         tql = (
             f"{{ resource.service.name = {quote(service)} && kind = server }} | select({selected})"
@@ -506,8 +507,8 @@ def _error_series(
 
 
 def _ratio(errors: str, total: str) -> str:
-    # Zero-filled numerator, positive denominator (prometheus-api.md §5): 0 % rather than no
-    # data while there are requests but no errors.
+    # Zero-filled numerator, positive denominator (docs/reference/prometheus.md §5): 0 % rather
+    # than no data while there are requests but no errors.
     return f"100 * (sum(rate({errors})) or 0 * sum(rate({total}))) / (sum(rate({total})) > 0)"
 
 
@@ -523,7 +524,7 @@ def _delays(
 ) -> pd.DataFrame:
     """Pipeline delay per stage: from a smoke run when there is one, and span end ->
     span-metrics sample from exemplars (the sample's timestamp is the generator's collection
-    time, tempo-api.md §11.3) for the traces found."""
+    time, docs/reference/tempo.md §11.3) for the traces found."""
     import pandas as pd
 
     rows: list[dict[str, Any]] = []

@@ -6,7 +6,8 @@ reports (issue 5), so both print the same numbers:
 >>> frame = spans_frame(trace.spans)                     # doctest: +SKIP
 >>> latency_table(frame, by=("name", "verb")).head()     # doctest: +SKIP
 
-What the apiserver puts on its spans (apiserver-tracing.md §5-§6), and how this module reads it:
+What the apiserver puts on its spans (docs/reference/apiserver.md §5-§6), and how this module
+reads it:
 
 * the SERVER span is named after the HTTP *method* and the route (``GET
   /api/v1/namespaces/{:namespace}/pods``; non-resource requests just ``GET``), so LIST, WATCH
@@ -22,7 +23,7 @@ What the apiserver puts on its spans (apiserver-tracing.md §5-§6), and how thi
   own long-running check) last as long as the client stays connected and would swamp p99: they
   are excluded unless asked.
 
-pandas is imported inside the functions (STYLE 13).
+pandas is imported inside the functions, so the command line starts fast.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ __all__ = [
     "table_rows",
 ]
 
-#: The one percentile constant (STYLE 10): p50, p90, p99.
+#: The one percentile constant: p50, p90, p99.
 PERCENTILES = (0.5, 0.9, 0.99)
 
 #: Columns of :func:`spans_frame`, in order.

@@ -104,8 +104,8 @@ def run_traceql(
     A search (default) yields one row per matched span: ``trace_id``, ``trace_start``,
     ``root_service``, ``root_name``, ``trace_duration_ms``, ``span_id``, ``span_name``,
     ``span_start``, ``span_duration_ms`` and one column per returned attribute. Search is
-    first-N-found (tempo-api.md §5.3): when ``limit`` traces come back a note says more may
-    exist; when a span set matched more spans than ``spss`` shows, a note says how many.
+    first-N-found (docs/reference/tempo.md §5.3): when ``limit`` traces come back a note says
+    more may exist; when a span set matched more spans than ``spss`` shows, a note says how many.
 
     With ``metrics=True`` the query is a TraceQL metrics query (``{...} | rate() by (...)``):
     one row per series and sample (label columns, ``time``, ``value``), or with

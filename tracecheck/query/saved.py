@@ -503,7 +503,7 @@ def _pivot(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """One row per label set without ``label`` (and ``time``); ``value`` goes to the column
     named by the row's ``label`` value, renamed through ``names``. Numeric label values such
-    as Tempo's quantile label ``p`` (0.5, tempo-api.md §7.2) are compared as numbers."""
+    as Tempo's quantile label ``p`` (0.5, docs/reference/tempo.md §7.2) are compared as numbers."""
     keys = [c for c in columns if c not in (label, "value")]
     # An instant vector's rows all carry the one evaluation time: it must not split rows.
     group_keys = [k for k in keys if k != "time"] if _same_time(rows) else keys

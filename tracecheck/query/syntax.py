@@ -427,7 +427,8 @@ _TEMPO_POS = re.compile(r"line (\d+), col (\d+)")
 
 
 def with_traceql_position(exc: QueryError, query: str) -> QueryError:
-    """Tempo's 400 says ``parse error at line L, col C`` (tempo-api.md §8.1): add what is there."""
+    """Tempo's 400 says ``parse error at line L, col C`` (docs/reference/tempo.md §8.1): add what
+    is there."""
     m = _TEMPO_POS.search(exc.cause)
     if not m:
         return exc

@@ -30,7 +30,7 @@ __all__ = [
 
 #: Default look-back of ``--since`` (seconds).
 DEFAULT_SINCE = 3600.0
-#: Prometheus refuses range queries over 11,000 points per series (prometheus-api.md §2).
+#: Prometheus refuses range queries over 11,000 points per series (docs/reference/prometheus.md §2).
 MAX_POINTS = 11_000
 #: Points a range query aims at when no step is given (like Prometheus's UI, ~range/250).
 TARGET_POINTS = 250
@@ -167,7 +167,7 @@ def choose_step(
     """The step (seconds) of a range query over ``[start, end]``.
 
     With ``step`` given, it is checked: more than ``max_points`` points per series (Prometheus
-    refuses ``(end-start)/step > 11000`` with ``bad_data``, prometheus-api.md §2) is a
+    refuses ``(end-start)/step > 11000`` with ``bad_data``, docs/reference/prometheus.md §2) is a
     :class:`QueryError` naming the smallest step that fits. Without, a round step giving about
     ``target_points`` points is chosen (never more than ``max_points``).
     """

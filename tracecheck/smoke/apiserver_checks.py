@@ -13,7 +13,7 @@ apiserver.trace            verify     the apiserver exported spans for them to T
 apiserver.span_metrics     verify     span-metrics for service="apiserver" rose in Prometheus
 =========================  =========  =======================================================
 
-Two modes (apiserver-tracing.md §4), decided by ``apiserver.reachable``:
+Two modes (docs/reference/apiserver.md §4), decided by ``apiserver.reachable``:
 
 * **parent-child** (user in ``system:masters`` or ``system:monitoring``, Kubernetes >= 1.33):
   the apiserver adopts our sampled traceparent whatever its sampling rate, so each request's
@@ -74,7 +74,7 @@ LATENCY_BY = ("kind", "name", "verb", "resource")
 _KIND_ORDER = {"SERVER": 0, "INTERNAL": 1, "CLIENT": 2}
 #: Link mode: once a sampled trace is seen, how long no new one may appear before the count is
 #: final. The apiserver exports every 5 s and Tempo makes traces searchable on a 10 s tick
-#: (tempo-api.md §10), so the traces of one burst appear within about 10 s of each other.
+#: (docs/reference/tempo.md §10), so the traces of one burst appear within about 10 s of each other.
 LINK_SETTLE = 10.0
 # Link mode falls back to this many Audit-Ids per TraceQL query (keeps URLs short).
 _AUDIT_CHUNK = 20
@@ -86,7 +86,8 @@ SERVICE = "apiserver"
 
 def leg_ids(seed: int, count: int) -> tuple[bytes, tuple[bytes, ...]]:
     """The apiserver leg's trace ID and ``count`` parent span IDs, derived from the run's seed
-    (STYLE 8), distinct from the synthetic trace's so the two never share a trace."""
+    (so a run can be rebuilt and diffed), distinct from the synthetic trace's so the two never
+    share a trace."""
     rng = random.Random(f"tracecheck-apiserver-{seed}")
 
     def nonzero(size: int) -> bytes:
@@ -412,7 +413,7 @@ class ApiserverTrace(Check):
             hint = (
                 f"{len(found)} of {len(records)} arrived, so the apiserver exports: the rest did "
                 "not arrive within deadlines.apiserver_trace (exported late, or dropped: its "
-                "span queue holds 2048 and exports every 5 s; apiserver-tracing.md §3)"
+                "span queue holds 2048 and exports every 5 s; docs/reference/apiserver.md §3)"
             )
         elif linked:
             hint = (

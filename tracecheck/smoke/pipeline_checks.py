@@ -99,7 +99,8 @@ class TempoPreflight(Check):
         try:
             version = tempo.buildinfo(timeout=left()).version
         except BackendError as exc:
-            # buildinfo exists since 2.3 (tempo-api.md §13); older Tempo still answers /ready.
+            # buildinfo exists since 2.3 (docs/reference/tempo.md §13); older Tempo still answers
+            # /ready.
             version = f"unknown ({exc.cause})"
         ctx.target["tempo_version"] = version
         return self.result(Status.PASS, f"ready; version {version}", data={"version": version})
@@ -252,7 +253,7 @@ class TempoTraceById(Check):
     def run(self, ctx: SmokeContext) -> CheckResult:
         trace = ctx.synthetic()
         tempo = ctx.tempo()
-        # A ±10 min window around the trace (tempo-api.md §17 point 3).
+        # A ±10 min window around the trace (docs/reference/tempo.md §17 point 3).
         start = trace.start_ns / 1e9 - 600
         end = trace.end_ns / 1e9 + 600
 
@@ -308,7 +309,7 @@ class TempoSearch(Check):
         def probe(timeout: float) -> Probe[int]:
             end = int(ctx.clock.time()) + 60
             result = tempo.search(query, start=start, end=end, limit=20, timeout=timeout)
-            # Search IDs are hex with leading zeros stripped (tempo-api.md §5.3): find()
+            # Search IDs are hex with leading zeros stripped (docs/reference/tempo.md §5.3): find()
             # compares bytes.
             hit = result.find(trace.trace_id)
             if hit is not None:

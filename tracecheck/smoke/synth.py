@@ -1,7 +1,7 @@
 """The deterministic synthetic trace that ``tracecheck smoke`` sends.
 
-Like tempo-vulture's ``TraceInfo`` (tempo-api.md §15.3), everything derives from a seed, so the
-expected trace can be rebuilt and diffed against what comes back. One trace per run:
+Like tempo-vulture's ``TraceInfo`` (docs/reference/tempo.md §15), everything derives from a
+seed, so the expected trace can be rebuilt and diffed against what comes back. One trace per run:
 
     tracecheck-client  CLIENT   GET /checkout          240 ms  (root)
     tracecheck-server  SERVER   GET /checkout          190 ms  child of the CLIENT span
@@ -12,8 +12,8 @@ expected trace can be rebuilt and diffed against what comes back. One trace per 
 The CLIENT -> SERVER pair gives a service-graph edge; the durations sit inside one bucket of
 both Tempo's (2 ms * 2^n) and the OpenTelemetry connector's default histograms, away from
 bucket bounds. Every span carries ``tracecheck.run_id`` for TraceQL search. The trace ID's first
-byte is zero on purpose: Tempo's search strips leading zeros from trace IDs (tempo-api.md §5.3),
-so every run exercises that quirk.
+byte is zero on purpose: Tempo's search strips leading zeros from trace IDs
+(docs/reference/tempo.md §5.3), so every run exercises that quirk.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def build_trace(
     """Build the synthetic trace for ``seed``, ending at ``end_ns`` (unix nanoseconds).
 
     Spans must end near "now": Tempo's metrics-generator drops spans whose end is more than
-    30 s away from its clock (tempo-api.md §11.3, ingestion slack).
+    30 s away from its clock (docs/reference/tempo.md §11.3, ingestion slack).
     """
     rng = random.Random(seed)
     run_id = rng.randbytes(6).hex()

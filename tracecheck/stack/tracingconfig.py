@@ -1,7 +1,7 @@
 """``tracecheck apiserver check-config FILE``: validate a kube-apiserver TracingConfiguration.
 
 The rules follow what kube-apiserver 1.34 itself does with ``--tracing-config-file``
-(apiserver-tracing.md §2, and k8s.io/apiserver ``pkg/server/options/tracing.go``,
+(docs/reference/apiserver.md §2, and k8s.io/apiserver ``pkg/server/options/tracing.go``,
 k8s.io/component-base ``tracing/api/v1/config.go``):
 
 * the file is decoded **strictly** (``serializer.EnableStrict``): an unknown or duplicated field
@@ -222,7 +222,7 @@ def _check_rate(doc: Any, node: Any) -> list[Finding]:
     field = "samplingRatePerMillion"
     unset = (
         "the apiserver starts no trace of its own: only requests carrying a sampled traceparent "
-        "from system:masters or system:monitoring are traced (apiserver-tracing.md §3-§4)"
+        "from system:masters or system:monitoring are traced (docs/reference/apiserver.md §3-§4)"
     )
     if node is None or (isinstance(node, yaml.ScalarNode) and _value(node) is None):
         line = _line(doc) if node is None else _line(node)
@@ -319,7 +319,7 @@ def _check_endpoint(node: Any) -> list[Finding]:
                 field,
                 f"{host!r} is a cluster DNS name: kube-apiserver runs with hostNetwork and the "
                 "node's resolv.conf, so it cannot resolve it; use a ClusterIP, a node-local "
-                "collector (localhost:4317) or a node IP (apiserver-tracing.md §8)",
+                "collector (localhost:4317) or a node IP (docs/reference/apiserver.md §8)",
             )
         )
     return out

@@ -114,7 +114,7 @@ def _version(repo: Path, component: str) -> str:
         repo / "stack/local/build" / component / "go.mod", _GOMOD_MODULE[component]
     )
     if component == "prometheus":
-        # Module v0.3MM.P is Prometheus 3.MM.P (collector-otlp.md §9.7).
+        # Module v0.3MM.P is Prometheus 3.MM.P (docs/reference/collector.md §9.5).
         match = re.fullmatch(r"v0\.3(\d\d)\.(\d+)", version)
         if match:
             return f"v3.{int(match.group(1))}.{match.group(2)}"

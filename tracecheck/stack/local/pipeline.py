@@ -405,7 +405,7 @@ class LocalStack:
                 f"--storage.tsdb.path={state / self._prometheus_data}",
                 "--web.listen-address=127.0.0.1:9090",
                 # Receives the stand-in's and the collector's span-metrics by remote write,
-                # with exemplars (tempo-api.md §11.3).
+                # with exemplars (docs/reference/tempo.md §11.3).
                 "--web.enable-remote-write-receiver",
                 "--enable-feature=exemplar-storage",
             ]

@@ -1,7 +1,7 @@
 """Endpoint substitutions: the shipped Kubernetes configs, rendered for the local pipeline.
 
 The configuration files under ``stack/`` live once and feed both the Kubernetes ConfigMaps and the
-local pipeline (STYLE 17). ``stack/local/substitutions.yaml`` lists, per file, the literal
+local pipeline (one source). ``stack/local/substitutions.yaml`` lists, per file, the literal
 ``from -> to`` replacements that make the local file; they are applied in order, each ``from`` at
 all of its occurrences. A ``from`` that no longer occurs means the shipped file drifted from the
 local pipeline: rendering raises :class:`~tracecheck.errors.ConfigError` rather than silently
@@ -30,7 +30,7 @@ SUBSTITUTIONS_FILE = "stack/local/substitutions.yaml"
 
 # A rate at which an unprivileged client's burst of 50 requests finds a sampled trace with near
 # certainty (1 - 0.75**50 ~ 1 - 6e-7); privileged callers with a sampled traceparent are always
-# traced whatever the rate (apiserver-tracing.md §4.2).
+# traced whatever the rate (docs/reference/apiserver.md §4.2).
 DEFAULT_SAMPLING_RATE = 250_000
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -149,7 +149,7 @@ def render_local_config(
         except OSError as exc:
             raise ConfigError("local-stack", str(path), f"cannot read: {exc.strerror}") from exc
     if not 0 <= sampling_rate <= 1_000_000:
-        # TracingConfiguration validation (apiserver-tracing.md §2): 0..1,000,000.
+        # TracingConfiguration validation (docs/reference/apiserver.md §2): 0..1,000,000.
         raise ConfigError(
             "local-stack", "--sampling-rate", f"must be 0..1000000, not {sampling_rate}"
         )

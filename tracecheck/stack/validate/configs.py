@@ -63,7 +63,7 @@ def check_config_files(index: Index, out: Collector) -> None:
 
 
 _DS_FIELDS_BY_TYPE = {
-    # Keys of jsonData that belong to the other datasource type (prometheus-api.md section 9.1).
+    # Keys of jsonData that belong to the other datasource type (docs/reference/prometheus.md §8.1).
     "prometheus": {"spanMetrics", "tracesToMetrics", "serviceMap", "nodeGraph", "tracesToLogsV2"},
 }
 
@@ -261,7 +261,7 @@ def _check_remote_write_targets(
     index: Index, obj: dict[str, Any], where: str, doc: dict[str, Any], out: Collector
 ) -> None:
     # Remote write needs Prometheus's receiver flag (else 404), and exemplars need exemplar
-    # storage (else dropped silently; prometheus-api.md sections 2 and 3).
+    # storage (else dropped silently; docs/reference/prometheus.md §2-§3).
     for path, url, exemplars in _remote_writes(doc):
         match = SVC_REF.search(url)
         if match is None:
