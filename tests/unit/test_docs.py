@@ -12,8 +12,9 @@ from tracecheck.cli import app
 from tracecheck.config import Settings, describe_settings
 from tracecheck.errors import ExitCode
 from tracecheck.smoke.plan import default_checks
+from tracecheck.stack.local.paths import find_repo_root
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = find_repo_root(Path(__file__).parent)
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 

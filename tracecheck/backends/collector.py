@@ -17,6 +17,10 @@ Client obligations from docs/reference/collector.md, by section:
 
 Waits go through the injected :class:`~tracecheck.polling.Clock`; grpc and protobuf are imported
 inside the methods that need them, so importing this module stays cheap.
+
+Why one module (about 680 lines): the collector is one system spoken to three ways (OTLP/gRPC,
+OTLP/HTTP, its health and metrics endpoints) whose retry rules must be the same for both export
+protocols, and the small google.rpc.Status decoder belongs next to the code that reads it.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import math
 import re
 from datetime import UTC, datetime
 
+from tracecheck.backends.prometheus import MAX_POINTS
 from tracecheck.errors import QueryError, UsageError
 from tracecheck.output import iso
 
@@ -30,8 +31,6 @@ __all__ = [
 
 #: Default look-back of ``--since`` (seconds).
 DEFAULT_SINCE = 3600.0
-#: Prometheus refuses range queries over 11,000 points per series (docs/reference/prometheus.md §2).
-MAX_POINTS = 11_000
 #: Points a range query aims at when no step is given (like Prometheus's UI, ~range/250).
 TARGET_POINTS = 250
 

@@ -30,6 +30,10 @@ The apiserver batches spans for 5 s before exporting (its BatchSpanProcessor sch
 §3), so the trace check polls up to ``deadlines.apiserver_trace``. The apiserver latency table
 (:mod:`tracecheck.latency.table`) over every apiserver span of the traces found goes to
 ``ctx.tables["apiserver_latency"]``, which the smoke report prints and exports.
+
+Why one module (about 700 lines): the four checks share one state (the trust mode, the
+records of the requests sent) and the trace check's two modes read the same records; split
+apart, each file would reach into the others' helpers.
 """
 
 from __future__ import annotations

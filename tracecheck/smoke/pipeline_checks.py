@@ -15,6 +15,9 @@ prometheus.span_metrics    verify     span-metrics calls rose by the spans sent;
 prometheus.exemplars       verify     the latency histogram's exemplars carry our trace ID
 prometheus.service_graph   verify     the service-graph edge client -> server rose
 =========================  =========  =======================================================
+
+Why one module (about 600 lines): ten checks of one plan sharing the span-metric family cache
+and the counter helpers; a file per check or per stage would scatter them.
 """
 
 from __future__ import annotations

@@ -21,11 +21,11 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import LocalHTTPServer, Recorded
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, duration_pb2, message_factory
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as svc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as svc_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
+from servers import Recorded, TestServer
 
 from tracecheck.backends.collector import CollectorClient, decode_rpc_status
 from tracecheck.config import CollectorSettings
@@ -317,9 +317,9 @@ def test_grpc_budget_stops_retries_before_the_deadline(receiver: Receiver) -> No
     assert len(receiver.requests) == 2
 
 
-def test_grpc_closed_port_is_unreachable(closed_port: int) -> None:
+def test_grpc_closed_port_is_unreachable(free_port: int) -> None:
     clock = FakeClock()
-    target = f"127.0.0.1:{closed_port}"
+    target = f"127.0.0.1:{free_port}"
     with grpc_client(target, clock, retries=1) as collector, pytest.raises(Unreachable) as info:
         collector.export(make_request())
     assert str(info.value) == f"collector at {target}: connection refused"
@@ -346,7 +346,7 @@ def test_grpc_tls_against_a_plaintext_receiver(receiver: Receiver) -> None:
     assert receiver.requests == []
 
 
-def test_grpc_plaintext_against_an_http1_server(http_server: LocalHTTPServer) -> None:
+def test_grpc_plaintext_against_an_http1_server(http_server: TestServer) -> None:
     target = f"127.0.0.1:{http_server.port}"
     with grpc_client(target, retries=0) as collector, pytest.raises(Unreachable) as info:
         collector.export(make_request())
@@ -356,12 +356,12 @@ def test_grpc_plaintext_against_an_http1_server(http_server: LocalHTTPServer) ->
     )
 
 
-def test_health_without_url_is_an_empty_export(receiver: Receiver, closed_port: int) -> None:
+def test_health_without_url_is_an_empty_export(receiver: Receiver, free_port: int) -> None:
     with grpc_client(receiver.target, health_url="") as collector:
         collector.health(timeout=2.0)
     (request,) = receiver.requests
     assert len(request.resource_spans) == 0
-    target = f"127.0.0.1:{closed_port}"
+    target = f"127.0.0.1:{free_port}"
     with grpc_client(target, health_url="") as collector, pytest.raises(Unreachable) as info:
         collector.health(timeout=2.0)
     assert str(info.value) == f"collector at {target}: connection refused"
@@ -405,7 +405,7 @@ def test_invalid_metadata_key_is_a_config_error() -> None:
 # -- OTLP/HTTP -----------------------------------------------------------------------------------
 
 
-def http_client(server: LocalHTTPServer, clock: Any = None, **settings: Any) -> CollectorClient:
+def http_client(server: TestServer, clock: Any = None, **settings: Any) -> CollectorClient:
     base: dict[str, Any] = {
         "http_url": server.url,
         "protocol": "http",
@@ -423,7 +423,7 @@ def otlp_ok(rec: Recorded) -> tuple[int, dict[str, str], bytes]:
     return 200, {"Content-Type": "application/x-protobuf"}, b""
 
 
-def test_http_ok_gzip_protobuf_verified_on_the_server(http_server: LocalHTTPServer) -> None:
+def test_http_ok_gzip_protobuf_verified_on_the_server(http_server: TestServer) -> None:
     http_server.handler = otlp_ok
     request = make_request(4)
     with http_client(http_server) as collector:
@@ -445,7 +445,7 @@ def test_http_ok_gzip_protobuf_verified_on_the_server(http_server: LocalHTTPServ
     assert received == request
 
 
-def test_http_without_compression_sends_plain_protobuf(http_server: LocalHTTPServer) -> None:
+def test_http_without_compression_sends_plain_protobuf(http_server: TestServer) -> None:
     http_server.handler = otlp_ok
     request = make_request(1)
     with http_client(http_server, compression="none") as collector:
@@ -455,7 +455,7 @@ def test_http_without_compression_sends_plain_protobuf(http_server: LocalHTTPSer
     assert rec.body == request.SerializeToString()
 
 
-def test_http_partial_success_in_the_response(http_server: LocalHTTPServer) -> None:
+def test_http_partial_success_in_the_response(http_server: TestServer) -> None:
     response = svc.ExportTraceServiceResponse()
     response.partial_success.rejected_spans = 1
     response.partial_success.error_message = "span too large"
@@ -470,7 +470,7 @@ def test_http_partial_success_in_the_response(http_server: LocalHTTPServer) -> N
     )
 
 
-def test_http_json_partial_success_and_a_malformed_one(http_server: LocalHTTPServer) -> None:
+def test_http_json_partial_success_and_a_malformed_one(http_server: TestServer) -> None:
     # A backend answering in OTLP/JSON: int64 as a decimal string (docs/reference/collector.md §2).
     bodies = [
         b'{"partialSuccess": {"rejectedSpans": "2", "errorMessage": "too old"}}',
@@ -492,7 +492,7 @@ def test_http_json_partial_success_and_a_malformed_one(http_server: LocalHTTPSer
     )
 
 
-def test_http_429_with_retry_after_then_ok(http_server: LocalHTTPServer) -> None:
+def test_http_429_with_retry_after_then_ok(http_server: TestServer) -> None:
     answers = [(429, {"Retry-After": "2"}, b""), (200, {}, b"")]
     http_server.handler = lambda r: answers.pop(0)
     clock = FakeClock()
@@ -503,7 +503,7 @@ def test_http_429_with_retry_after_then_ok(http_server: LocalHTTPServer) -> None
     assert len(http_server.requests) == 2
 
 
-def test_http_503_with_an_http_date_retry_after(http_server: LocalHTTPServer) -> None:
+def test_http_503_with_an_http_date_retry_after(http_server: TestServer) -> None:
     clock = FakeClock()
     when = email.utils.formatdate(clock.time() + 3, usegmt=True)
     answers = [(503, {"Retry-After": when}, b""), (200, {}, b"")]
@@ -513,7 +513,7 @@ def test_http_503_with_an_http_date_retry_after(http_server: LocalHTTPServer) ->
     assert clock.sleeps == [3.0]
 
 
-def test_http_502_without_retry_after_backs_off(http_server: LocalHTTPServer) -> None:
+def test_http_502_without_retry_after_backs_off(http_server: TestServer) -> None:
     answers = [(502, {}, b"bad gateway"), (504, {}, b"timeout"), (200, {}, b"")]
     http_server.handler = lambda r: answers.pop(0)
     clock = FakeClock()
@@ -522,7 +522,7 @@ def test_http_502_without_retry_after_backs_off(http_server: LocalHTTPServer) ->
     assert clock.sleeps == [0.2, 0.4]
 
 
-def test_http_retry_after_too_long_gives_up(http_server: LocalHTTPServer) -> None:
+def test_http_retry_after_too_long_gives_up(http_server: TestServer) -> None:
     body = rpc_status(8, "ingestion rate limit exceeded")
     http_server.handler = lambda r: (
         429,
@@ -539,7 +539,7 @@ def test_http_retry_after_too_long_gives_up(http_server: LocalHTTPServer) -> Non
     assert clock.sleeps == []
 
 
-def test_http_400_decodes_the_rpc_status_body(http_server: LocalHTTPServer) -> None:
+def test_http_400_decodes_the_rpc_status_body(http_server: TestServer) -> None:
     body = rpc_status(3, "proto: cannot parse invalid wire-format data")
     http_server.handler = lambda r: (400, {"Content-Type": "application/x-protobuf"}, body)
     with http_client(http_server) as collector, pytest.raises(HTTPStatusError) as info:
@@ -552,7 +552,7 @@ def test_http_400_decodes_the_rpc_status_body(http_server: LocalHTTPServer) -> N
     assert len(http_server.requests) == 1
 
 
-def test_http_401_is_auth_error_without_the_key(http_server: LocalHTTPServer) -> None:
+def test_http_401_is_auth_error_without_the_key(http_server: TestServer) -> None:
     body = rpc_status(16, f"invalid api key {SECRET}")
     http_server.handler = lambda r: (401, {"Content-Type": "application/x-protobuf"}, body)
     with http_client(http_server) as collector, pytest.raises(AuthError) as info:
@@ -563,7 +563,7 @@ def test_http_401_is_auth_error_without_the_key(http_server: LocalHTTPServer) ->
     )
 
 
-def test_http_415_text_plain_is_not_retried(http_server: LocalHTTPServer) -> None:
+def test_http_415_text_plain_is_not_retried(http_server: TestServer) -> None:
     http_server.handler = lambda r: (
         415,
         {"Content-Type": "text/plain"},
@@ -576,7 +576,7 @@ def test_http_415_text_plain_is_not_retried(http_server: LocalHTTPServer) -> Non
     assert clock.sleeps == []
 
 
-def test_http_undecodable_success_body_is_a_protocol_error(http_server: LocalHTTPServer) -> None:
+def test_http_undecodable_success_body_is_a_protocol_error(http_server: TestServer) -> None:
     http_server.handler = lambda r: (
         200,
         {"Content-Type": "application/x-protobuf"},
@@ -589,9 +589,9 @@ def test_http_undecodable_success_body_is_a_protocol_error(http_server: LocalHTT
     )
 
 
-def test_http_closed_port_is_retried_then_unreachable(closed_port: int) -> None:
+def test_http_closed_port_is_retried_then_unreachable(free_port: int) -> None:
     clock = FakeClock()
-    url = f"http://127.0.0.1:{closed_port}"
+    url = f"http://127.0.0.1:{free_port}"
     settings = CollectorSettings(http_url=url, protocol="http", retries=1)
     with CollectorClient(settings, clock=clock) as collector, pytest.raises(Unreachable) as info:
         collector.export(make_request())
@@ -599,7 +599,7 @@ def test_http_closed_port_is_retried_then_unreachable(closed_port: int) -> None:
     assert clock.sleeps == [0.2]
 
 
-def test_http_tls_against_plaintext_is_not_retried(http_server: LocalHTTPServer) -> None:
+def test_http_tls_against_plaintext_is_not_retried(http_server: TestServer) -> None:
     clock = FakeClock()
     url = f"https://127.0.0.1:{http_server.port}"
     settings = CollectorSettings(http_url=url, protocol="http")
@@ -629,7 +629,7 @@ otelcol_exporter_enqueue_failed_spans_total{exporter="otlp"} 1
 """
 
 
-def test_health_url_ok_and_not_ready(http_server: LocalHTTPServer) -> None:
+def test_health_url_ok_and_not_ready(http_server: TestServer) -> None:
     answers = [
         (200, {}, b'{"status":"Server available","upSince":"2026-01-01T00:00:00Z"}'),
         (503, {}, b'{"status":"Server not available"}'),
@@ -645,7 +645,7 @@ def test_health_url_ok_and_not_ready(http_server: LocalHTTPServer) -> None:
     assert [r.path for r in http_server.requests] == ["/", "/"]
 
 
-def test_counters_without_and_with_total_suffix(http_server: LocalHTTPServer) -> None:
+def test_counters_without_and_with_total_suffix(http_server: TestServer) -> None:
     bodies = [EXPOSITION, EXPOSITION, EXPOSITION_TOTAL]
     http_server.handler = lambda r: (200, {"Content-Type": "text/plain"}, bodies.pop(0))
     with http_client(http_server) as collector:

@@ -27,6 +27,7 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from servers import free_port
 
 from tracecheck.errors import ConfigError, StackError, UsageError
 from tracecheck.stack.local import (
@@ -56,12 +57,6 @@ from tracecheck.stack.local.supervisor import (
 
 REPO = find_repo_root(Path(__file__).parent)
 SHIPPED = [shipped for shipped, _ in _CONFIGS.values()]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def alive(pid: int) -> bool:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import LocalHTTPServer
+from servers import TestServer
 
 from tracecheck.config import Settings
 
@@ -35,7 +35,7 @@ def assert_no_traceback(p: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
 
 
-def canned(server: LocalHTTPServer, status: int, body: bytes, content_type: str) -> None:
+def canned(server: TestServer, status: int, body: bytes, content_type: str) -> None:
     """Make the shared test server answer every request with one response."""
     server.handler = lambda rec: (status, {"Content-Type": content_type}, body)
 
@@ -103,8 +103,8 @@ def _detail(p: subprocess.CompletedProcess[str], name: str) -> tuple[str, str]:
     return check["status"], check["detail"]
 
 
-def test_closed_ports_are_backend_errors_naming_each_hop(closed_port: int) -> None:
-    port = closed_port
+def test_closed_ports_are_backend_errors_naming_each_hop(free_port: int) -> None:
+    port = free_port
     p = tc(
         "smoke",
         "--output",
@@ -147,7 +147,7 @@ def test_closed_ports_are_backend_errors_naming_each_hop(closed_port: int) -> No
     ],
 )
 def test_http_failures_of_tempo(
-    http_server: LocalHTTPServer, status: int, body: bytes, content_type: str, expect: str
+    http_server: TestServer, status: int, body: bytes, content_type: str, expect: str
 ) -> None:
     server = http_server
     canned(server, status, body, content_type)
@@ -166,7 +166,7 @@ def test_http_failures_of_tempo(
     assert server.requests and server.requests[0].headers.get("authorization") == "Bearer s3cr3t"
 
 
-def test_garbage_json_from_prometheus(http_server: LocalHTTPServer) -> None:
+def test_garbage_json_from_prometheus(http_server: TestServer) -> None:
     server = http_server
     canned(server, 200, b"<html>proxy login</html>", "text/html")
     p = _only("preflight.prometheus", "--prometheus-url", server.url)
@@ -176,7 +176,7 @@ def test_garbage_json_from_prometheus(http_server: LocalHTTPServer) -> None:
     assert detail.startswith(f"prometheus at {server.url}")
 
 
-def test_tls_against_a_plaintext_port(http_server: LocalHTTPServer) -> None:
+def test_tls_against_a_plaintext_port(http_server: TestServer) -> None:
     canned(http_server, 200, b"ready", "text/plain")
     p = _only("preflight.tempo", "--tempo-url", http_server.url.replace("http://", "https://"))
     assert_no_traceback(p)

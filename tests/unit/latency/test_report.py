@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 
 import numpy as np
 import pytest
-from conftest import LocalHTTPServer, Recorded
+from servers import Recorded, TestServer
 
 from tracecheck.config import load_settings
 from tracecheck.latency.charts import (
@@ -259,7 +259,7 @@ def serve(rec: Recorded) -> tuple[int, dict[str, str], bytes]:
 
 
 @pytest.fixture
-def report(http_server: LocalHTTPServer) -> ApiserverReport:
+def report(http_server: TestServer) -> ApiserverReport:
     http_server.handler = serve
     settings = load_settings(flags={"tempo.url": http_server.url,
                                     "prometheus.url": http_server.url})  # fmt: skip
@@ -364,7 +364,7 @@ def test_table_and_renderers(report: ApiserverReport, tmp_path: Any) -> None:
     assert (tmp_path / "r.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_empty_report_is_no_data_not_a_crash(http_server: LocalHTTPServer) -> None:
+def test_empty_report_is_no_data_not_a_crash(http_server: TestServer) -> None:
     def empty(rec: Recorded) -> tuple[int, dict[str, str], bytes]:
         path = rec.path.partition("?")[0]
         if path == "/api/search":

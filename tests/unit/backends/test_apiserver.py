@@ -14,21 +14,18 @@ import base64
 import datetime
 import json
 import os
-import socket
 import ssl
 import stat
 import tempfile
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import LocalHTTPServer, SelfSigned
+from servers import Answer, Recorded, SelfSigned, TestServer, tls_context
 
 from tracecheck.backends.apiserver import (
     ApiserverClient,
@@ -50,13 +47,7 @@ TOKEN = "tok-3xTr4-s3cr3t-value-99"
 # -- a TLS server that answers like kube-apiserver -------------------------------------------
 
 
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    client_cn: str
+Seen = Recorded  # what the fake apiserver saw of one request
 
 
 @dataclass
@@ -117,71 +108,25 @@ def client_cert(ca: SelfSigned, folder: Path, cn: str, org: str | None = None) -
 
 @pytest.fixture
 def apiserver(self_signed: SelfSigned) -> Iterator[FakeApiserver]:
+    """The shared test server behind TLS, answering as kube-apiserver does: JSON, an Audit-Id on
+    every answer, client certificates optional (certificates or tokens)."""
     state = FakeApiserver()
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(self_signed.cert, self_signed.key)
-    ctx.load_verify_locations(self_signed.cert)
-    ctx.verify_mode = ssl.CERT_OPTIONAL  # like kube-apiserver: certificates or tokens
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def answer(rec: Recorded) -> Answer:
+        state.seen.append(rec)
+        denied = state.auth(rec)
+        if denied:
+            code, payload = denied, status_body(401, "Unauthorized", "Unauthorized")
+        else:
+            code, payload = state.routes.get(rec.path.split("?")[0], (200, {}))
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        headers = {"Audit-Id": str(uuid.uuid4()), "Content-Type": "application/json"}
+        return code, headers, data
 
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            peer = (
-                self.connection.getpeercert() if hasattr(self.connection, "getpeercert") else None
-            )
-            cn = ""
-            for rdn in (peer or {}).get("subject", ()):
-                for key, value in rdn:
-                    if key == "commonName":
-                        cn = value
-            seen = Seen(
-                self.command,
-                self.path,
-                {k.lower(): v for k, v in self.headers.items()},
-                body,
-                cn,
-            )
-            state.seen.append(seen)
-            denied = state.auth(seen)
-            if denied:
-                code, payload = denied, status_body(401, "Unauthorized", "Unauthorized")
-            else:
-                code, payload = state.routes.get(self.path.split("?")[0], (200, {}))
-            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Audit-Id", str(uuid.uuid4()))
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_DELETE = _serve
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    class Server(ThreadingHTTPServer):
-        def get_request(self) -> tuple[socket.socket, Any]:
-            conn, addr = super().get_request()
-            return ctx.wrap_socket(conn, server_side=True), addr
-
-        def handle_error(self, request: object, client_address: object) -> None:
-            pass
-
-    server = Server(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.port = server.server_address[1]
-    state.url = f"https://127.0.0.1:{state.port}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
+    tls = tls_context(self_signed.cert, self_signed.key, client_ca=self_signed.cert)
+    with TestServer(answer, tls=tls) as server:
+        state.url, state.port = server.url, server.port
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def kubeconfig(
@@ -613,9 +558,9 @@ def test_whoami_falls_back_to_v1beta1(
 
 
 def test_connection_refused_names_the_apiserver_hop(
-    tmp_path: Path, self_signed: SelfSigned, closed_port: int, private_tmp: Path
+    tmp_path: Path, self_signed: SelfSigned, free_port: int, private_tmp: Path
 ) -> None:
-    url = f"https://127.0.0.1:{closed_port}"
+    url = f"https://127.0.0.1:{free_port}"
     path = kubeconfig(tmp_path / "kc", url, self_signed, {"privileged": {"token": TOKEN}})
     with ApiserverClient(load_credentials(str(path))) as api, pytest.raises(Unreachable) as err:
         api.readyz()
@@ -624,7 +569,7 @@ def test_connection_refused_names_the_apiserver_hop(
 
 
 def test_tls_against_a_plaintext_port_is_one_line(
-    tmp_path: Path, self_signed: SelfSigned, http_server: LocalHTTPServer, private_tmp: Path
+    tmp_path: Path, self_signed: SelfSigned, http_server: TestServer, private_tmp: Path
 ) -> None:
     url = f"https://127.0.0.1:{http_server.port}"
     path = kubeconfig(tmp_path / "kc", url, self_signed, {"privileged": {"token": TOKEN}})

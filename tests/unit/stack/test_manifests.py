@@ -33,10 +33,11 @@ from tracecheck.stack.local import (
     default_state_dir,
     render_local_config,
 )
+from tracecheck.stack.local.paths import find_repo_root
 from tracecheck.stack.tools import find_kustomize, kubectl_command
 from tracecheck.stack.validate import validate
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = find_repo_root(Path(__file__).parent)
 STACK = REPO / "stack"
 COMPONENTS = ("collector-spanmetrics", "smoke-cronjob", "smoke-monitoring-cert")
 

@@ -12,9 +12,10 @@ import pytest
 from tracecheck.errors import ConfigError, ExitCode
 from tracecheck.output import render_findings
 from tracecheck.results import Finding, has_errors
+from tracecheck.stack.local.paths import find_repo_root
 from tracecheck.stack.tracingconfig import check_tracing_config, check_tracing_config_text
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = find_repo_root(Path(__file__).parent)
 SHIPPED = REPO / "stack" / "apiserver" / "tracing-config.yaml"
 
 HEAD = "apiVersion: apiserver.config.k8s.io/v1\nkind: TracingConfiguration\n"

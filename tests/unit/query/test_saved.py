@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from conftest import LocalHTTPServer, Recorded
+from servers import Recorded, TestServer
 
 from tracecheck.config import load_settings
 from tracecheck.errors import ConfigError, ExitCode, QueryError
@@ -33,8 +33,9 @@ from tracecheck.query.saved import (
 )
 from tracecheck.query.syntax import check_promql
 from tracecheck.results import ResultTable
+from tracecheck.stack.local.paths import find_repo_root
 
-REPO_QUERIES = Path(__file__).resolve().parents[2] / "queries"
+REPO_QUERIES = find_repo_root(Path(__file__).parent) / "queries"
 NOW = 1_750_000_000.0
 SHIPPED = load_queries(REPO_QUERIES)
 
@@ -332,7 +333,7 @@ def _form(rec: Recorded) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(raw).items()}
 
 
-def test_run_saved_promql_substitutes_checks_and_pivots(http_server: LocalHTTPServer) -> None:
+def test_run_saved_promql_substitutes_checks_and_pivots(http_server: TestServer) -> None:
     def handler(rec: Recorded) -> tuple[int, dict[str, str], bytes]:
         return _answer({"status": "success", "data": {"resultType": "vector", "result": [
             {"metric": {"service": "api", "measure": m}, "value": [NOW, v]}
@@ -353,7 +354,7 @@ def test_run_saved_promql_substitutes_checks_and_pivots(http_server: LocalHTTPSe
     )
 
 
-def test_run_saved_traceql_uses_the_files_limit_and_spss(http_server: LocalHTTPServer) -> None:
+def test_run_saved_traceql_uses_the_files_limit_and_spss(http_server: TestServer) -> None:
     http_server.handler = lambda rec: _answer({"traces": []})
     settings = load_settings(flags={"tempo.url": http_server.url})
     table = run_saved(settings, "apiserver-slowest-requests", {"min_duration": "250ms"},
@@ -366,7 +367,7 @@ def test_run_saved_traceql_uses_the_files_limit_and_spss(http_server: LocalHTTPS
     assert table.columns == get_query("apiserver-slowest-requests", SHIPPED).columns
 
 
-def test_run_saved_refuses_options_of_the_other_language(http_server: LocalHTTPServer) -> None:
+def test_run_saved_refuses_options_of_the_other_language(http_server: TestServer) -> None:
     settings = load_settings(flags={"tempo.url": http_server.url,
                                     "prometheus.url": http_server.url})  # fmt: skip
     with pytest.raises(QueryError, match="--at/--range are for PromQL"):

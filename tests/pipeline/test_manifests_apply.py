@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import secrets
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from tracecheck.errors import AuthError, Unreachable, UsageError
 from tracecheck.stack.apply import apply
 from tracecheck.stack.kustomize import CLUSTER_SCOPED, TARGETS, load_objects, render, retarget
 from tracecheck.stack.local import LocalStack
+from tracecheck.stack.local.paths import find_repo_root
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,11 @@ def scratch(cluster: tuple[str, str]) -> Iterator[dict[str, str]]:
             text=True,
             check=False,
         )
-        assert gone.returncode != 0, f"scratch namespace {ns} was not removed"
+        # Only a NotFound from the apiserver proves the namespace is gone: an unreachable
+        # apiserver fails the same command, and must fail this check too.
+        assert gone.returncode != 0 and "(NotFound)" in gone.stderr, (
+            f"scratch namespace {ns} was not removed: {gone.stderr or gone.stdout}"
+        )
         left = subprocess.run(
             [
                 cluster[0],
@@ -141,6 +145,7 @@ def scratch(cluster: tuple[str, str]) -> Iterator[dict[str, str]]:
             text=True,
             check=False,
         )
+        assert left.returncode == 0, left.stderr
         assert ns not in left.stdout, left.stdout
         orphans = subprocess.run(
             [
@@ -160,6 +165,7 @@ def scratch(cluster: tuple[str, str]) -> Iterator[dict[str, str]]:
             text=True,
             check=False,
         )
+        assert orphans.returncode == 0, orphans.stderr
         assert orphans.stdout.strip() == "", orphans.stdout
 
 
@@ -239,7 +245,7 @@ def test_real_apiserver_accepts_the_component_variants(
 ) -> None:
     kubectl, kubeconfig = cluster
     ns = scratch["namespace"]
-    stack = Path(__file__).resolve().parents[1] / "stack"
+    stack = find_repo_root(Path(__file__).parent) / "stack"
     (tmp_path / "v").mkdir()
     rel_stack = os.path.relpath(stack, tmp_path / "v")
     (tmp_path / "v" / "kustomization.yaml").write_text(
@@ -314,11 +320,11 @@ def test_apply_as_a_read_only_user_is_an_auth_error(
     assert "\n" not in message
 
 
-def test_apply_to_a_closed_port_is_unreachable(cluster: tuple[str, str], tmp_path: Path) -> None:
+def test_apply_to_a_closed_port_is_unreachable(
+    cluster: tuple[str, str], tmp_path: Path, free_port: int
+) -> None:
     kubectl, kubeconfig = cluster
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port
     config = yaml.safe_load(Path(kubeconfig).read_text())
     for entry in config["clusters"]:
         entry["cluster"]["server"] = f"https://127.0.0.1:{port}"

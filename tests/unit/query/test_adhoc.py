@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from conftest import LocalHTTPServer, Recorded
+from servers import Recorded, TestServer
 
 from tracecheck.config import Settings, load_settings
 from tracecheck.errors import ExitCode, QueryError, UsageError
@@ -35,7 +35,7 @@ from tracecheck.results import ResultTable
 NOW = 1_750_000_000.0
 
 
-def settings_for(server: LocalHTTPServer) -> Settings:
+def settings_for(server: TestServer) -> Settings:
     return load_settings(flags={"tempo.url": server.url, "prometheus.url": server.url})
 
 
@@ -210,13 +210,13 @@ def test_empty_promql_is_refused() -> None:
 # -- PromQL against a real HTTP server -----------------------------------------------------------
 
 
-def test_invalid_promql_is_refused_before_anything_is_sent(http_server: LocalHTTPServer) -> None:
+def test_invalid_promql_is_refused_before_anything_is_sent(http_server: TestServer) -> None:
     with pytest.raises(PromQLSyntaxError):
         run_promql(settings_for(http_server), "sum(rate(foo[5m])", clock=FakeClock(NOW))
     assert http_server.requests == []
 
 
-def test_instant_vector_rows(http_server: LocalHTTPServer) -> None:
+def test_instant_vector_rows(http_server: TestServer) -> None:
     http_server.handler = lambda rec: json_answer({
         "status": "success",
         "data": {"resultType": "vector", "result": [
@@ -235,7 +235,7 @@ def test_instant_vector_rows(http_server: LocalHTTPServer) -> None:
     assert json.loads(render_table(table, "json"))["rows"][1]["value"] == "NaN"
 
 
-def test_at_is_sent_as_the_evaluation_time(http_server: LocalHTTPServer) -> None:
+def test_at_is_sent_as_the_evaluation_time(http_server: TestServer) -> None:
     http_server.handler = lambda rec: json_answer(
         {"status": "success", "data": {"resultType": "scalar", "result": [1.7e9, "2"]}}
     )
@@ -247,7 +247,7 @@ def test_at_is_sent_as_the_evaluation_time(http_server: LocalHTTPServer) -> None
     )
 
 
-def test_range_query_rows_and_auto_step(http_server: LocalHTTPServer) -> None:
+def test_range_query_rows_and_auto_step(http_server: TestServer) -> None:
     http_server.handler = lambda rec: json_answer({
         "status": "success",
         "data": {"resultType": "matrix", "result": [
@@ -267,13 +267,13 @@ def test_range_query_rows_and_auto_step(http_server: LocalHTTPServer) -> None:
     assert "step 15s" in table.notes
 
 
-def test_range_over_the_point_limit_is_refused_before_sending(http_server: LocalHTTPServer) -> None:
+def test_range_over_the_point_limit_is_refused_before_sending(http_server: TestServer) -> None:
     with pytest.raises(QueryError, match="over Prometheus's limit of 11,000"):
         run_promql(settings_for(http_server), "up", range_="30d", step="15s", clock=FakeClock(NOW))
     assert http_server.requests == []
 
 
-def test_empty_result_is_a_no_data_note_not_an_error(http_server: LocalHTTPServer) -> None:
+def test_empty_result_is_a_no_data_note_not_an_error(http_server: TestServer) -> None:
     http_server.handler = lambda rec: json_answer(
         {"status": "success", "data": {"resultType": "vector", "result": []}}
     )
@@ -285,7 +285,7 @@ def test_empty_result_is_a_no_data_note_not_an_error(http_server: LocalHTTPServe
     assert json.loads(render_table(table, "json"))["rows"] == []
 
 
-def test_backend_rejection_is_a_one_line_query_error(http_server: LocalHTTPServer) -> None:
+def test_backend_rejection_is_a_one_line_query_error(http_server: TestServer) -> None:
     # A query promql-parser accepts but Prometheus refuses at evaluation (many-to-many).
     http_server.handler = lambda rec: json_answer(
         {"status": "error", "errorType": "execution",
@@ -300,7 +300,7 @@ def test_backend_rejection_is_a_one_line_query_error(http_server: LocalHTTPServe
     assert err.value.exit_code == 4
 
 
-def test_warnings_and_infos_become_notes(http_server: LocalHTTPServer) -> None:
+def test_warnings_and_infos_become_notes(http_server: TestServer) -> None:
     http_server.handler = lambda rec: json_answer({
         "status": "success", "warnings": ["w1"], "infos": ["metric might not be a counter"],
         "data": {"resultType": "vector", "result": [{"metric": {}, "value": [NOW, "0"]}]},
@@ -310,7 +310,7 @@ def test_warnings_and_infos_become_notes(http_server: LocalHTTPServer) -> None:
     assert table.columns == ("time", "value")
 
 
-def test_large_results_are_limited_with_a_note(http_server: LocalHTTPServer) -> None:
+def test_large_results_are_limited_with_a_note(http_server: TestServer) -> None:
     result = [{"metric": {"i": str(i)}, "value": [NOW, str(i)]} for i in range(25)]
     http_server.handler = lambda rec: json_answer(
         {"status": "success", "data": {"resultType": "vector", "result": result}}
@@ -360,7 +360,7 @@ SEARCH = {
 }  # fmt: skip
 
 
-def test_search_rows_notes_and_parameters(http_server: LocalHTTPServer) -> None:
+def test_search_rows_notes_and_parameters(http_server: TestServer) -> None:
     http_server.handler = lambda rec: json_answer(SEARCH)
     table = run_traceql(settings_for(http_server), '{ resource.service.name = "apiserver" }',
                         since="15m", limit=2, spss=1, clock=FakeClock(NOW))  # fmt: skip
@@ -384,7 +384,7 @@ def test_search_rows_notes_and_parameters(http_server: LocalHTTPServer) -> None:
     )
 
 
-def test_search_with_no_hits_is_a_no_data_note(http_server: LocalHTTPServer) -> None:
+def test_search_with_no_hits_is_a_no_data_note(http_server: TestServer) -> None:
     http_server.handler = lambda rec: json_answer({"traces": [], "metrics": {}})
     table = run_traceql(settings_for(http_server), "{ }", clock=FakeClock(NOW))
     assert table.empty
@@ -393,7 +393,7 @@ def test_search_with_no_hits_is_a_no_data_note(http_server: LocalHTTPServer) -> 
 
 
 def test_tempo_rejection_is_one_line_with_what_is_at_the_position(
-    http_server: LocalHTTPServer,
+    http_server: TestServer,
 ) -> None:
     # Tempo's own text (modules/frontend/search_handlers_test.go via docs/reference/tempo.md §8.1).
     http_server.handler = lambda rec: (
@@ -409,7 +409,7 @@ def test_tempo_rejection_is_one_line_with_what_is_at_the_position(
     assert "\n" not in message and err.value.exit_code == 4
 
 
-def test_metrics_range_rows(http_server: LocalHTTPServer) -> None:
+def test_metrics_range_rows(http_server: TestServer) -> None:
     http_server.handler = lambda rec: json_answer({
         "series": [
             {"labels": [{"key": "name", "value": {"stringValue": "GET"}},
@@ -434,7 +434,7 @@ def test_metrics_range_rows(http_server: LocalHTTPServer) -> None:
     assert table.notes == ("Tempo answered PARTIAL: some blocks were not read",)
 
 
-def test_metrics_instant_rows(http_server: LocalHTTPServer) -> None:
+def test_metrics_instant_rows(http_server: TestServer) -> None:
     http_server.handler = lambda rec: json_answer(
         {"series": [{"labels": [{"key": "__name__", "value": {"stringValue": "rate"}}],
                      "value": 1.5}]}
@@ -446,7 +446,7 @@ def test_metrics_instant_rows(http_server: LocalHTTPServer) -> None:
     assert table.rows == ({"__name__": "rate", "value": 1.5},)
 
 
-def test_metrics_with_no_series_is_a_no_data_note(http_server: LocalHTTPServer) -> None:
+def test_metrics_with_no_series_is_a_no_data_note(http_server: TestServer) -> None:
     http_server.handler = lambda rec: json_answer({"series": []})
     table = run_traceql(settings_for(http_server), "{ } | rate()", metrics=True,
                         clock=FakeClock(NOW))  # fmt: skip

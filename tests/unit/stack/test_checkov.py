@@ -23,8 +23,9 @@ import pytest
 import yaml
 
 from tracecheck.stack.kustomize import TARGETS, load_objects, render
+from tracecheck.stack.local.paths import find_repo_root
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = find_repo_root(Path(__file__).parent)
 STACK = REPO / "stack"
 VENV_CHECKOV = Path.home() / ".cache" / "tracecheck" / "checkov-venv" / "bin" / "checkov"
 INSTALL = (

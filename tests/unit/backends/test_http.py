@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import LocalHTTPServer, Recorded, SelfSigned
+from servers import Recorded, SelfSigned, TestServer
 
 from tracecheck.backends._http import Endpoint, HTTPBackend, is_transient
 from tracecheck.errors import (
@@ -92,16 +92,16 @@ def test_missing_ca_file_names_the_file(tmp_path: object) -> None:
 # -- transport failures ---------------------------------------------------------------------
 
 
-def test_closed_port_is_unreachable_connection_refused(closed_port: int) -> None:
-    with backend(f"http://127.0.0.1:{closed_port}") as b, pytest.raises(Unreachable) as info:
+def test_closed_port_is_unreachable_connection_refused(free_port: int) -> None:
+    with backend(f"http://127.0.0.1:{free_port}") as b, pytest.raises(Unreachable) as info:
         b.request("GET", "/ready")
-    assert str(info.value) == f"tempo at http://127.0.0.1:{closed_port}/ready: connection refused"
+    assert str(info.value) == f"tempo at http://127.0.0.1:{free_port}/ready: connection refused"
     assert info.value.exit_code == ExitCode.BACKEND
     assert is_transient(info.value)
     assert_clean(info.value)
 
 
-def test_tls_against_a_plaintext_port(http_server: LocalHTTPServer) -> None:
+def test_tls_against_a_plaintext_port(http_server: TestServer) -> None:
     url = f"https://127.0.0.1:{http_server.port}"
     with backend(url) as b, pytest.raises(Unreachable) as info:
         b.request("GET", "/api/echo")
@@ -113,21 +113,22 @@ def test_tls_against_a_plaintext_port(http_server: LocalHTTPServer) -> None:
 
 
 def test_self_signed_certificate_is_refused_then_trusted(
-    https_server: str, http_server: LocalHTTPServer, self_signed: SelfSigned
+    https_server: TestServer, self_signed: SelfSigned
 ) -> None:
-    http_server.handler = lambda r: (200, {}, b"echo\n")
-    with backend(https_server) as b, pytest.raises(Unreachable) as info:
+    https_server.handler = lambda r: (200, {}, b"echo\n")
+    url = https_server.url
+    with backend(url) as b, pytest.raises(Unreachable) as info:
         b.request("GET", "/api/echo")
     assert str(info.value).startswith(
-        f"tempo at {https_server}/api/echo: TLS certificate verification failed: "
+        f"tempo at {url}/api/echo: TLS certificate verification failed: "
     )
     assert "self-signed" in str(info.value) or "self signed" in str(info.value)
-    with backend(https_server, ca_file=str(self_signed.cert)) as b:
+    with backend(url, ca_file=str(self_signed.cert)) as b:
         assert b.request("GET", "/api/echo").text == "echo\n"
-    with backend(https_server, insecure_skip_verify=True) as b:
+    with backend(url, insecure_skip_verify=True) as b:
         assert b.request("GET", "/api/echo").status == 200
     # The credential went over TLS to the server, as configured.
-    assert http_server.requests[-1].headers["authorization"] == f"Bearer {SECRET}"
+    assert https_server.requests[-1].headers["authorization"] == f"Bearer {SECRET}"
 
 
 @pytest.mark.timeout(20)
@@ -144,7 +145,22 @@ def test_server_that_accepts_and_stalls_times_out(stalled_port: int) -> None:
     assert is_transient(info.value)
 
 
-def test_zero_time_left_sends_nothing(http_server: LocalHTTPServer) -> None:
+def test_https_urls_on_a_plain_endpoint_are_verified_like_any_other(
+    https_server: TestServer,
+) -> None:
+    """A plain-HTTP endpoint fills its TLS context on the first https:// request (the collector's
+    health URL may be https while its OTLP URL is not): verification is on, as everywhere."""
+    https_server.handler = lambda r: (200, {}, b"ok")
+    with backend("http://127.0.0.1:9") as b, pytest.raises(Unreachable) as info:
+        b.request("GET", f"{https_server.url}/health")
+    assert "TLS certificate verification failed" in str(info.value)
+    with backend("http://127.0.0.1:9", insecure_skip_verify=True) as b:
+        assert b.request("GET", f"{https_server.url}/health").text == "ok"
+        assert b.request("GET", f"{https_server.url}/health").text == "ok"  # filled once
+    assert len(https_server.requests) == 2
+
+
+def test_zero_time_left_sends_nothing(http_server: TestServer) -> None:
     with backend(http_server.url) as b, pytest.raises(Unreachable) as info:
         b.request("GET", "/ready", timeout=0.0)
     assert info.value.cause == "deadline passed before the request was sent"
@@ -208,7 +224,7 @@ def test_dns_failure_names_the_host() -> None:
 
 
 def test_401_is_auth_error_and_an_echoed_credential_is_scrubbed(
-    http_server: LocalHTTPServer,
+    http_server: TestServer,
 ) -> None:
     # A careless proxy echoes the Authorization header in its error page.
     def handler(r: Recorded) -> tuple[int, dict[str, str], bytes]:
@@ -225,7 +241,7 @@ def test_401_is_auth_error_and_an_echoed_credential_is_scrubbed(
     assert info.value.exit_code == ExitCode.BACKEND
 
 
-def test_a_credential_cut_by_the_excerpt_is_still_scrubbed(http_server: LocalHTTPServer) -> None:
+def test_a_credential_cut_by_the_excerpt_is_still_scrubbed(http_server: TestServer) -> None:
     # The excerpt keeps 200 characters: scrubbing after the cut would leave the token's head.
     http_server.handler = lambda r: (500, {}, ("x" * 190 + " " + SECRET).encode())
     with backend(http_server.url) as b, pytest.raises(HTTPStatusError) as info:
@@ -234,7 +250,7 @@ def test_a_credential_cut_by_the_excerpt_is_still_scrubbed(http_server: LocalHTT
     assert SECRET[:6] not in str(info.value)
 
 
-def test_garbage_json_excerpt_is_scrubbed_before_the_cut(http_server: LocalHTTPServer) -> None:
+def test_garbage_json_excerpt_is_scrubbed_before_the_cut(http_server: TestServer) -> None:
     http_server.handler = lambda r: (200, {}, ("<html>" + "y" * 110 + " " + SECRET).encode())
     with backend(http_server.url) as b, pytest.raises(ProtocolError) as info:
         b.get_json("/api/status/buildinfo")
@@ -242,7 +258,7 @@ def test_garbage_json_excerpt_is_scrubbed_before_the_cut(http_server: LocalHTTPS
     assert str(info.value).endswith("y ***")
 
 
-def test_a_url_password_and_its_basic_credential_are_scrubbed(http_server: LocalHTTPServer) -> None:
+def test_a_url_password_and_its_basic_credential_are_scrubbed(http_server: TestServer) -> None:
     # httpx turns the URL's userinfo into "Authorization: Basic ..."; a proxy echoes both.
     def handler(r: Recorded) -> tuple[int, dict[str, str], bytes]:
         return 401, {}, f"denied: {r.headers['authorization']} for admin:hunter2-pass".encode()
@@ -258,14 +274,14 @@ def test_a_url_password_and_its_basic_credential_are_scrubbed(http_server: Local
     assert http_server.requests[0].headers["authorization"].startswith("Basic ")
 
 
-def test_403_is_auth_error(http_server: LocalHTTPServer) -> None:
+def test_403_is_auth_error(http_server: TestServer) -> None:
     http_server.handler = lambda r: (403, {}, b"forbidden")
     with backend(http_server.url) as b, pytest.raises(AuthError) as info:
         b.request("GET", "/api/search")
     assert info.value.cause == "HTTP 403: forbidden (not allowed)"
 
 
-def test_404_and_500_are_status_errors_with_one_line_excerpts(http_server: LocalHTTPServer) -> None:
+def test_404_and_500_are_status_errors_with_one_line_excerpts(http_server: TestServer) -> None:
     http_server.handler = lambda r: (
         (404, {}, b"404 page not found\n")
         if r.path == "/missing"
@@ -287,7 +303,7 @@ def test_404_and_500_are_status_errors_with_one_line_excerpts(http_server: Local
         )
 
 
-def test_expected_statuses_are_returned_not_raised(http_server: LocalHTTPServer) -> None:
+def test_expected_statuses_are_returned_not_raised(http_server: TestServer) -> None:
     http_server.handler = lambda r: (503, {"X-Why": "starting"}, b"Ingester not ready\n")
     with backend(http_server.url) as b:
         reply = b.request("GET", "/ready", expect=(200, 503))
@@ -298,7 +314,7 @@ def test_expected_statuses_are_returned_not_raised(http_server: LocalHTTPServer)
     )
 
 
-def test_garbage_json_is_a_protocol_error(http_server: LocalHTTPServer) -> None:
+def test_garbage_json_is_a_protocol_error(http_server: TestServer) -> None:
     http_server.handler = lambda r: (
         200,
         {"Content-Type": "application/json"},
@@ -312,7 +328,7 @@ def test_garbage_json_is_a_protocol_error(http_server: LocalHTTPServer) -> None:
     )
 
 
-def test_response_over_the_cap_is_refused(http_server: LocalHTTPServer) -> None:
+def test_response_over_the_cap_is_refused(http_server: TestServer) -> None:
     http_server.handler = lambda r: (200, {}, b"x" * 5000)
     with (
         backend(http_server.url, max_response_bytes=1024) as b,
@@ -336,7 +352,7 @@ def test_cap_applies_to_decompressed_bytes_without_content_length() -> None:
         b.request("GET", "/api/search")
 
 
-def test_gzip_answers_are_decoded(http_server: LocalHTTPServer) -> None:
+def test_gzip_answers_are_decoded(http_server: TestServer) -> None:
     http_server.handler = lambda r: (
         200,
         {"Content-Encoding": "gzip", "Content-Type": "application/json"},
@@ -349,7 +365,7 @@ def test_gzip_answers_are_decoded(http_server: LocalHTTPServer) -> None:
 # -- what is sent ------------------------------------------------------------------------------
 
 
-def test_headers_tenant_and_path_prefix(http_server: LocalHTTPServer) -> None:
+def test_headers_tenant_and_path_prefix(http_server: TestServer) -> None:
     http_server.handler = lambda r: (200, {}, b"ok")
     endpoint = Endpoint(
         "tempo",
@@ -366,7 +382,7 @@ def test_headers_tenant_and_path_prefix(http_server: LocalHTTPServer) -> None:
     assert req.headers["x-scope-orgid"] == "team-a"
 
 
-def test_exposition_errors_name_the_line(http_server: LocalHTTPServer) -> None:
+def test_exposition_errors_name_the_line(http_server: TestServer) -> None:
     http_server.handler = lambda r: (200, {}, b"# TYPE a counter\na 1\nb{ 2\n")
     with backend(http_server.url) as b, pytest.raises(ProtocolError) as info:
         b.get_exposition("/metrics")
@@ -376,7 +392,7 @@ def test_exposition_errors_name_the_line(http_server: LocalHTTPServer) -> None:
     )
 
 
-def test_exposition_is_parsed(http_server: LocalHTTPServer) -> None:
+def test_exposition_is_parsed(http_server: TestServer) -> None:
     http_server.handler = lambda r: (200, {}, b'tempo_receiver_accepted_spans{receiver="otlp"} 5\n')
     with backend(http_server.url) as b:
         exp = b.get_exposition("/metrics")
@@ -419,17 +435,15 @@ def test_client_malformed_url(system: str, make: Any) -> None:
 
 
 @CLIENTS
-def test_client_closed_port(system: str, make: Any, closed_port: int) -> None:
-    client, call, path = make(f"http://127.0.0.1:{closed_port}")
+def test_client_closed_port(system: str, make: Any, free_port: int) -> None:
+    client, call, path = make(f"http://127.0.0.1:{free_port}")
     with client, pytest.raises(Unreachable) as info:
         call()
-    assert (
-        str(info.value) == f"{system} at http://127.0.0.1:{closed_port}{path}: connection refused"
-    )
+    assert str(info.value) == f"{system} at http://127.0.0.1:{free_port}{path}: connection refused"
 
 
 @CLIENTS
-def test_client_tls_against_plaintext(system: str, make: Any, http_server: LocalHTTPServer) -> None:
+def test_client_tls_against_plaintext(system: str, make: Any, http_server: TestServer) -> None:
     url = f"https://127.0.0.1:{http_server.port}"
     client, call, path = make(url)
     with client, pytest.raises(Unreachable) as info:
@@ -462,7 +476,7 @@ def test_client_tls_against_plaintext(system: str, make: Any, http_server: Local
 def test_client_http_failures(
     system: str,
     make: Any,
-    http_server: LocalHTTPServer,
+    http_server: TestServer,
     status: int,
     body: bytes,
     error: type[Exception],

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tracecheck.stack.local.paths import find_repo_root
+
+REPO = find_repo_root(Path(__file__).parent)
 
 
 @pytest.fixture(scope="module")
