@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from settle import settled
 
 from tracecheck.config import Settings, load_settings
 from tracecheck.errors import ExitCode, QueryError
@@ -159,12 +160,18 @@ def sent(local_pipeline: LocalStack) -> Sent:
 
     wait_for("spans in Tempo search", searchable, 60.0)
     wait_for("span-metrics, connector metrics and service graph in Prometheus", in_prometheus)
-    # One more collection after the first samples, so rate() over the window has two points;
-    # then a time to evaluate PromQL at, and a pause so that every sample stamped before it
-    # has arrived by remote write (batches of up to 5 s, docs/reference/tempo.md §11.3).
-    time.sleep(16)
-    at = int(time.time())
-    time.sleep(10)
+    # rate() over the window needs two samples of each series, and PromQL is evaluated at a
+    # time before which every sample has arrived by remote write (docs/reference/tempo.md
+    # §11.3): polled, not slept.
+    at = settled(
+        settings,
+        [
+            f'traces_spanmetrics_calls_total{{service="{SERVICE}"}}',
+            f'traces_span_metrics_calls_total{{service_name="{OTEL_SERVICE}"}}',
+            f'traces_service_graph_request_total{{server="{SERVICE}"}}',
+            'apiserver_request_duration_seconds_count{resource="configmaps"}',
+        ],
+    )
     return Sent(settings, audit_id, local_pipeline.binary("promtool"), at)
 
 

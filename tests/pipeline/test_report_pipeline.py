@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from settle import settled
 
 from tracecheck.config import Settings, load_settings, with_kubeconfig
 from tracecheck.latency.charts import render_html, write_png
@@ -126,9 +127,15 @@ def data(local_pipeline: LocalStack) -> Data:
                      "Prometheus")  # fmt: skip
 
     _wait("the spans in Tempo and span-metrics in Prometheus", ready)
-    time.sleep(16)  # one more collection: increase() over the window needs two samples
-    at = int(time.time())
-    time.sleep(10)  # samples stamped before `at` arrive by remote write within ~5 s
+    # increase() over the window needs two samples, and `at` must be a time before which every
+    # sample has arrived by remote write: polled, not slept.
+    at = settled(
+        settings,
+        [
+            f'traces_spanmetrics_calls_total{{service="{SERVICE}"}}',
+            'apiserver_request_duration_seconds_count{resource="configmaps"}',
+        ],
+    )
     return Data(settings, local_pipeline.binary("promtool"), at)
 
 
