@@ -17,7 +17,6 @@ apiserver leg uses (:func:`resolve_kubeconfig`, :func:`with_kubeconfig`).
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -244,6 +243,8 @@ def _env_key(name: str) -> str | None:
 
 
 def _read_toml(path: Path) -> dict[str, tuple[Any, str]]:
+    import tomllib
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

@@ -8,7 +8,8 @@ value                  formats                           function
 :class:`Finding` list  table, json                       :func:`render_findings`
 =====================  ================================  ====================================
 
-Pure functions from values to strings; the CLI decides where each output goes
+Pure functions from values to strings (their imports are made where they are used, so the
+command line's ``--help`` does not pay for them); the CLI decides where each output goes
 (``--output json:report.json``). The report's JSON layout is versioned (``schema_version``) and
 described by ``tracecheck/schema/report-v1.json``.
 
@@ -19,16 +20,14 @@ milliseconds (:func:`iso`); NaN and infinities, which JSON cannot hold, are the 
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from tracecheck.errors import UsageError
-from tracecheck.results import CheckResult, Finding, Report, ResultTable, Status
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tracecheck.results import CheckResult, Finding, Report, ResultTable
 
 __all__ = [
     "FINDING_FORMATS",
@@ -61,13 +60,21 @@ TABLE_FORMATS = ("table", "json", "csv", "markdown")
 #: Formats of findings (``tracecheck apiserver check-config --output``).
 FINDING_FORMATS = ("table", "json")
 
-_STYLE = {
-    Status.PASS: "green",
-    Status.WARN: "yellow",
-    Status.FAIL: "bold red",
-    Status.ERROR: "bold magenta",
-    Status.SKIP: "dim",
+# ANSI SGR codes (ECMA-48) for a terminal: statuses, hints and the summary line.
+# (keys are Status values; results is imported where a report is rendered, not at start)
+_SGR = {
+    "PASS": "32",  # green
+    "WARN": "33",  # yellow
+    "FAIL": "1;31",  # bold red
+    "ERROR": "1;35",  # bold magenta
+    "SKIP": "2",  # dim
+    "hint": "33",
+    "title": "1",
 }
+
+
+def _paint(text: str, style: str) -> str:
+    return f"\x1b[{style}m{text}\x1b[0m" if style else text
 
 
 def parse_output(spec: str, formats: Sequence[str] = REPORT_FORMATS) -> tuple[str, str | None]:
@@ -109,6 +116,8 @@ def render(report: Report, fmt: str, *, color: bool = False, width: int = 120) -
 
 def iso(ts: float) -> str:
     """Unix seconds as RFC 3339 UTC with milliseconds: ``2025-01-31T12:00:00.000Z``."""
+    from datetime import UTC, datetime
+
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -165,6 +174,8 @@ def report_to_dict(report: Report) -> dict[str, Any]:
 
 
 def render_json(report: Report) -> str:
+    import json
+
     return json.dumps(report_to_dict(report), indent=2, ensure_ascii=False) + "\n"
 
 
@@ -184,13 +195,13 @@ def render_junit(report: Report) -> str:
     for r in report.results:
         case = TestCase(r.name, classname=f"{suite.name}.{r.name.split('.', 1)[0]}", time=r.elapsed)
         text = "\n".join(x for x in (r.detail, f"hint: {r.hint}" if r.hint else "") if x)
-        if r.status is Status.FAIL:
+        if r.status == "FAIL":
             case.result = [Failure(r.detail, type_=r.hop or "check")]
             case.system_err = text
-        elif r.status is Status.ERROR:
+        elif r.status == "ERROR":
             case.result = [Error(r.detail, type_=r.hop or "backend")]
             case.system_err = text
-        elif r.status is Status.SKIP:
+        elif r.status == "SKIP":
             case.result = [Skipped(r.detail)]
         else:
             case.system_out = f"{r.status.value}: {text}"
@@ -238,63 +249,40 @@ def _hints(report: Report) -> list[str]:
     return [
         f"{r.name}: {r.hint}"
         for r in report.results
-        if r.hint and r.status in (Status.FAIL, Status.ERROR, Status.WARN)
+        if r.hint and r.status in ("FAIL", "ERROR", "WARN")
     ]
 
 
 def render_text(report: Report, *, color: bool = False, width: int = 120) -> str:
     """The human report: checks, hints, pipeline latency and other tables, summary line.
 
-    With ``color`` (a terminal without NO_COLOR) it uses rich tables; otherwise plain,
-    aligned text that stays readable in CI logs.
+    Plain, aligned text that stays readable in CI logs; with ``color`` (a terminal without
+    NO_COLOR) the statuses, hints and summary are coloured with ANSI codes, the layout the same.
     """
     sections: list[tuple[str, list[dict[str, Any]]]] = [("Checks", _check_rows(report))]
     for name, rows in report.tables.items():
         if rows:
             sections.append((name.replace("_", " ").capitalize(), [dict(r) for r in rows]))
     hints = _hints(report)
-    if color:
-        return _rich(report, sections, hints, width)
+
+    def paint(text: str, style: str) -> str:
+        return _paint(text, style) if color else text
+
+    def status_cell(column: str, padded: str) -> str:
+        return paint(padded, _SGR.get(padded.strip(), "")) if column == "status" else padded
+
     out: list[str] = []
     for title, rows in sections:
-        out.append(title)
-        out.append(render_rows(rows, width=width))
+        out.append(paint(title, _SGR["title"]))
+        out.append(render_rows(rows, width=width, style=status_cell if color else None))
         out.append("")
     if hints:
-        out.append("Hints")
-        out.extend(f"  {h}" for h in hints)
+        out.append(paint("Hints", _SGR["title"]))
+        out.extend(f"  {paint('hint', _SGR['hint'])} {h}" if color else f"  {h}" for h in hints)
         out.append("")
-    out.append(_summary(report))
+    verdict = {0: "PASS", 1: "FAIL", 3: "ERROR"}
+    out.append(paint(_summary(report), _SGR[verdict.get(int(report.exit_code), "FAIL")]))
     return "\n".join(out) + "\n"
-
-
-def _rich(
-    report: Report, sections: list[tuple[str, list[dict[str, Any]]]], hints: list[str], width: int
-) -> str:
-    from rich.console import Console
-    from rich.table import Table
-
-    buf = io.StringIO()
-    console = Console(file=buf, force_terminal=True, width=width, color_system="standard")
-    for title, rows in sections:
-        table = Table(title=title, title_justify="left", show_lines=False)
-        cols = list(rows[0].keys()) if rows else []
-        for col in cols:
-            table.add_column(col, overflow="fold", no_wrap=col in ("check", "status", "stage"))
-        for row in rows:
-            cells = []
-            for col in cols:
-                text = _cell(row.get(col))
-                if col == "status" and text in Status.__members__:
-                    text = f"[{_STYLE[Status(text)]}]{text}[/]"
-                cells.append(text)
-            table.add_row(*cells)
-        console.print(table)
-    for h in hints:
-        console.print(f"[yellow]hint[/] {h}", highlight=False)
-    style = {0: "green", 1: "red", 3: "magenta"}.get(int(report.exit_code), "red")
-    console.print(f"[{style}]{_summary(report)}[/]", highlight=False)
-    return buf.getvalue()
 
 
 def _cell(value: Any) -> str:
@@ -306,9 +294,14 @@ def _cell(value: Any) -> str:
 
 
 def render_rows(
-    rows: Sequence[Mapping[str, Any]], *, width: int = 120, columns: Sequence[str] | None = None
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    width: int = 120,
+    columns: Sequence[str] | None = None,
+    style: Callable[[str, str], str] | None = None,
 ) -> str:
-    """A plain aligned text table; the last column is cut to fit ``width``."""
+    """A plain aligned text table; the last column is cut to fit ``width``. ``style(column,
+    padded_text)`` may decorate a body cell after it is laid out (colour codes take no room)."""
     if not rows:
         return "  (no rows)"
     cols = list(columns or rows[0].keys())
@@ -317,16 +310,18 @@ def render_rows(
     fixed = sum(widths[:-1]) + 2 * len(cols)
     widths[-1] = max(len(cols[-1]), min(widths[-1], max(20, width - fixed)))
 
-    def line(values: Sequence[str]) -> str:
+    def line(values: Sequence[str], body: bool = False) -> str:
         parts = []
         for i, v in enumerate(values):
             if i == len(values) - 1:
-                parts.append(v if len(v) <= widths[i] else v[: widths[i] - 1] + "…")
+                v = v if len(v) <= widths[i] else v[: widths[i] - 1] + "…"
             else:
-                parts.append(v.ljust(widths[i]))
+                v = v.ljust(widths[i])
+            parts.append(style(cols[i], v) if body and style is not None else v)
         return "  " + "  ".join(parts).rstrip()
 
-    return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+    head = [line(cols), line(["-" * w for w in widths])]
+    return "\n".join([*head, *(line(r, body=True) for r in cells)])
 
 
 # -- Markdown / CSV -------------------------------------------------------------------------------
@@ -371,6 +366,9 @@ def render_markdown(report: Report) -> str:
 
 
 def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    import csv
+    import io
+
     cols = list(columns or (rows[0].keys() if rows else []))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
@@ -406,6 +404,8 @@ def render_table(table: ResultTable, fmt: str = "table", *, width: int = 120) ->
     """
     check_format(fmt, TABLE_FORMATS)
     if fmt == "json":
+        import json
+
         return json.dumps(table_to_dict(table), indent=2, ensure_ascii=False) + "\n"
     rows = [_display(r, table.columns) for r in table.rows]
     if fmt == "csv":
@@ -454,6 +454,8 @@ def render_findings(
     """
     check_format(fmt, FINDING_FORMATS)
     if fmt == "json":
+        import json
+
         return json.dumps(findings_to_json(findings), indent=2)
     where = source or what
     lines = [

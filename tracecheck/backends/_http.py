@@ -41,16 +41,16 @@ import json
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from tracecheck.backends.exposition import Exposition, parse_exposition
 from tracecheck.errors import (
     AuthError,
     BackendError,
@@ -61,6 +61,9 @@ from tracecheck.errors import (
     excerpt,
     redact_url,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tracecheck.backends.exposition import Exposition
 
 __all__ = [
     "ANY_STATUS",
@@ -216,9 +219,19 @@ def _check_headers(system: str, address: str, headers: Mapping[str, str]) -> Non
 
 
 def _ssl_context(endpoint: Endpoint, address: str) -> ssl.SSLContext:
+    """A TLS client context for ``endpoint``: verification against the CA file or the system's
+    trust store (as ``ssl.create_default_context``), its client certificate, or no verification
+    with ``insecure_skip_verify``."""
+    return _configure_tls(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), endpoint, address)
+
+
+def _configure_tls(ctx: ssl.SSLContext, endpoint: Endpoint, address: str) -> ssl.SSLContext:
     system = endpoint.system
     try:
-        ctx = ssl.create_default_context(cafile=endpoint.ca_file or None)
+        if endpoint.ca_file:
+            ctx.load_verify_locations(cafile=endpoint.ca_file)
+        else:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(
             system, endpoint.ca_file, f"cannot load CA file: {_os_reason(exc)}"
@@ -296,12 +309,19 @@ class HTTPBackend:
         _check_headers(self.system, self.address, headers)
         self._secrets = endpoint.secrets()
         verify: ssl.SSLContext | bool = True
+        # A plain-HTTP endpoint gets an empty TLS context, filled on the first https:// request
+        # (an absolute URL may still be https): loading the trust store costs tens of
+        # milliseconds that a query against http://localhost should not pay at start.
+        self._lazy_tls: ssl.SSLContext | None = None
+        self._tls_lock = threading.Lock()
         if transport is not None:
             pass  # the transport replaces the network, TLS included
         elif endpoint.ssl_context is not None:
             verify = endpoint.ssl_context
         elif urlsplit(endpoint.url).scheme == "https" or endpoint.ca_file or endpoint.cert_file:
             verify = _ssl_context(endpoint, self.address)
+        else:
+            verify = self._lazy_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self._extensions = {"sni_hostname": endpoint.sni_hostname} if endpoint.sni_hostname else {}
         self._client = httpx.Client(
             base_url=endpoint.url,
@@ -371,6 +391,8 @@ class HTTPBackend:
             shown = self.endpoint.label or redact_url(str(path))
             raise ConfigError(self.system, shown, f"bad request URL: {exc}") from None
         address = self.endpoint.label or redact_url(str(request.url))
+        if self._lazy_tls is not None and request.url.scheme == "https":
+            self._fill_tls(address)
         if limit <= 0:
             raise Unreachable(self.system, address, "deadline passed before the request was sent")
         started = time.monotonic()
@@ -386,6 +408,12 @@ class HTTPBackend:
         if reply.status not in expect:
             raise self.status_error(reply)
         return reply
+
+    def _fill_tls(self, address: str) -> None:
+        with self._tls_lock:
+            if self._lazy_tls is not None:
+                _configure_tls(self._lazy_tls, self.endpoint, address)
+                self._lazy_tls = None
 
     def _read_capped(
         self, response: httpx.Response, address: str, started: float, limit: float
@@ -427,6 +455,8 @@ class HTTPBackend:
 
     def get_exposition(self, path: str, *, timeout: float | None = None) -> Exposition:
         """GET a Prometheus text exposition (``/metrics``) and parse it."""
+        from tracecheck.backends.exposition import parse_exposition
+
         reply = self.request("GET", path, timeout=timeout, headers={"Accept": "text/plain"})
         try:
             return parse_exposition(reply.text)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from tracecheck.cli.shared import (
@@ -16,8 +18,10 @@ from tracecheck.cli.shared import (
     uses_settings,
     window_options,
 )
-from tracecheck.config import Settings
 from tracecheck.output import TABLE_FORMATS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tracecheck.config import Settings
 
 __all__ = ["group"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,8 +17,10 @@ from tracecheck.cli.shared import (
     uses_settings,
     window_options,
 )
-from tracecheck.config import Settings
 from tracecheck.output import TABLE_FORMATS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tracecheck.config import Settings
 
 __all__ = ["group"]
 

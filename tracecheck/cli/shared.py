@@ -24,8 +24,6 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -33,6 +31,8 @@ import click
 from tracecheck.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
     from tracecheck.config import Settings
     from tracecheck.results import ResultTable
 
@@ -62,7 +62,7 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Metavars as the help has always shown them.
-_METAVAR = {str: "<str>", int: "<int>", float: "<float>", Path: "<path>"}
+_METAVAR = {str: "<str>", int: "<int>", float: "<float>"}
 
 
 class Done(Exception):
@@ -106,20 +106,27 @@ def csv_items(values: Sequence[str] | None, option: str) -> tuple[str, ...]:
 # -- options that set settings --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Flag:
     """An option that sets ``keys`` (``section.field``) of the settings.
 
     ``multiple`` options are repeatable; ``parse`` turns what was given into the value
-    (:func:`pairs` for headers). A ``bool`` flag is spelt ``--on/--off``.
+    (:func:`pairs` for headers). A ``bool`` flag is spelt ``--on/--off``. (A plain class: a
+    dataclass would import and build more than ``tracecheck --help`` should pay for.)
     """
 
-    decls: tuple[str, ...]
-    keys: tuple[str, ...]
-    help: str
-    type: Any = str
-    multiple: bool = False
-    parse: Callable[[Sequence[str] | None, str], Any] | None = None
+    __slots__ = ("decls", "help", "keys", "multiple", "parse", "type")
+
+    def __init__(
+        self,
+        decls: tuple[str, ...],
+        keys: tuple[str, ...],
+        help: str,
+        type: Any = str,
+        multiple: bool = False,
+        parse: Callable[[Sequence[str] | None, str], Any] | None = None,
+    ) -> None:
+        self.decls, self.keys, self.help, self.type = decls, keys, help, type
+        self.multiple, self.parse = multiple, parse
 
     @property
     def name(self) -> str:
@@ -246,7 +253,7 @@ def uses_settings(*groups: Sequence[Flag], extra: Sequence[Flag] = ()) -> Callab
 def config_option(fn: F) -> F:
     return click.option(
         "--config",
-        type=click.Path(path_type=Path),
+        type=click.Path(),
         metavar="<path>",
         default=None,
         help="TOML settings file (also TRACECHECK_CONFIG).",
@@ -254,16 +261,22 @@ def config_option(fn: F) -> F:
 
 
 def load_settings(
-    config: Path | None, flags: Mapping[str, Any], *, kubeconfig: bool = False
+    config: str | Path | None, flags: Mapping[str, Any], *, kubeconfig: bool = False
 ) -> Settings:
     """Settings from ``--config`` (else ``TRACECHECK_CONFIG``), the environment and ``flags``;
     with ``kubeconfig``, the kubeconfig default chain applied. The CLI is where the
     environment is read."""
+    from pathlib import Path
+
     from tracecheck.config import load_settings as load
     from tracecheck.config import with_kubeconfig
 
-    path = config or (
-        Path(os.environ["TRACECHECK_CONFIG"]) if os.environ.get("TRACECHECK_CONFIG") else None
+    path = (
+        Path(config)
+        if config
+        else (
+            Path(os.environ["TRACECHECK_CONFIG"]) if os.environ.get("TRACECHECK_CONFIG") else None
+        )
     )
     settings = load(path, os.environ, flags)
     return with_kubeconfig(settings, os.environ) if kubeconfig else settings
@@ -363,6 +376,8 @@ def write(text: str, path: str | None) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
+    from pathlib import Path
+
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text, encoding="utf-8")

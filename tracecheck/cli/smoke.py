@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,8 +23,10 @@ from tracecheck.cli.shared import (
     uses_settings,
     write,
 )
-from tracecheck.config import Settings
 from tracecheck.output import REPORT_FORMATS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tracecheck.config import Settings
 
 __all__ = ["SMOKE_FLAGS", "smoke"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -141,14 +140,16 @@ def local() -> None:
 
 _state_dir = click.option(
     "--state-dir",
-    type=click.Path(path_type=Path),
+    type=click.Path(),
     default=None,
     metavar="<path>",
     help="State directory (default: TRACECHECK_STATE_DIR or ~/.local/state/tracecheck/local).",
 )
 
 
-def _local(state_dir: Path | None, **kw: Any) -> LocalStack:
+def _local(state_dir: str | None, **kw: Any) -> LocalStack:
+    from pathlib import Path
+
     from tracecheck.config import default_cache_dir, default_state_dir
     from tracecheck.stack.local import LocalStack, find_repo_root
 
@@ -157,7 +158,7 @@ def _local(state_dir: Path | None, **kw: Any) -> LocalStack:
 
     return LocalStack(
         repo=find_repo_root(),
-        state_dir=state_dir or default_state_dir(os.environ),
+        state_dir=Path(state_dir) if state_dir else default_state_dir(os.environ),
         cache_dir=default_cache_dir(os.environ),
         progress=progress,
         **kw,
@@ -180,7 +181,7 @@ def _local(state_dir: Path | None, **kw: Any) -> LocalStack:
     metavar="<int>",
     help="apiserver samplingRatePerMillion (default 250000).",
 )
-def local_up(state_dir: Path | None, prometheus: str, sampling_rate: int | None) -> None:
+def local_up(state_dir: str | None, prometheus: str, sampling_rate: int | None) -> None:
     """Build what is missing, start the local pipeline in order, print where it listens.
 
     Example: tracecheck stack local up && tracecheck smoke
@@ -191,7 +192,7 @@ def local_up(state_dir: Path | None, prometheus: str, sampling_rate: int | None)
 
 @local.command("down")
 @_state_dir
-def local_down(state_dir: Path | None) -> None:
+def local_down(state_dir: str | None) -> None:
     """Stop everything `up` started. Example: tracecheck stack local down"""
     stopped = _local(state_dir).down()
     click.echo("stopped: " + ", ".join(stopped) if stopped else "nothing was running")
@@ -200,7 +201,7 @@ def local_down(state_dir: Path | None) -> None:
 @local.command("status")
 @_state_dir
 @click.option("--json", "json_", is_flag=True, help="Machine-readable status.")
-def local_status(state_dir: Path | None, json_: bool) -> None:
+def local_status(state_dir: str | None, json_: bool) -> None:
     """Each component's version, address, pid and readiness.
 
     Example: tracecheck stack local status --json
@@ -213,7 +214,7 @@ def local_status(state_dir: Path | None, json_: bool) -> None:
 
 @local.command("env")
 @_state_dir
-def local_env(state_dir: Path | None) -> None:
+def local_env(state_dir: str | None) -> None:
     """Print the exports a shell needs. Example: eval "$(tracecheck stack local env)" """
     import shlex
 
