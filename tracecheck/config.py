@@ -7,13 +7,16 @@ Every setting lives in a section; the same setting is spelled
 * ``--tempo-url`` on the command line (where the command offers it).
 
 Defaults are the ports of the local pipeline (``tracecheck stack local up``), so commands need
-no flags against it. Core code receives a frozen :class:`Settings` and never reads ``os.environ``.
+no flags against it. Core code receives a frozen :class:`Settings` and never reads ``os.environ``:
+what depends on the environment is resolved here, from an ``env`` mapping the caller passes (the
+CLI passes ``os.environ``): the settings themselves, where tracecheck keeps its state and its
+build cache (:func:`default_state_dir`, :func:`default_cache_dir`), and which kubeconfig the
+apiserver leg uses (:func:`resolve_kubeconfig`, :func:`with_kubeconfig`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -32,8 +35,13 @@ __all__ = [
     "Settings",
     "SmokeSettings",
     "TempoSettings",
+    "default_cache_dir",
+    "default_state_dir",
     "describe_settings",
     "load_settings",
+    "local_kubeconfig",
+    "resolve_kubeconfig",
+    "with_kubeconfig",
 ]
 
 Headers = tuple[tuple[str, str], ...]
@@ -112,7 +120,8 @@ class ApiserverSettings:
 
 @dataclass(frozen=True, slots=True)
 class DeadlineSettings:
-    """Per-check deadlines in seconds; defaults from Tempo 2.9's polling budget (tempo-api §10)."""
+    """Per-check deadlines in seconds; defaults from Tempo 2.9's polling budget
+    (docs/reference/tempo.md §10)."""
 
     preflight: float = _f(5.0, "readiness of collector, Tempo, Prometheus, apiserver")
     send: float = _f(15.0, "synthetic trace accepted by the collector, retries included")
@@ -234,6 +243,8 @@ def _env_key(name: str) -> str | None:
 
 
 def _read_toml(path: Path) -> dict[str, tuple[Any, str]]:
+    import tomllib
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -398,3 +409,68 @@ def _validate(s: Settings) -> None:
         _check_url(key, url)
     if s.apiserver.requests < 1 or s.apiserver.burst < 1:
         raise ConfigError("config", "apiserver.requests", "must be at least 1")
+
+
+# -- what depends on the environment ---------------------------------------------------------
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    home = env.get("HOME")
+    return Path(home) if home else Path.home()
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    """``$TRACECHECK_STATE_DIR``, else ``${XDG_STATE_HOME:-~/.local/state}/tracecheck/local``.
+
+    The local pipeline keeps its logs, pid records, PKI, kubeconfig, rendered configs and data
+    directories under it.
+    """
+    if env.get("TRACECHECK_STATE_DIR"):
+        return Path(env["TRACECHECK_STATE_DIR"]).expanduser()
+    base = env.get("XDG_STATE_HOME") or str(_home(env) / ".local" / "state")
+    return Path(base).expanduser() / "tracecheck" / "local"
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    """``$TRACECHECK_CACHE_DIR``, else ``${XDG_CACHE_HOME:-~/.cache}/tracecheck``.
+
+    Built binaries go to ``<cache>/bin/<component>-<version>-<hash12>/``, outside the repository.
+    """
+    if env.get("TRACECHECK_CACHE_DIR"):
+        return Path(env["TRACECHECK_CACHE_DIR"]).expanduser()
+    base = env.get("XDG_CACHE_HOME") or str(_home(env) / ".cache")
+    return Path(base).expanduser() / "tracecheck"
+
+
+def local_kubeconfig(env: Mapping[str, str]) -> Path:
+    """The kubeconfig the local pipeline writes (``<state dir>/kubeconfig``)."""
+    return default_state_dir(env) / "kubeconfig"
+
+
+def resolve_kubeconfig(
+    explicit: str, env: Mapping[str, str], local_kubeconfig: Path | None
+) -> str | None:
+    """Which kubeconfig to use; None means "none: use the in-cluster service account".
+
+    In order: ``explicit`` (``--kubeconfig``), ``KUBECONFIG`` from ``env`` (may be a
+    ``:``-separated list, as kubectl reads it), ``local_kubeconfig`` (the local pipeline's) if
+    that file exists, ``~/.kube/config`` (``HOME`` from ``env``) if it exists.
+    """
+    if explicit:
+        return explicit
+    if env.get("KUBECONFIG", "").strip(":"):
+        return env["KUBECONFIG"]
+    if local_kubeconfig is not None and local_kubeconfig.is_file():
+        return str(local_kubeconfig)
+    default = _home(env) / ".kube" / "config"
+    return str(default) if default.is_file() else None
+
+
+def with_kubeconfig(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """``settings`` with ``apiserver.kubeconfig`` filled when neither ``--kubeconfig``, the TOML
+    file nor ``TRACECHECK_APISERVER_KUBECONFIG`` chose one: ``KUBECONFIG``, the local pipeline's
+    kubeconfig, ``~/.kube/config`` (still empty: the in-cluster service account)."""
+    if settings.apiserver.kubeconfig:
+        return settings
+    found = resolve_kubeconfig("", env, local_kubeconfig(env))
+    return settings.replace(**{"apiserver.kubeconfig": found}) if found else settings

@@ -90,7 +90,7 @@ def prometheus_binary(request: pytest.FixtureRequest, tmp_path_factory: Any) -> 
     try:
         pipeline = request.getfixturevalue("local_pipeline")
     except pytest.FixtureLookupError:
-        from tracecheck.localstack import LocalStack, default_cache_dir, find_repo_root
+        from tracecheck.stack.local import LocalStack, default_cache_dir, find_repo_root
 
         stack = LocalStack(
             repo=find_repo_root(REPO),
