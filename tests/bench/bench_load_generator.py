@@ -47,7 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tracecheck.localstack import default_cache_dir  # noqa: E402
+from tracecheck.stack.local import default_cache_dir  # noqa: E402
 
 TELEMETRYGEN_MODULE = "github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen"
 # The module proxy refuses v0.144.0 (the collector's release); v0.161.0 is served.
@@ -120,7 +120,7 @@ def build() -> Path:
 def accepted(transport: str) -> float:
     import httpx
 
-    from tracecheck.exposition import parse_exposition
+    from tracecheck.backends.exposition import parse_exposition
 
     text = httpx.get(METRICS, timeout=5).text
     return parse_exposition(text).sum(
@@ -335,7 +335,7 @@ def bench(args: argparse.Namespace) -> None:
 def restart_tempo() -> None:
     """The runs leave a few million spans in the Tempo stand-in, which holds them in memory and
     keeps working through them; later smoke checks would time out. Start it afresh."""
-    from tracecheck.localstack import LocalStack, default_state_dir
+    from tracecheck.stack.local import LocalStack, default_state_dir
 
     stack = LocalStack(
         repo=REPO, state_dir=default_state_dir(os.environ), cache_dir=default_cache_dir(os.environ)

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from tracecheck.collector import CollectorClient
+from tracecheck.backends.collector import CollectorClient
+from tracecheck.backends.exposition import Exposition
 from tracecheck.config import Settings, load_settings
-from tracecheck.exposition import Exposition
 from tracecheck.load import LoadSpec, run_load
 from tracecheck.polling import Probe, SystemClock, poll_until
 

@@ -23,7 +23,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("tracecheck.polling", "tracecheck.config"),
     ("tracecheck.backends",),
     ("tracecheck.results", "tracecheck.output", "tracecheck.spanmetrics"),
-    ("tracecheck.query", "tracecheck.stack"),
+    ("tracecheck.query", "tracecheck.stack", "tracecheck.load"),
     ("tracecheck.latency",),
     ("tracecheck.smoke",),
     ("tracecheck.cli", "tracecheck.__main__"),

@@ -1,13 +1,18 @@
 """Every import of another tracecheck module that the load package makes, in one place.
 
-The layout refactor (issue 15) moves ``collector.py`` and ``_http.py`` under
-``tracecheck/backends/``; when it lands, only the import lines below change.
+The load package sits on the backends floor's collector client and HTTP base; keeping the
+imports here shows in one screen what it depends on.
 """
 
 from __future__ import annotations
 
-from tracecheck._http import COLLECTOR_MAX_BYTES, Endpoint, HTTPBackend, is_transient
-from tracecheck.collector import CollectorClient, PipelineCounters, decode_rpc_status, grpc_target
+from tracecheck.backends._http import COLLECTOR_MAX_BYTES, Endpoint, HTTPBackend, is_transient
+from tracecheck.backends.collector import (
+    CollectorClient,
+    PipelineCounters,
+    decode_rpc_status,
+    grpc_target,
+)
 from tracecheck.config import CollectorSettings, Settings
 from tracecheck.errors import (
     BackendError,

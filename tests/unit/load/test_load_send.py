@@ -179,8 +179,8 @@ def test_grpc_partial_success_is_read_from_the_raw_answer(grpc_collector: GrpcCo
     assert (outcome.kind, outcome.rejected, outcome.message) == ("ok", 3, "too old")
 
 
-def test_grpc_connection_refused_is_an_error_not_a_refusal(closed_port: int) -> None:
-    settings = load_settings(flags={"collector.endpoint": f"127.0.0.1:{closed_port}"})
+def test_grpc_connection_refused_is_an_error_not_a_refusal(free_port: int) -> None:
+    settings = load_settings(flags={"collector.endpoint": f"127.0.0.1:{free_port}"})
     sender = GrpcSender(settings.collector)
     try:
         outcome = sender.send(b"", 2)
@@ -193,7 +193,7 @@ def test_grpc_connection_refused_is_an_error_not_a_refusal(closed_port: int) -> 
             sender.preflight(2)
     finally:
         sender.close()
-    assert str(info.value) == f"collector at 127.0.0.1:{closed_port}: connection refused"
+    assert str(info.value) == f"collector at 127.0.0.1:{free_port}: connection refused"
     # run_load raises (exit 3) before the schedule starts when even the preflight fails.
     with pytest.raises(BackendError):
         run_load(settings, SPEC)
@@ -269,8 +269,8 @@ def test_http_retry_waits_what_retry_after_asks(http_server: Any) -> None:
     assert len(request.resource_spans[0].scope_spans[0].spans) == 100
 
 
-def test_http_sender_unreachable_is_a_one_line_error(closed_port: int) -> None:
-    url = f"http://127.0.0.1:{closed_port}"
+def test_http_sender_unreachable_is_a_one_line_error(free_port: int) -> None:
+    url = f"http://127.0.0.1:{free_port}"
     settings = load_settings(flags={"collector.http_url": url, "collector.protocol": "http"})
     sender = HttpSender(settings.collector)
     try:
@@ -285,5 +285,5 @@ def test_http_sender_unreachable_is_a_one_line_error(closed_port: int) -> None:
     with pytest.raises(Unreachable) as info:
         run_load(settings, SPEC)
     assert str(info.value) == (
-        f"collector at http://127.0.0.1:{closed_port}/v1/traces: connection refused"
+        f"collector at http://127.0.0.1:{free_port}/v1/traces: connection refused"
     )
