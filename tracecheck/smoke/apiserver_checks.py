@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from tracecheck.backends.prometheus import counter_increase, counter_snapshot
 from tracecheck.config import Settings
 from tracecheck.errors import AuthError, BackendError, HTTPStatusError
+from tracecheck.ids import stripped_hex
 from tracecheck.polling import Probe
 from tracecheck.results import CheckResult, Status
 from tracecheck.smoke.engine import Check, RequestRecord, Sent, SmokeContext
@@ -69,6 +70,7 @@ __all__ = [
     "checks",
     "implied_rate",
     "leg_ids",
+    "link_query",
 ]
 
 #: Key of the apiserver latency table in ``SmokeContext.tables`` / ``Report.tables``.
@@ -116,6 +118,17 @@ def implied_rate(found: int, sent: int, z: float = 1.96) -> tuple[float, float, 
 
 
 # -- shared helpers ----------------------------------------------------------------------------
+
+
+def link_query(trace_id: bytes) -> str:
+    """TraceQL for the traces whose spans link ``trace_id``.
+
+    Tempo compares ``link:traceID`` with the text of the ID as storage keeps it: lowercase hex
+    with the leading zeros trimmed (``util.TraceIDToHexString``; docs/reference/tempo.md §5.3).
+    The 32-digit spelling of an ID that starts with a zero digit (one in sixteen) matches
+    nothing on a real Tempo, so the query uses the trimmed spelling.
+    """
+    return f'{{ link:traceID = "{stripped_hex(trace_id)}" }}'
 
 
 def _mode(ctx: SmokeContext) -> TrustMode:
@@ -439,9 +452,7 @@ class ApiserverTrace(Check):
     def _linked_elsewhere(self, ctx: SmokeContext, tempo: TempoClient, trace_id: bytes) -> int:
         start, end = self._window(ctx)
         try:
-            result = tempo.search(
-                f'{{ link:traceID = "{trace_id.hex()}" }}', start=start, end=end, limit=50
-            )
+            result = tempo.search(link_query(trace_id), start=start, end=end, limit=50)
         except BackendError:
             return 0
         return len(result.traces)
@@ -455,7 +466,7 @@ class ApiserverTrace(Check):
         start, end = self._window(ctx)
         by_span = {r.span_id: r for r in records}
         by_audit = {r.audit_id: r for r in records if r.audit_id}
-        query = f'{{ link:traceID = "{trace_id.hex()}" }}'
+        query = link_query(trace_id)
         fetched: dict[bytes, tuple[Span, ...]] = {}
         matched: dict[bytes, Span] = {}  # our span ID -> the apiserver's SERVER span
         last_change = [ctx.clock.monotonic()]

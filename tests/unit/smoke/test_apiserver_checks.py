@@ -140,11 +140,12 @@ class World:
 
     def search(self, query: str, **kw: Any) -> SearchResult:
         hits: dict[bytes, int] = {}
-        link = re.fullmatch(r'\{ link:traceID = "([0-9a-f]{32})" \}', query)
+        link = re.fullmatch(r'\{ link:traceID = "([0-9a-fA-F]{1,32})" \}', query)
         audits = set(re.findall(r'span\."audit-id" = "([^"]+)"', query))
         assert link or audits, query
         for s in self.visible(self.search_delay):
-            linked = link and any(lk.trace_id.hex() == link.group(1) for lk in s.links)
+            # Tempo compares the ID's text as storage keeps it: hex, leading zeros trimmed.
+            linked = link and any(lk.trace_id.hex().lstrip("0") == link.group(1) for lk in s.links)
             if linked and self.link_search:
                 hits[s.trace_id] = hits.get(s.trace_id, 0) + 1
             if s.attributes.get("audit-id") in audits:
@@ -367,7 +368,8 @@ def test_untrusted_burst_is_found_by_link_and_the_rate_is_implied() -> None:
     assert trace.detail == (
         "link mode (tracecheck-viewer is in neither system:masters nor system:monitoring): "
         "13 of 50 requests traced, found by { link:traceID = "
-        f'"{leg_ids(4242, 1)[0].hex()}" }} and matched by link span ID / Audit-Id; implied '
+        f'"{leg_ids(4242, 1)[0].hex().lstrip("0")}" }} and matched by link span ID / Audit-Id; '
+        "implied "
         "sampling rate ≈ 260,000 per million (95 % interval 159,000-396,000); span names: "
         "GET /api/v1/x"
     )
@@ -381,6 +383,19 @@ def test_untrusted_burst_is_found_by_link_and_the_rate_is_implied() -> None:
         ("SERVER", "GET /api/v1/x", "GET", "namespaces", 13),
         ("INTERNAL", "authorization", "", "", 13),
     ]
+
+
+def test_link_query_spells_the_trace_id_as_tempo_stores_it() -> None:
+    # Seed 5 gives the leg a trace ID whose first hex digit is 0: Tempo compares link:traceID
+    # as text without leading zeros, so the 32-digit spelling would find nothing by link.
+    trace_id = leg_ids(5, 1)[0]
+    assert trace_id.hex().startswith("0")
+    world = World(FakeClock(), user=VIEWER)
+    trace = result(run_probe(world, settings(TRACECHECK_SMOKE_SEED="5")), "apiserver.trace")
+    assert trace.status is Status.PASS and trace.data["found"] == 13
+    assert f'found by {{ link:traceID = "{trace_id.hex().lstrip("0")}" }} and matched' in (
+        trace.detail
+    )
 
 
 def test_traces_exported_in_a_later_batch_are_counted_within_the_settle_window() -> None:
