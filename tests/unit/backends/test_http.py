@@ -461,7 +461,8 @@ def test_client_tls_against_plaintext(system: str, make: Any, http_server: TestS
             401,
             b"Unauthorized",
             AuthError,
-            "HTTP 401: Unauthorized (credentials missing or refused)",
+            "HTTP 401: Unauthorized (credentials missing or refused; sent header Authorization "
+            "from {system}.headers)",
         ),
         (404, b"404 page not found\n", HTTPStatusError, "HTTP 404: 404 page not found"),
         (500, b"boom\n", HTTPStatusError, "HTTP 500: boom"),
@@ -486,6 +487,7 @@ def test_client_http_failures(
     client, call, path = make(http_server.url)
     with client, pytest.raises(error) as info:
         call()
+    cause = cause.format(system=system)
     assert str(info.value) == f"{system} at {http_server.url}{path}: {cause}"
     assert_clean(info.value)
     assert http_server.requests[0].headers["authorization"] == f"Bearer {SECRET}"
