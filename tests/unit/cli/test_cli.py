@@ -56,7 +56,7 @@ def test_help_lists_commands_and_exit_codes() -> None:
         (["smoke", "--tempo-url", "localhost:3200"], 4, "malformed URL 'localhost:3200'"),
         (["smoke", "--tempo-url", "http://[::1"], 4, "malformed URL"),
         (["smoke", "--config", "/nonexistent/tracecheck.toml"], 4, "cannot read"),
-        (["smoke", "--deadline", "search=soon"], 4, "deadlines.search: expected seconds or a duration"),
+        (["smoke", "--deadline", "search=soon"], 4, "search: expected seconds or a duration"),
         (["smoke", "--deadline", "nosuch=3"], 4, "unknown setting 'deadlines.nosuch'"),
         (["smoke", "--deadline", "search"], 2, "expected NAME=VALUE, got 'search'"),
         (["query", "run", "etcd-latency", "--param", "service"], 2, "got 'service'"),
