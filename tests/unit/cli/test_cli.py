@@ -224,3 +224,19 @@ def test_kubeconfig_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("KUBECONFIG")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert _with_kubeconfig(load_settings()).apiserver.kubeconfig == ""  # in-cluster
+
+
+def test_promql_refusal_shows_prometheus_message_and_a_caret(http_server: TestServer) -> None:
+    # Prometheus v3.8.0's answer to "sum(rate(up[5m])) by (job" (web/api/v1/api.go).
+    error = 'invalid parameter "query": 1:26: parse error: unclosed left parenthesis'
+    body = json.dumps({"status": "error", "errorType": "bad_data", "error": error}).encode()
+    http_server.handler = lambda rec: (400, {"Content-Type": "application/json"}, body)
+    query = "sum(rate(up[5m])) by (job"
+    p = tc("query", "promql", query, "--prometheus-url", http_server.url)
+    assert p.returncode == 4, p.stderr
+    assert p.stderr.splitlines() == [
+        f"tracecheck: error: prometheus at {http_server.url}/api/v1/query: bad_data: {error}",
+        f"  {query}",
+        "  " + " " * 25 + "^",
+    ]
+    assert_no_traceback(p)
