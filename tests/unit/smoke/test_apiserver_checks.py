@@ -64,6 +64,7 @@ class World:
     sampled: Callable[[int], bool] = lambda i: i % 4 == 0  # link mode: 1 in 4
     late: Callable[[int], float] = lambda i: 0.0  # extra export delay per request
     link_search: bool = True  # Tempo answers { link:traceID = ... }
+    partial: str = ""  # Tempo's PARTIAL message for every trace by ID ("": complete)
     statuses: dict[str, int] = field(default_factory=dict)
     whoami_error: Exception | None = None
     spans: list[tuple[float, Span]] = field(default_factory=list)
@@ -136,7 +137,9 @@ class World:
         return [s for at, s in self.spans if now >= at + delay]
 
     def trace(self, trace_id: bytes, **kw: Any) -> Trace:
-        return Trace(trace_id, tuple(s for s in self.visible(0) if s.trace_id == trace_id))
+        spans = tuple(s for s in self.visible(0) if s.trace_id == trace_id)
+        # Tempo answers PARTIAL once the trace passed max_bytes_per_trace (tempo.md §4.3).
+        return Trace(trace_id, spans, partial=bool(self.partial and spans), message=self.partial)
 
     def search(self, query: str, **kw: Any) -> SearchResult:
         hits: dict[bytes, int] = {}
@@ -297,6 +300,31 @@ def test_nothing_exported_fails_naming_the_apiserver_hop() -> None:
     assert result(report, "apiserver.span_metrics").status is Status.FAIL
     assert "see apiserver.trace" in result(report, "apiserver.span_metrics").hint
     assert report.exit_code == ExitCode.CHECK_FAILED
+
+
+TOO_BIG = "Trace exceeds maximum size of 5000000 bytes, a partial trace is returned"
+
+
+def test_a_truncated_trace_fails_quoting_tempo_in_parent_child_mode() -> None:
+    world = World(FakeClock(), partial=TOO_BIG)
+    trace = result(run_probe(world), "apiserver.trace")
+    assert trace.status is Status.FAIL
+    assert trace.detail == (
+        f'trace {leg_ids(4242, 1)[0].hex()}: Tempo truncated the trace: "{TOO_BIG}"; 4 of 4 '
+        "requests' SERVER spans among the spans returned"
+    )
+    assert "max_bytes_per_trace" in trace.hint
+    assert trace.data["partial"] is True and trace.data["message"] == TOO_BIG
+    assert trace.elapsed < 6.0  # ended at the first answer with spans, not at the deadline
+
+
+def test_a_truncated_trace_fails_quoting_tempo_in_link_mode() -> None:
+    world = World(FakeClock(), user=VIEWER, partial=TOO_BIG)
+    trace = result(run_probe(world), "apiserver.trace")
+    assert trace.status is Status.FAIL
+    assert "; but 13 of 13 apiserver traces came back truncated, e.g. " in trace.detail
+    assert trace.detail.endswith(f'Tempo truncated the trace: "{TOO_BIG}"')
+    assert "max_bytes_per_trace" in trace.hint and trace.data["truncated"] == 13
 
 
 def test_partly_traced_requests_fail_naming_only_the_missing_ones() -> None:
