@@ -162,11 +162,14 @@ def test_without_wait_ready_the_503_is_an_error(make_standin: Callable[..., Runn
 
 def test_wait_ready_gives_up_with_what_it_last_heard(make_standin: Callable[..., Running]) -> None:
     r = make_standin(min_ready_duration=15.0)
-    s = settings_for(r, **{"smoke.only": ("preflight.tempo",), "smoke.wait_ready": "1s"})
+    s = settings_for(
+        r,
+        **{"smoke.only": ("preflight.tempo",), "smoke.wait_ready": "2s", "deadlines.preflight": 1},
+    )
     pre = smoke(s).result("preflight.tempo")
     assert pre.status is Status.ERROR
-    assert pre.detail.startswith(f"tempo at {s.tempo.url}/ready: not ready after waiting ")
-    assert "(--wait-ready 1.0s, " in pre.detail
+    assert pre.detail.startswith(f"tempo at {s.tempo.url}/ready: not ready after waiting 2.")
+    assert "(--wait-ready 2.0s; " in pre.detail
     assert pre.detail.endswith(
         "last answer: HTTP 503: Ingester not ready: ingester check ready failed: waiting for "
         "15s after being ready"

@@ -83,8 +83,9 @@ def smoke(settings: Settings, outputs: list[tuple[str, str | None]]) -> None:
     tty = sys.stderr.isatty()
     progress = ProgressLine(
         tty and not any(p is None and f != "table" for f, p in outputs),
-        # Without a terminal (CI, a CronJob's log) a readiness wait is logged line by line.
-        log_waits=not tty and settings.smoke.wait_ready > 0,
+        # Without a live line (CI, a CronJob's log, JSON on stdout) a readiness wait is logged
+        # line by line, so a run that waits minutes says why.
+        log_waits=settings.smoke.wait_ready > 0,
     )
     try:
         report = run_smoke(settings, progress=progress)

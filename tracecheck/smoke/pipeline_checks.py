@@ -215,9 +215,12 @@ class ReadinessCheck(Check):
             return replace(outcome.value, detail=detail)
         error = outcome.error
         assert error is not None  # poll_until fails only after a BackendError here
+        limit = f"--wait-ready {_duration(wait)}"
+        if per_round > wait:
+            limit = f"deadlines.preflight {_duration(per_round)}, longer than {limit}"
         cause = (
-            f"not ready after waiting {_duration(outcome.elapsed)} (--wait-ready "
-            f"{_duration(wait)}, {outcome.attempts} attempts); last answer: {error.cause}"
+            f"not ready after waiting {_duration(outcome.elapsed)} ({limit}; "
+            f"{outcome.attempts} attempts); last answer: {error.cause}"
         )
         raise type(error)(error.system, error.address, cause) if type(error) in (
             NotReady, Unreachable

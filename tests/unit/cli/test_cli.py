@@ -240,3 +240,22 @@ def test_promql_refusal_shows_prometheus_message_and_a_caret(http_server: TestSe
         "  " + " " * 25 + "^",
     ]
     assert_no_traceback(p)
+
+
+def test_wait_ready_logs_each_new_answer_and_gives_up_in_one_line(free_port: int) -> None:
+    url = f"http://127.0.0.1:{free_port}"
+    p = tc(
+        "smoke", "-o", "json", "--only", "preflight.tempo", "--wait-ready", "2s", "--tempo-url", url
+    )
+    assert p.returncode == 3, p.stderr
+    # Not a terminal: each new answer is a line on stderr, once however often it repeats.
+    assert p.stderr.splitlines() == [
+        f"tracecheck: waiting for preflight.tempo (0 s): tempo at {url}/ready: connection refused"
+    ]
+    result, detail = _detail(p, "preflight.tempo")
+    assert result == "ERROR"
+    # Never less patient than without --wait-ready: the preflight deadline (5 s) still holds.
+    assert detail.startswith(f"tempo at {url}/ready: not ready after waiting 5.")
+    assert "(deadlines.preflight 5.0s, longer than --wait-ready 2.0s; " in detail
+    assert detail.endswith("attempts); last answer: connection refused")
+    assert_no_traceback(p)
