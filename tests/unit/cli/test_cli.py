@@ -244,9 +244,8 @@ def test_promql_refusal_shows_prometheus_message_and_a_caret(http_server: TestSe
 
 def test_wait_ready_logs_each_new_answer_and_gives_up_in_one_line(free_port: int) -> None:
     url = f"http://127.0.0.1:{free_port}"
-    p = tc(
-        "smoke", "-o", "json", "--only", "preflight.tempo", "--wait-ready", "2s", "--tempo-url", url
-    )
+    p = tc("smoke", "-o", "json", "--only", "preflight.tempo", "--wait-ready", "1s",
+           "--deadline", "preflight=2", "--tempo-url", url)  # fmt: skip
     assert p.returncode == 3, p.stderr
     # Not a terminal: each new answer is a line on stderr, once however often it repeats.
     assert p.stderr.splitlines() == [
@@ -254,8 +253,8 @@ def test_wait_ready_logs_each_new_answer_and_gives_up_in_one_line(free_port: int
     ]
     result, detail = _detail(p, "preflight.tempo")
     assert result == "ERROR"
-    # Never less patient than without --wait-ready: the preflight deadline (5 s) still holds.
-    assert detail.startswith(f"tempo at {url}/ready: not ready after waiting 5.")
-    assert "(deadlines.preflight 5.0s, longer than --wait-ready 2.0s; " in detail
+    # Never less patient than without --wait-ready: the preflight deadline (2 s) still holds.
+    assert detail.startswith(f"tempo at {url}/ready: not ready after waiting 2.")
+    assert "(deadlines.preflight 2.0s, longer than --wait-ready 1.0s; " in detail
     assert detail.endswith("attempts); last answer: connection refused")
     assert_no_traceback(p)
