@@ -255,8 +255,9 @@ def ledger_request(record: ShardRecord) -> bytes:
     span.span_id = _ledger_span_id(record.run_id, record.shard)
     span.name = LEDGER_SPAN_NAME
     span.kind = Span.SPAN_KIND_INTERNAL
-    span.start_time_unix_nano = int(record.started_at * 1e9)
-    span.end_time_unix_nano = int(record.finished_at * 1e9)
+    # Microseconds: a float of unix seconds holds no more.
+    span.start_time_unix_nano = round(record.started_at * 1e6) * 1000
+    span.end_time_unix_nano = round(record.finished_at * 1e6) * 1000
     _attrs(
         span.attributes,
         {
