@@ -152,6 +152,14 @@ class HopRun:
     def run_id(self) -> str:
         return self.records[0].run_id
 
+    def fresh(self, group: str) -> bool:
+        """Whether the counters of ``group`` were read after the run ended (and its ledgers
+        were sent): always for a live scrape, after the next scrape for Prometheus history."""
+        if self.counters is None:
+            return False
+        end = max(r.finished_at for r in self.records) + 1.0
+        return self.counters.fresh(group, end)
+
     def window(self) -> tuple[float, float]:
         start = min(r.started_at for r in self.records) - 60.0
         return start, self.clock.time() + 1.0
@@ -172,16 +180,21 @@ def receiver_hop(run: HopRun, expected: int) -> HopCount:
     if refused_att:
         detail += f"; {refused_att:,} spans in refused attempts"
     status = _status(lost, run.over)
+    elapsed = 0.0
     if run.counters is not None and "collector" not in run.options.skip:
         want = acknowledged + run.ledgers
 
         def read() -> Reading:
             c = run.counters.collector()  # type: ignore[union-attr]
-            return Reading(round(c["accepted"]), c["accepted"] >= want, True, (c["accepted"],), c)
+            fresh = run.fresh("collector")
+            return Reading(
+                round(c["accepted"]), fresh and c["accepted"] >= want, fresh, (c["accepted"],), c
+            )
 
         out = settle(
             read, until=run.until(run.counter_deadline), clock=run.clock, quiet=run.options.quiet_s
         )
+        elapsed = out.elapsed
         if out.reading is not None:
             c = out.reading.counters
             counters = dict(c)
@@ -207,6 +220,7 @@ def receiver_hop(run: HopRun, expected: int) -> HopCount:
         lost,
         "exact",
         status,
+        elapsed_s=elapsed,
         detail=detail,
         cause=cause,
         counters=counters,
@@ -227,11 +241,12 @@ def exporter_hop(run: HopRun, expected: int) -> HopCount:
         c = run.counters.collector()  # type: ignore[union-attr]
         out = c["sent"] + c["send_failed"] + c["enqueue_failed"]
         queued = c.get("queue_size", 0.0)
+        fresh = run.fresh("collector")
         run.progress(f"collector exporter: sent +{c['sent']:,.0f} of {want:,}, queue {queued:.0f}")
         return Reading(
             round(c["sent"]) - run.ledgers,
-            c["sent"] >= want and queued == 0,
-            queued == 0 and out >= want,
+            fresh and c["sent"] >= want and queued == 0,
+            fresh and queued == 0 and out >= want,
             (c["sent"], c["send_failed"], c["enqueue_failed"], queued),
             c,
         )
@@ -305,10 +320,11 @@ def tempo_hop(run: HopRun, expected: int) -> HopCount:
     def read() -> Reading:
         c = run.counters.tempo()  # type: ignore[union-attr]
         run.progress(f"Tempo distributor: received +{c['received']:,.0f} of {want:,}")
+        fresh = run.fresh("tempo")
         return Reading(
             round(c["received"]) - run.ledgers,
-            c["received"] >= want,
-            True,
+            fresh and c["received"] >= want,
+            fresh,
             (c["received"], c["refused"]),
             c,
         )

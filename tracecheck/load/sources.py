@@ -72,6 +72,11 @@ class CounterSource(Protocol):
 
     def tempo(self) -> dict[str, float]: ...
 
+    def fresh(self, group: str, after: float) -> bool:
+        """Whether the ``group`` (collector, tempo) counters were read after ``after`` (unix
+        seconds), so they include everything up to then."""
+        ...
+
 
 @dataclass(slots=True)
 class Baseline:
@@ -172,6 +177,9 @@ class LiveCounters:
         out["reset"] = float(reset)
         return out
 
+    def fresh(self, group: str, after: float) -> bool:
+        return True  # scraped directly, now
+
 
 def _name(metric: str, total: bool = True) -> str:
     """A ``__name__`` matcher for a counter spelt with or without ``_total``."""
@@ -231,6 +239,7 @@ class HistoryCounters:
         self.queue = f'sum(otelcol_exporter_queue_size{{data_type="traces"{ex}}})'
         self.since = since
         self._bases: dict[str, CounterSnapshot] = {}
+        self._fresh: dict[str, bool] = {}
 
     def _increase(self, key: str, selector: str) -> dict[frozenset[tuple[str, str]], float]:
         prom = self.backends.prometheus()
@@ -261,6 +270,16 @@ class HistoryCounters:
 
     def tempo(self) -> dict[str, float]:
         return self._group("tempo")
+
+    def fresh(self, group: str, after: float) -> bool:
+        """Every instance of the group was scraped after ``after`` (the oldest newest sample)."""
+        if self._fresh.get(group):
+            return True
+        first = next(iter(self.selectors[group].values()))
+        result = self.backends.prometheus().query(f"min(timestamp({first}))")
+        newest = min((s.value for s in result.samples if math.isfinite(s.value)), default=0.0)
+        self._fresh[group] = newest >= after
+        return self._fresh[group]
 
 
 def found_query(run_id: str) -> str:

@@ -76,6 +76,9 @@ class Counters:
     def tempo(self) -> dict[str, float]:
         return {"received": 0.0, "accepted": 0.0, "refused": 0.0, **self._t(self.elapsed)}
 
+    def fresh(self, group: str, after: float) -> bool:
+        return True
+
     @property
     def elapsed(self) -> float:
         return self.clock.monotonic() - self.start
