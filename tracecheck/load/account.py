@@ -110,7 +110,8 @@ def account(
     over = Accounting(run.run_id, run.records, tuple(hops), None, options.max_loss_pct).over_limit
     run.over = over
     hops = [_regrade(h, over) for h in hops]
-    sample_hop, check = samples_hop(run, found)
+    lost_before = sum(h.lost for h in (client, receiver, exporter, tempo, found))
+    sample_hop, check = samples_hop(run, found, lost_before)
     if sample_hop is not None:
         hops.insert(5, sample_hop)
     return Accounting(

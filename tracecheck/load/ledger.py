@@ -96,6 +96,12 @@ class ShardRecord:
         return self.planned_spans - self.unsent_spans
 
     @property
+    def sending_rate(self) -> float:
+        """Spans sent (acknowledged or not) per second of the schedule or of the send."""
+        span = max(self.elapsed_s, self.planned_spans / self.target_rate if self.target_rate else 0)
+        return self.attempted_spans / span if span > 0 else 0.0
+
+    @property
     def finished_at(self) -> float:
         return self.started_at + self.elapsed_s
 

@@ -95,22 +95,28 @@ class RampStep:
 
 
 def _judge(rate: float, result: LoadResult, acc: Accounting) -> tuple[str, str, str]:
-    """(verdict, hop, why) of one step."""
-    if result.unsent_spans or result.achieved_rate < GENERATOR_SHARE * rate:
-        return (
-            "generator",
-            "client",
-            f"the generator reached {result.achieved_rate:,.0f} of {rate:,.0f} spans/s "
-            f"({result.unsent_spans:,} never sent, max lag {result.max_lag_s:.2f} s): add "
-            "--concurrency or --shards; the pipeline was not the limit",
-        )
+    """(verdict, hop, why) of one step. The pipeline's refusals and losses are named first;
+    a generator that did not keep the rate is blamed only when the pipeline was clean."""
     receiver = acc.hop("receiver")
     if result.refused_spans and receiver is not None:
         why = receiver.cause or f"refused {result.refused_spans:,} spans"
         return "pipeline", "receiver", why
     first = acc.first_loss
-    if first is not None and (acc.over_limit or first.status is Status.FAIL):
+    if (
+        first is not None
+        and first.hop != "client"
+        and (acc.over_limit or first.status is Status.FAIL)
+    ):
         return "pipeline", first.hop, first.cause or first.detail
+    sending = ShardRecord.from_result(result).sending_rate
+    if result.unsent_spans or sending < GENERATOR_SHARE * rate:
+        return (
+            "generator",
+            "client",
+            f"the generator reached {sending:,.0f} of {rate:,.0f} spans/s "
+            f"({result.unsent_spans:,} never sent, max lag {result.max_lag_s:.2f} s): add "
+            "--concurrency or --shards; the pipeline was not the limit",
+        )
     return "clean", "", ""
 
 

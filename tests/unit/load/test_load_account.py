@@ -415,3 +415,13 @@ def test_the_generator_falling_behind_is_lost_at_the_client() -> None:
     assert client is not None and client is acc.first_loss
     assert (client.expected, client.observed, client.lost) == (10_000, 8_000, 2_000)
     assert "fell behind" in client.cause
+
+
+def test_a_ledger_lost_with_the_load_never_makes_a_count_negative() -> None:
+    # The exporter failed everything: the load's 4,000 spans and the ledger span.
+    observed, lost, basis, note = counter_hop(
+        "exporter", 4_000, 0, 4_001, ledgers=1, exact_source=True, reset=False,
+        signal_names="send failed",
+    )  # fmt: skip
+    assert (observed, lost, basis) == (0, 4_000, "exact")
+    assert note == "4,000 short; send failed +4,001"
