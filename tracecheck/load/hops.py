@@ -247,9 +247,10 @@ def exporter_hop(run: HopRun, expected: int) -> HopCount:
         run.progress(f"collector exporter: sent +{c['sent']:,.0f} of {want:,}, queue {queued:.0f}")
         return Reading(
             round(c["sent"]) - run.ledgers,
-            # Every span is accounted for (sent, or counted as failed) and nothing is queued.
+            # Done when every span is accounted for (sent, or counted as failed) and nothing is
+            # queued; a shortfall nothing explains waits for the deadline (a retry may be due).
             fresh and queued == 0 and out >= want,
-            fresh and queued == 0,
+            False,
             (c["sent"], c["send_failed"], c["enqueue_failed"], queued),
             c,
         )
