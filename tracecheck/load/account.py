@@ -66,6 +66,7 @@ __all__ = [
     "Accounting",
     "HopCount",
     "account",
+    "reconcile",
 ]
 
 
@@ -105,6 +106,7 @@ def account(
     exporter = exporter_hop(run, receiver.passed_on)
     tempo = tempo_hop(run, exporter.passed_on)
     found = found_hop(run, tempo.passed_on)
+    client, receiver, exporter, tempo, found = reconcile([client, receiver, exporter, tempo, found])
     sm = span_metrics_hop(run, tempo.passed_on)
     hops = [client, receiver, exporter, tempo, found, sm]
     over = Accounting(run.run_id, run.records, tuple(hops), None, options.max_loss_pct).over_limit
@@ -124,6 +126,40 @@ def account(
         tuple(notes),
         clock.monotonic() - run.started,
     )
+
+
+def reconcile(chain: list[HopCount]) -> list[HopCount]:
+    """Correct the chain with the exact count at its end (the run's spans found in Tempo).
+
+    A counter hop that had not settled by its deadline (an exporter queue still draining into
+    a slow Tempo) reports the spans it had not yet passed on as lost. When more spans of the
+    run were then found in Tempo than that hop passed on, those spans were late, not lost:
+    the hop's loss shrinks by that many, and every hop after it expects what it passed on.
+    """
+    found = chain[-1]
+    if found.hop != "found" or found.observed is None:
+        return chain
+    seen = found.observed
+    out: list[HopCount] = []
+    for h in chain:
+        expected = out[-1].passed_on if out else h.expected
+        lost = min(h.lost, expected)
+        cause = h.cause
+        if h.hop in ("exporter", "tempo") and lost > 0 and seen > expected - lost:
+            late = min(lost, seen - (expected - lost))
+            lost -= late
+            cause = (
+                f"{late:,} spans were still in flight at the hop's deadline and were found in "
+                f"Tempo later (late, not lost)" + (f"; {cause}" if lost and cause else "")
+            )
+        if h.hop == "found":
+            lost = max(0, expected - seen)
+            cause = cause if lost else ""
+        status = h.status
+        if lost == 0 and status in (Status.FAIL, Status.WARN):
+            status = Status.PASS
+        out.append(replace(h, expected=expected, lost=lost, cause=cause, status=status))
+    return out
 
 
 def _regrade(h: HopCount, over: bool) -> HopCount:

@@ -112,7 +112,9 @@ def counter_hop(
             note += (", " if note else "") + f"{signal_names} +{signals_i:,} (all senders)"
     else:
         lost = min(expected, max(-excess, signals_i))
-        explained = signals_i in (0, -excess, -excess + ledgers)
+        # Exact when the loss counters account for the shortfall; else other senders may hide
+        # more of it: a lower bound.
+        explained = signals_i in (-excess, -excess + ledgers)
         basis = "exact" if exact_source and not reset and explained else "bound"
         note = f"{-excess:,} short" + (f"; {signal_names} +{signals_i:,}" if signals_i else "")
     if reset:

@@ -281,7 +281,7 @@ def test_other_senders_make_a_counter_hop_a_bound_and_its_loss_counters_judge_it
     [
         (1000, 0, False, (1000, 0, "exact")),
         (1200, 0, False, (1200, 0, "bound")),
-        (900, 0, False, (900, 100, "exact")),
+        (900, 0, False, (900, 100, "bound")),
         (900, 100, False, (900, 100, "exact")),
         (1100, 50, False, (1100, 50, "bound")),
         (1000, 0, True, (1000, 0, "bound")),
@@ -425,3 +425,26 @@ def test_a_ledger_lost_with_the_load_never_makes_a_count_negative() -> None:
     )  # fmt: skip
     assert (observed, lost, basis) == (0, 4_000, "exact")
     assert note == "4,000 short; send failed +4,001"
+
+
+def test_spans_still_queued_at_a_hops_deadline_but_found_later_are_late_not_lost() -> None:
+    # The exporter's queue drains into a slow Tempo: at its deadline it has sent 73,910 of
+    # 80,000; all 80,000 are found in Tempo a little later.
+    acc, _ = run(
+        [record(planned_spans=80_000, sent_spans=80_000, planned_traces=16_000)],
+        collector=lambda t: {"accepted": 80_001.0, "sent": 73_911.0, "queue_size": 1.0},
+        tempo=lambda t: {"received": 73_911.0 if t < 12 else 80_001.0},
+        found=lambda t: {0: 80_000 if t > 15 else 0},
+        span_metrics=lambda t: 80_000.0,
+        ledgers=1,
+    )
+    exporter = acc.hop("exporter")
+    assert exporter is not None and not exporter.settled
+    assert (exporter.expected, exporter.lost, exporter.status) == (80_000, 0, Status.PASS)
+    assert exporter.cause.startswith("6,090 spans were still in flight at the hop's deadline")
+    assert [(h.hop, h.expected, h.lost) for h in acc.hops if h.hop in ("tempo", "found")] == [
+        ("tempo", 80_000, 0),
+        ("found", 80_000, 0),
+    ]
+    assert acc.hop("span_metrics").expected == 80_000  # type: ignore[union-attr]
+    assert acc.first_loss is None and acc.exit_code == 0
