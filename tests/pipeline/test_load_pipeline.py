@@ -259,18 +259,17 @@ def test_account_adds_up_a_run_sent_by_two_processes(endpoints: Any, tmp_path: P
     service = f"tc-load-acct-{secrets.token_hex(3)}"
     shards = []
     for shard, protocol in ((0, "grpc"), (1, "http")):
+        argv = [
+            sys.executable, "-m", "tracecheck", "load", "--rate", "2000", "--duration", "3",
+            "--shards", "2", f"--shard={shard}", f"--run-id={run_id}", f"--service={service}",
+            f"--protocol={protocol}", "--skip", "found,samples,span-metrics",
+            "--output", f"json:{tmp_path / f'shard{shard}.json'}",
+        ]  # fmt: skip
+        env = {**os.environ, "NO_COLOR": "1"}
         shards.append(
             subprocess.Popen(
-                [sys.executable, "-m", "tracecheck", "load", "--rate", "2000", "--duration", "3",
-                 "--shards", "2", f"--shard={shard}", f"--run-id={run_id}",
-                 f"--service={service}", f"--protocol={protocol}",
-                 "--skip", "found,samples,span-metrics",
-                 "--output", f"json:{tmp_path / f'shard{shard}.json'}"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                env={**os.environ, "NO_COLOR": "1"},
-                cwd=ROOT,
-            )  # fmt: skip
+                argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT
+            )
         )
     for proc in shards:
         _, err = proc.communicate(timeout=60)

@@ -165,7 +165,8 @@ class HopRun:
         return self.counters.fresh(group, end)
 
     def window(self) -> tuple[float, float]:
-        start = min(r.started_at for r in self.records) - 60.0
+        # Spans start 10 ms before their request is sent: a little margin before the start.
+        start = min(r.started_at for r in self.records) - 5.0
         return start, self.clock.time() + 1.0
 
 
@@ -417,7 +418,12 @@ def found_hop(run: HopRun, expected: int) -> HopCount:
     discards: dict[str, float] = {}
 
     def read() -> Reading:
-        per_shard = found_count(run.backends, run.run_id, start, run.clock.time() + 1.0)
+        # A TraceQL count over many spans can take a while: up to the hop's deadline.
+        left = run.until(run.settings.deadlines.search) - run.clock.monotonic()
+        timeout = max(run.settings.tempo.timeout, left)
+        per_shard = found_count(
+            run.backends, run.run_id, start, run.clock.time() + 1.0, timeout=timeout
+        )
         found = sum(per_shard.values())
         explained = False
         nonlocal discards

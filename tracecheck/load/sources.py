@@ -290,7 +290,9 @@ def found_query(run_id: str) -> str:
     )
 
 
-def found_count(backends: Backends, run_id: str, start: float, end: float) -> dict[int, int]:
+def found_count(
+    backends: Backends, run_id: str, start: float, end: float, *, timeout: float | None = None
+) -> dict[int, int]:
     """Spans of run ``run_id`` stored in Tempo, per shard, over [start, end] (unix seconds).
 
     TraceQL metrics count by span start time; Tempo refuses a range over 3 h, so a longer window
@@ -298,7 +300,9 @@ def found_count(backends: Backends, run_id: str, start: float, end: float) -> di
     seconds after its last span): the caller polls.
     """
     start = max(start, end - MAX_METRICS_RANGE + 1)
-    series = backends.tempo().metrics_query_instant(found_query(run_id), start=start, end=end)
+    series = backends.tempo().metrics_query_instant(
+        found_query(run_id), start=start, end=end, timeout=timeout
+    )
     out: dict[int, int] = {}
     for s in series:
         raw = s.labels.get(f"span.{SHARD_ATTRIBUTE}")

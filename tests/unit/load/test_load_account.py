@@ -92,7 +92,9 @@ class FakeTempo:
         self.records: dict[bytes, tuple[Any, ...]] = {}
         self.queries: list[str] = []
 
-    def metrics_query_instant(self, q: str, *, start: float, end: float) -> tuple[Any, ...]:
+    def metrics_query_instant(
+        self, q: str, *, start: float, end: float, timeout: float | None = None
+    ) -> tuple[Any, ...]:
         self.queries.append(q)
         counts = self.found(self.clock.monotonic() - self.start)
         return tuple(
