@@ -208,7 +208,7 @@ def _report(
             status = Status.PASS
         else:
             status = Status.WARN
-            detail += f"; gave way at the {s.hop}: {s.why}"
+            detail += f"; gave way at the {s.hop} hop: {s.why}"
         checks.append(
             CheckResult(
                 f"ramp.{s.rate:g}", f"{s.rate:,.0f} spans/s for {step_duration:g} s", status,
@@ -234,12 +234,12 @@ def _report(
         cap_status = Status.PASS
         cap = (
             f"capacity {capacity:,.0f} spans/s (the last clean step); gave way at "
-            f"{last.rate:,.0f} spans/s at the {last.hop}: {last.why}"
+            f"{last.rate:,.0f} spans/s at the {last.hop} hop: {last.why}"
         )
     else:
         cap_status = Status.FAIL
         rate = f"{last.rate:,.0f}" if last is not None else "?"
-        why = f" at the {last.hop}: {last.why}" if last is not None else ""
+        why = f" at the {last.hop} hop: {last.why}" if last is not None else ""
         cap = f"no clean step: the first step ({rate} spans/s) already lost spans{why}"
     summary = {
         "capacity_spans_per_s": capacity,
