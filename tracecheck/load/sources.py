@@ -20,7 +20,7 @@ Every increase is a dict of counter name to spans; a backend that cannot be aske
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -317,11 +317,26 @@ def found_count(
 
 
 class SpanMetrics:
-    """Span-metrics calls of one service since a snapshot, in every watched naming family."""
+    """Span-metrics calls of one service since a snapshot, in every watched naming family.
 
-    def __init__(self, backends: Backends, snapshots: Mapping[Naming, CounterSnapshot]) -> None:
+    A metrics-generator that restarted (Tempo's ``process_start_time_seconds`` later than a
+    series' baseline sample) counts that series from zero again, and the first samples it
+    writes after the restart can be refused by Prometheus (out of order): the series may then
+    go from its old value straight to a higher new one, a reset no sample shows. So the first
+    sample after the restart is counted whole (everything since the restart), not as a rise
+    over the old value.
+    """
+
+    def __init__(
+        self,
+        backends: Backends,
+        snapshots: Mapping[Naming, CounterSnapshot],
+        *,
+        restart_at: Callable[[], float | None] | None = None,
+    ) -> None:
         self.backends = backends
         self.snaps = dict(snapshots)
+        self.restart_at = restart_at or (lambda: tempo_start_time(backends))
 
     @staticmethod
     def families(settings: Settings, backends: Backends) -> tuple[Naming, ...]:
@@ -355,8 +370,42 @@ class SpanMetrics:
         """The family that rose most, and by how much."""
         best: tuple[Naming | None, float] = (None, 0.0)
         prom = self.backends.prometheus()
+        restart = self.restart_at()
         for fam, snap in self.snaps.items():
-            rose = sum(counter_increase(prom, snap, now=now).values())
+            rose = increase_across_restart(prom, snap, now=now, restart_at=restart)
             if best[0] is None or rose > best[1]:
                 best = (fam, rose)
         return best
+
+
+def tempo_start_time(backends: Backends) -> float | None:
+    """When the Tempo process (and so its metrics-generator) started; None if unknown."""
+    try:
+        exp = backends.tempo().self_metrics()
+    except BackendError:
+        return None
+    return exp.value("process_start_time_seconds")
+
+
+def increase_across_restart(
+    prom: Any, base: CounterSnapshot, *, now: float, restart_at: float | None
+) -> float:
+    """:func:`~tracecheck.backends.prometheus.counter_increase` summed over the series, where
+    a series whose baseline sample predates ``restart_at`` counts its first sample after the
+    restart whole."""
+    window = max(60, math.ceil(now - base.taken_at) + 60)
+    result = prom.query(f"{base.selector}[{window}s]")
+    total = 0.0
+    for s in result.series:
+        t0, prev = base.last.get(frozenset(s.labels.items()), (-math.inf, 0.0))
+        restarted = restart_at is None or t0 >= restart_at
+        for t, v in s.points:
+            if t <= t0:
+                continue
+            if not restarted and t >= restart_at:
+                total += v
+                restarted = True
+            else:
+                total += v - prev if v >= prev else v
+            prev = v
+    return total

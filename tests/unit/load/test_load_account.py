@@ -450,3 +450,29 @@ def test_spans_still_queued_at_a_hops_deadline_but_found_later_are_late_not_lost
     ]
     assert acc.hop("span_metrics").expected == 80_000  # type: ignore[union-attr]
     assert acc.first_loss is None and acc.exit_code == 0
+
+
+class FakeProm:
+    def __init__(self, points: list[tuple[float, float]]) -> None:
+        self.points = points
+
+    def query(self, q: str, **kw: Any) -> Any:
+        from tracecheck.backends.prometheus import QueryResult, RangeSeries
+
+        return QueryResult("matrix", (), (RangeSeries({"service": "svc"}, tuple(self.points)),))
+
+
+def test_a_generator_restart_that_prometheus_never_saw_as_a_reset_is_still_counted() -> None:
+    from tracecheck.backends.prometheus import CounterSnapshot
+    from tracecheck.load.sources import increase_across_restart
+
+    now = T0
+    key = frozenset({"service": "svc"}.items())
+    base = CounterSnapshot('calls{service="svc"}', now - 5, {key: (now - 303, 408.0)})
+    # The restarted generator's 0 sample was refused (out of order); 4,000 is all new spans.
+    prom = FakeProm([(now - 303, 408.0), (now - 58, 4_000.0), (now - 43, 4_000.0)])
+    got = increase_across_restart(prom, base, now=now, restart_at=now - 70)
+    assert got == 4_000.0
+    assert increase_across_restart(prom, base, now=now, restart_at=None) == 3_592.0
+    # A restart before the baseline sample changes nothing.
+    assert increase_across_restart(prom, base, now=now, restart_at=now - 400) == 3_592.0

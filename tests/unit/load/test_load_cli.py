@@ -202,7 +202,8 @@ def test_the_ramp_names_the_last_clean_rate_and_the_hop_that_gave_way() -> None:
     capacity = report.result("ramp.capacity")
     assert capacity.status is Status.PASS
     assert capacity.detail.startswith(
-        "capacity 2,000 spans/s (the last clean step); gave way at 3,000 spans/s at the receiver hop"
+        "capacity 2,000 spans/s (the last clean step); gave way at 3,000 spans/s at the "
+        "receiver hop"
     )
     assert capacity.data["capacity_spans_per_s"] == 2000 and capacity.data["hop"] == "receiver"
     assert report.result("ramp.3000").status is Status.WARN
