@@ -188,9 +188,9 @@ def test_a_collector_short_of_memory_loses_the_load_at_the_receiver(
     receiver = rows["receiver"]
     assert receiver["first_loss"] == "<- first"
     assert (receiver["expected"], receiver["observed"], receiver["lost"]) == (4_000, 0, 4_000)
-    assert "UNAVAILABLE" in receiver["cause"]
-    assert "data refused due to high memory usage" in receiver["cause"]
-    assert "memory_limiter" in receiver["cause"]
+    assert "UNAVAILABLE" in receiver["note"]
+    assert "data refused due to high memory usage" in receiver["note"]
+    assert "memory_limiter" in receiver["note"]
     assert rows["client"]["lost"] == 0
     # Nothing got through, so nothing is expected further on, and nothing more is lost.
     assert [(rows[h]["expected"], rows[h]["lost"]) for h in ("exporter", "tempo", "found")] == [
@@ -225,7 +225,7 @@ def test_an_exporter_that_cannot_send_loses_the_load_at_the_exporter(
     assert exporter["first_loss"] == "<- first"
     assert (exporter["expected"], exporter["observed"], exporter["lost"]) == (4_000, 0, 4_000)
     assert exporter["basis"] == "exact"
-    assert exporter["cause"].startswith("send failed +4,001")  # the ledger span failed too
+    assert exporter["note"].startswith("send failed +4,001")  # the ledger span failed too
     assert rows["found"]["observed"] == 0
     assert report["tables"]["summary"][0]["first_loss"] == "exporter"
 

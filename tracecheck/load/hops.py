@@ -314,6 +314,7 @@ def exporter_hop(run: HopRun, expected: int) -> HopCount:
         detail,
         cause,
         dict(c),
+        note,
     )
 
 
@@ -388,6 +389,7 @@ def tempo_hop(run: HopRun, expected: int) -> HopCount:
         detail,
         cause,
         dict(c),
+        note,
     )
 
 

@@ -70,6 +70,7 @@ class HopCount:
     detail: str = ""
     cause: str = ""  # why spans were lost here, when known
     counters: Mapping[str, float] = field(default_factory=dict)
+    note: str = ""  # why a count is a bound (other senders, Prometheus scrapes, a reset)
 
     @property
     def title(self) -> str:
@@ -151,7 +152,7 @@ class Accounting:
                     "loss_pct": round(h.loss_pct, 3),
                     "basis": h.basis,
                     "first_loss": "<- first" if first is not None and h is first else "",
-                    "cause": h.cause,
+                    "note": h.cause or h.note,
                 }
             )
         return out
