@@ -5,26 +5,48 @@
     >>> result = run_load(load_settings(), LoadSpec(rate=2000, duration=10))  # doctest: +SKIP
     >>> result.sent_spans, result.refusals, result.achieved_rate, result.max_lag_s
 
+Sent and accounted at every hop (the ``tracecheck load`` command), a ramp, a run sent elsewhere:
+
+    >>> from tracecheck.load import load_and_account, ramp, account_run
+    >>> spec = LoadSpec(rate=2000, duration=10)
+    >>> report, result = load_and_account(load_settings(), spec)  # doctest: +SKIP
+    >>> report.exit_code, report.tables["accounting"]  # doctest: +SKIP
+
 Modules: :mod:`~tracecheck.load.encode` (requests built in the protobuf wire format from one
 template), :mod:`~tracecheck.load.spec` (what to send, checked), :mod:`~tracecheck.load.pacing`
 (open-loop schedule), :mod:`~tracecheck.load.send` (OTLP gRPC and HTTP senders),
-:mod:`~tracecheck.load.run` (the load and its :class:`LoadResult`). grpc and protobuf are
-imported only when a load runs.
+:mod:`~tracecheck.load.run` (the load and its :class:`LoadResult`); the accounting:
+:mod:`~tracecheck.load.ledger` (what a shard sent, and its ledger span),
+:mod:`~tracecheck.load.counters` and :mod:`~tracecheck.load.sources` (where each hop is read),
+:mod:`~tracecheck.load.verdict`, :mod:`~tracecheck.load.hops` and
+:mod:`~tracecheck.load.account` (each hop, settled, and the verdict),
+:mod:`~tracecheck.load.readback` (sampled traces by ID), :mod:`~tracecheck.load.report` (the
+Report), :mod:`~tracecheck.load.flow` (load then account; ``--account``) and
+:mod:`~tracecheck.load.ramp`. grpc and protobuf are imported only when a load runs.
 """
 
 from __future__ import annotations
 
+from tracecheck.load.account import Accounting, AccountOptions, HopCount
+from tracecheck.load.flow import account_run, load_and_account
+from tracecheck.load.ramp import ramp
 from tracecheck.load.run import LoadProgress, LoadResult, Refusals, run_load
 from tracecheck.load.spec import DEFAULT_MAX_SPANS, LoadPlan, LoadSpec, RetryPolicy, plan_load
 
 __all__ = [
     "DEFAULT_MAX_SPANS",
+    "AccountOptions",
+    "Accounting",
+    "HopCount",
     "LoadPlan",
     "LoadProgress",
     "LoadResult",
     "LoadSpec",
     "Refusals",
     "RetryPolicy",
+    "account_run",
+    "load_and_account",
     "plan_load",
+    "ramp",
     "run_load",
 ]

@@ -2,6 +2,11 @@
 
 The functions run in pipeline order; each takes what the hop before it passed on as its
 ``expected`` (see :mod:`tracecheck.load.account` for the chain and which hops are exact).
+
+Why one module (about 630 lines): the seven hops share one state (:class:`HopRun`: deadlines
+from the end of the send, the ledger spans to subtract, the counter source) and one set of rules
+(what settles a hop, when a count is exact or a bound, how a cause is worded); kept together,
+the whole chain reads top to bottom, and a rule changed for one hop is seen beside the others.
 """
 
 from __future__ import annotations

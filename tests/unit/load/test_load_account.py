@@ -4,6 +4,7 @@ exact and which are bounds, when a hop settles, and the exit code."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -476,3 +477,28 @@ def test_a_generator_restart_that_prometheus_never_saw_as_a_reset_is_still_count
     assert increase_across_restart(prom, base, now=now, restart_at=None) == 3_592.0
     # A restart before the baseline sample changes nothing.
     assert increase_across_restart(prom, base, now=now, restart_at=now - 400) == 3_592.0
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "junit", "markdown"])
+def test_the_accounting_renders_in_every_smoke_format(fmt: str) -> None:
+    from tracecheck.output import render
+
+    r = record(sent_spans=9_000, refused_final_spans=1_000, refused_attempt_spans=1_000,
+               refusals={"UNAVAILABLE": 1_000}, unaccepted=((0, 2),))  # fmt: skip
+    acc, _ = run(
+        [r],
+        collector=lambda t: {"accepted": 9_000.0, "refused": 1_000.0, "sent": 9_000.0},
+        tempo=lambda t: {"received": 9_000.0},
+        found=lambda t: {0: 9_000},
+        span_metrics=lambda t: 9_000.0,
+    )
+    report = accounting_report(acc, started_at=T0, finished_at=T0 + 30, target={"protocol": "grpc"})
+    text = render(report, fmt)
+    assert "load.receiver" in text and "run1" in text
+    if fmt == "json":
+        data = json.loads(text)
+        assert data["command"] == "load" and data["exit_code"] == 1
+        assert data["tables"]["summary"][0]["first_loss"] == "receiver"
+    if fmt == "table":
+        assert "Accounting" in text and "<- first" in text
+        assert text.rstrip().endswith("-> exit 1")
