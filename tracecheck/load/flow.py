@@ -112,6 +112,8 @@ def load_and_account(
     """
     clock = clock or SystemClock()
     plan = plan_load(settings, spec)  # bad input: one line, before anything is read or sent
+    if not settings.collector.metrics_url:  # self-metrics turned off ('') : not an error
+        options = dataclasses.replace(options, skip=options.skip | {"collector"})
     spec = dataclasses.replace(spec, run_id=plan.run_id, seed=plan.seed)
     own = backends is None
     backends = backends or Backends(settings, clock=clock)

@@ -149,6 +149,8 @@ def ramp(
         spec, rate=steps[0], duration=step_duration, max_spans=spec.max_spans
     )
     plan = plan_load(settings, base)  # checks everything else once, before anything is sent
+    if not settings.collector.metrics_url:
+        options = dataclasses.replace(options, skip=options.skip | {"collector"})
     run_id = plan.run_id
     own = backends is None
     backends = backends or Backends(settings, clock=clock)
