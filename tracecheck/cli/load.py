@@ -232,7 +232,7 @@ def _ramp(
 ) -> Any:
     import dataclasses
 
-    from tracecheck.load.ramp import parse_ramp, ramp
+    from tracecheck.load.ramp import parse_ramp, run_ramp
 
     if sending:
         raise UsageError(
@@ -247,7 +247,7 @@ def _ramp(
     start, end, step = parse_ramp(ramp_spec)
     # Span-metrics settle on the generator's collection interval (15 s): skipped per step.
     options = dataclasses.replace(options, skip=options.skip | {"span-metrics"})
-    return ramp(
+    return run_ramp(
         settings, spec, start, end, step, opts["step_duration"], options,
         load_progress=line.load, progress=line,
     )  # fmt: skip

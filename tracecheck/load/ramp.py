@@ -43,7 +43,7 @@ from tracecheck.load.run import LoadProgress, LoadResult, run_load
 from tracecheck.load.sources import LiveCounters, SpanMetrics, take_baseline
 from tracecheck.load.spec import SYSTEM, LoadSpec, plan_load
 
-__all__ = ["MAX_STEPS", "RampStep", "parse_ramp", "ramp"]
+__all__ = ["MAX_STEPS", "RampStep", "parse_ramp", "run_ramp"]
 
 MAX_STEPS = 100
 # A step whose achieved rate is below this share of the target is the generator's limit.
@@ -120,7 +120,7 @@ def _judge(rate: float, result: LoadResult, acc: Accounting) -> tuple[str, str, 
     return "clean", "", ""
 
 
-def ramp(
+def run_ramp(
     settings: Settings,
     spec: LoadSpec,
     start: float,
