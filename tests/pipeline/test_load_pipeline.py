@@ -33,6 +33,8 @@ import pytest
 from servers import free_port
 
 from tracecheck.cli import main
+from tracecheck.config import CollectorSettings
+from tracecheck.load.send import GrpcSender
 from tracecheck.stack.local import LocalStack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,6 +134,34 @@ service:
 """
 
 
+def _probe_request() -> bytes:
+    """One span in an OTLP ExportTraceServiceRequest, encoded by hand (a few bytes)."""
+
+    def field(number: int, payload: bytes) -> bytes:
+        assert len(payload) < 128
+        return bytes([number << 3 | 2, len(payload)]) + payload
+
+    span = field(1, secrets.token_bytes(16)) + field(2, secrets.token_bytes(8))
+    span += field(5, b"tc-load-probe")
+    return field(1, field(2, field(2, span)))
+
+
+def wait_until_refusing(address: str, deadline: float) -> None:
+    """Healthy is not yet refusing: the memory_limiter decides on its first tick
+    (check_interval) and lets pushes through until then. Probe with one span until a push
+    is refused, so the test's load meets a limiter that has made up its mind."""
+    sender = GrpcSender(CollectorSettings(endpoint=address, insecure=True))
+    try:
+        while True:
+            outcome = sender.send(_probe_request(), timeout=2)
+            if outcome.kind == "refused" and "memory" in outcome.message:
+                return
+            assert time.monotonic() < deadline, f"the memory_limiter never refused: {outcome}"
+            time.sleep(0.1)
+    finally:
+        sender.close()
+
+
 @pytest.fixture(scope="module")
 def faulty_collector(
     local_pipeline: LocalStack, endpoints: Any, tmp_path_factory: pytest.TempPathFactory
@@ -158,6 +188,7 @@ def faulty_collector(
                 pass
             assert time.monotonic() < deadline, "the extra collector did not become healthy"
             time.sleep(0.1)
+        wait_until_refusing(f"127.0.0.1:{ports['lowmem']}", deadline)
         yield FaultyCollector(
             f"127.0.0.1:{ports['lowmem']}",
             f"127.0.0.1:{ports['dead']}",
