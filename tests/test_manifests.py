@@ -27,7 +27,7 @@ from tracecheck.localstack import (
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "stack"
-COMPONENTS = ("collector-spanmetrics", "smoke-cronjob", "smoke-monitoring-cert")
+COMPONENTS = ("collector-spanmetrics", "smoke-cronjob", "smoke-monitoring-cert", "watch")
 
 # Variants beyond the named targets: the base with each component, and production with the one
 # component that changes the collector's scaling.
@@ -36,6 +36,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "base+smoke": ("base", ("smoke-cronjob",)),
     "base+smoke+monitoring-cert": ("base", ("smoke-cronjob", "smoke-monitoring-cert")),
     "production+collector-spanmetrics": ("overlays/production", ("collector-spanmetrics",)),
+    "base+watch": ("base", ("watch",)),
 }
 
 
@@ -236,6 +237,101 @@ def test_smoke_cronjob_runs_the_documented_command_with_its_own_identity(
         "samplingRatePerMillion"
     ]
     assert 1 - (1 - rate / 1e6) ** int(env["TRACECHECK_APISERVER_BURST"]) > 0.95
+
+
+def test_watch_component_runs_the_watcher_and_gives_prometheus_its_rules_and_scrape_job(
+    rendered: dict[str, str],
+) -> None:
+    import fnmatch
+
+    objs = objects_of(rendered["base+watch"])
+    dep = find(objs, "Deployment", "tracecheck-watch")
+    spec = pod_spec(dep)
+    container = spec["containers"][0]
+    assert container["args"] == [
+        "watch",
+        "--listen=0.0.0.0:9464",
+        "--interval=60s",
+        "--jitter=0.1",
+        "--grace=10s",
+    ]
+    # The grace period for the last round ends well inside the kubelet's.
+    assert spec["terminationGracePeriodSeconds"] > 10
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9464}]
+    assert (spec["serviceAccountName"], spec["automountServiceAccountToken"]) == (
+        "tracecheck-watch",
+        False,
+    )
+    # Same backends, paths and burst as the smoke CronJob: the two are alternatives.
+    cron = pod_spec(find(objects_of(rendered["minikube"]), "CronJob", "tracecheck-smoke"))
+    assert container["env"] == cron["containers"][0]["env"]
+    role = find(objs, "Role", "tracecheck-watch")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+    assert find(objs, "ClusterRole", "tracecheck-watch")["rules"][0]["resourceNames"] == [
+        "monitoring"
+    ]
+    # The Service selects the watcher only (CronJob pods share the name label).
+    svc = find(objs, "Service", "tracecheck-watch")
+    assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "watch"
+    assert svc["spec"]["ports"] == [{"name": "metrics", "port": 9464, "targetPort": "metrics"}]
+    policy = find(objs, "NetworkPolicy", "tracecheck-watch")
+    assert (
+        policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"][
+            "app.kubernetes.io/name"
+        ]
+        == "prometheus"
+    )
+
+    # Prometheus mounts the rules and the scrape job where its configuration looks for them.
+    prom = pod_spec(find(objs, "Deployment", "prometheus"))
+    mounts = {m["name"]: m["mountPath"] for m in prom["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v["configMap"]["name"] for v in prom["volumes"] if "configMap" in v}
+    config = yaml.safe_load(configmap(objs, "prometheus-config")["data"]["prometheus.yml"])
+    rules = configmap(objs, "prometheus-rules")
+    scrape = configmap(objs, "prometheus-scrape-watch")
+    assert volumes["rules"] == rules["metadata"]["name"]
+    assert volumes["scrape-watch"] == scrape["metadata"]["name"]
+    rule_files = [f"{mounts['rules']}/{key}" for key in rules["data"]]
+    scrape_files = [f"{mounts['scrape-watch']}/{key}" for key in scrape["data"]]
+    assert [f for f in rule_files if any(fnmatch.fnmatch(f, g) for g in config["rule_files"])] == [
+        "/etc/prometheus-rules/tracecheck.rules.yaml"
+    ]
+    assert [
+        f for f in scrape_files if any(fnmatch.fnmatch(f, g) for g in config["scrape_config_files"])
+    ] == ["/etc/prometheus-scrape/prometheus-scrape-watch.yml"]
+    # ... holding the shipped files byte for byte.
+    assert rules["data"]["tracecheck.rules.yaml"] == (
+        STACK / "prometheus" / "rules" / "tracecheck.rules.yaml"
+    ).read_text(encoding="utf-8")
+    job = yaml.safe_load(scrape["data"]["prometheus-scrape-watch.yml"])["scrape_configs"]
+    assert job == [
+        {
+            "job_name": "tracecheck-watch",
+            "static_configs": [{"targets": ["tracecheck-watch.monitoring.svc.cluster.local:9464"]}],
+        }
+    ]
+    # Without the component Prometheus has neither: the globs match nothing.
+    base_prom = pod_spec(find(objects_of(rendered["base"]), "Deployment", "prometheus"))
+    assert {v["name"] for v in base_prom["volumes"]} & {"rules", "scrape-watch"} == set()
+    assert "tracecheck-watch" not in rendered["base"]
+
+
+def test_promtool_accepts_the_alert_rules_as_deployed(
+    rendered: dict[str, str], built: LocalStack, tmp_path: Path
+) -> None:
+    rules = configmap(objects_of(rendered["base+watch"]), "prometheus-rules")["data"]
+    path = tmp_path / "tracecheck.rules.yaml"
+    path.write_text(rules["tracecheck.rules.yaml"], encoding="utf-8")
+    proc = subprocess.run(
+        [str(built.binary("promtool")), "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS: 5 rules found" in proc.stdout
 
 
 def test_minikube_overlay_uses_local_volumes_not_hostpath(rendered: dict[str, str]) -> None:
