@@ -613,6 +613,7 @@ def test_dashboard_covers_red_slowest_traces_and_pipeline_health(rendered: dict[
         "kube-apiserver RED by span name (Tempo span metrics)",
         "Slowest traces",
         "Pipeline health",
+        "Pipeline health: end-to-end verdicts (tracecheck watch)",
     ]
     uids = {
         t["datasource"]["uid"]
@@ -633,6 +634,13 @@ def test_dashboard_covers_red_slowest_traces_and_pipeline_health(rendered: dict[
         "tempo_metrics_generator_spans_discarded_total",
         "prometheus_remote_storage_samples_failed_total",
         "apiserver_request_duration_seconds_bucket",
+        # tracecheck watch (components/watch): status per hop, delay per stage, last success.
+        "tracecheck_check_status",
+        "tracecheck_check_consecutive_failures",
+        "tracecheck_check_last_success_timestamp_seconds",
+        "tracecheck_stage_delay_seconds_bucket",
+        "tracecheck_rounds_total",
+        "tracecheck_apiserver_traced_ratio",
     ):
         assert metric in exprs
 
