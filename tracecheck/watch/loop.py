@@ -9,9 +9,11 @@ rounds. ``interval`` 0 runs rounds back to back (no overruns).
 
 Stopping: ``stop`` (a :class:`threading.Event`, set by SIGTERM/SIGINT in :func:`watch`) ends the
 wait between rounds at once. A round in progress gets ``grace`` seconds to finish; after that it
-is *abandoned*: the loop returns while the round's worker thread (a daemon) runs out its own
-deadlines unobserved. The smoke plan has no cancellation hook, which is why each round runs in a
-worker thread: the loop itself never blocks on a round longer than ``grace`` after a stop.
+is *abandoned*: the loop returns without it. Each round is called in a thread of its own, so the
+loop never waits on a round longer than ``grace`` after a stop, whatever the round does. The
+smoke plan has no cancellation hook; :class:`tracecheck.watch.worker.ProcessRounds` (what
+:func:`tracecheck.watch.watch` uses) runs it in a worker process, which the watch terminates
+after an abandoned round, so the round really stops.
 
 Time comes from an injected :class:`~tracecheck.polling.Clock`: with a
 :class:`~tracecheck.polling.FakeClock` the loop's waits advance the fake time instead of sleeping,

@@ -24,6 +24,7 @@ tracecheck_stage_deadline_seconds               gauge      stage, hop
 tracecheck_apiserver_traced_ratio               gauge      -
 tracecheck_build_info                           gauge      version, tempo_version,
                                                            prometheus_version, kubernetes_version
+tracecheck_worker_process_*                     (various)  the round worker process's figures
 ==============================================  =========  ==================================
 
 A round's updates and a scrape exclude each other (one lock), so a scrape never sees half a
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -214,17 +215,61 @@ class WatchMetrics:
                 self._init_check(check.name, check.hop)
                 if check.measures_delay:
                     self.delay.labels(check.name, check.hop)
+        self._inner = inner
+        self._generation = 0  # bumped by every update: the cached exposition is then stale
+        self._cache: dict[str, tuple[int, bytes]] = {}
+        #: Everything, for ``generate_latest(metrics.registry)`` and other library uses.
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Locked(inner, self._lock))
+        self._process: CollectorRegistry | None = None
         if process:
             # Process figures (RSS, CPU, open files) and the Python build, as every exporter has.
             from prometheus_client.gc_collector import GCCollector
             from prometheus_client.platform_collector import PlatformCollector
             from prometheus_client.process_collector import ProcessCollector
 
-            ProcessCollector(registry=self.registry)
-            PlatformCollector(registry=self.registry)
-            GCCollector(registry=self.registry)
+            self._process = CollectorRegistry(auto_describe=False)
+            for collector in (
+                ProcessCollector(registry=self._process),
+                PlatformCollector(registry=self._process),
+                GCCollector(registry=self._process),
+            ):
+                self.registry.register(collector)
+
+    def add_worker(self, pid: Callable[[], int | None]) -> None:
+        """Also expose the round worker process's figures (``tracecheck_worker_process_*``:
+        memory, CPU, open files), read from /proc/<pid()> at each scrape."""
+        if self._process is None:
+            return
+        from prometheus_client.process_collector import ProcessCollector
+
+        collector = ProcessCollector(
+            namespace="tracecheck_worker", pid=lambda: pid() or "none", registry=self._process
+        )
+        self.registry.register(collector)
+
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The body and content type of a scrape, in the format ``accept`` asks for (the
+        client library's negotiation: OpenMetrics with exemplars, or text 0.0.4).
+
+        The watch metrics change only when a round updates them, so their encoding is cached
+        per format until the next update; only the process metrics are encoded per scrape. A
+        scrape therefore costs a copy, not a walk over some 500 series while a round competes
+        for the interpreter.
+        """
+        from prometheus_client.exposition import choose_encoder
+
+        encoder, content_type = choose_encoder(accept or "")
+        with self._lock:
+            cached = self._cache.get(content_type)
+            if cached is None or cached[0] != self._generation:
+                cached = (self._generation, encoder(self._inner))
+                self._cache[content_type] = cached
+        body = cached[1]
+        if self._process is not None:
+            # Both halves come from the library's encoder; OpenMetrics allows one "# EOF" only.
+            body = body.removesuffix(b"# EOF\n") + encoder(self._process)
+        return body, content_type
 
     def _init_check(self, name: str, hop: str) -> None:
         for status in Status:
@@ -236,10 +281,12 @@ class WatchMetrics:
     def round_started(self) -> None:
         with self._lock:
             self.in_progress.set(1)
+            self._generation += 1
 
     def overrun(self) -> None:
         with self._lock:
             self.overruns.inc()
+            self._generation += 1
 
     def round_finished(self, report: Report, *, duration: float, finished_at: float) -> str:
         """Record a finished round's report; returns its result (pass, fail, error)."""
@@ -281,6 +328,7 @@ class WatchMetrics:
         return "error"
 
     def _finish(self, result: str, duration: float, finished_at: float) -> None:
+        self._generation += 1
         self.rounds.labels(result).inc()
         self.round_duration.observe(duration)
         self.last_round.set(finished_at)

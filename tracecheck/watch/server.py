@@ -3,8 +3,8 @@
 =============  ==================================================================================
 path           answer
 =============  ==================================================================================
-/metrics       the metrics (``prometheus_client``'s exposition: text 0.0.4, or OpenMetrics with
-               exemplars when the scraper asks for it; gzip when accepted)
+/metrics       the metrics (``prometheus_client``'s encoders: text 0.0.4, or OpenMetrics with
+               exemplars when the scraper asks for it), from :meth:`WatchMetrics.exposition`
 /healthz       200 while the process serves
 /ready         200 once a first round has finished, 503 before
 /report.json   the last round's report in the smoke JSON schema (``tracecheck/schema/
@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from tracecheck.errors import ConfigError, UsageError
@@ -34,7 +34,12 @@ __all__ = ["DEFAULT_LISTEN", "WatchServer", "WatchState", "parse_listen"]
 DEFAULT_LISTEN = "127.0.0.1:9464"
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class Exposition(Protocol):
+    """What /metrics serves (:class:`tracecheck.watch.metrics.WatchMetrics`)."""
+
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]: ...
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -110,17 +115,15 @@ class _Server6(_Server):
 class WatchServer:
     """Serves the endpoints in a background thread.
 
-    >>> server = WatchServer("127.0.0.1:0", registry, state).start()   # doctest: +SKIP
+    >>> server = WatchServer("127.0.0.1:0", metrics, state).start()    # doctest: +SKIP
     >>> server.url                                                      # doctest: +SKIP
     'http://127.0.0.1:40123'
     """
 
-    def __init__(self, listen: str, registry: Any, state: WatchState) -> None:
-        from prometheus_client import make_wsgi_app
-
+    def __init__(self, listen: str, metrics: Exposition, state: WatchState) -> None:
         self.listen = listen
         self.host, self.port = parse_listen(listen)
-        self._metrics: WSGIApp = make_wsgi_app(registry)
+        self._metrics = metrics
         self._state = state
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -186,10 +189,11 @@ class WatchServer:
     def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
-        if path == "/metrics":
-            return self._metrics(environ, start_response)
         if method != "GET":
             return _reply(start_response, "405 Method Not Allowed", b"use GET\n", allow="GET")
+        if path == "/metrics":
+            metrics, content_type = self._metrics.exposition(environ.get("HTTP_ACCEPT"))
+            return _reply(start_response, "200 OK", metrics, content_type=content_type)
         if path == "/healthz":
             return _reply(start_response, "200 OK", b"ok\n")
         if path == "/ready":

@@ -25,6 +25,7 @@ from tracecheck.watch.loop import (
     validate_fraction,
 )
 from tracecheck.watch.server import DEFAULT_LISTEN, WatchServer, WatchState, parse_listen
+from tracecheck.watch.worker import ProcessRounds
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -110,9 +111,15 @@ class Watcher:
             process=process_metrics,
         )
         self.state = WatchState()
-        self.server = WatchServer(listen, self.metrics.registry, self.state)
+        self.server = WatchServer(listen, self.metrics, self.state)
         self.last: RoundRecord | None = None
-        self._run_round = run_round or smoke_rounds(settings)
+        self._worker: ProcessRounds | None = None
+        if run_round is None:
+            # The plan runs in a worker process: scrapes never wait for a round's CPU, and an
+            # abandoned round is really stopped (tracecheck.watch.worker).
+            self._worker = ProcessRounds(settings)
+            self.metrics.add_worker(lambda: self._worker.pid if self._worker else None)
+        self._run_round = run_round or self._worker or smoke_rounds(settings)
 
     def run(self, rounds: int | None = None) -> LoopSummary:
         """Serve the endpoints and run rounds; the server is closed on the way out."""
@@ -142,6 +149,8 @@ class Watcher:
             )
             return summary
         finally:
+            if self._worker is not None:
+                self._worker.close()  # cancels a round abandoned after the grace period
             self.server.close()
 
     def _record(self, record: RoundRecord) -> None:

@@ -84,7 +84,7 @@ ERRORING = make_report(
 def endpoint() -> Iterator[tuple[WatchMetrics, WatchState, WatchServer]]:
     metrics = WatchMetrics(CHECKS, interval=30.0)
     state = WatchState()
-    server = WatchServer("127.0.0.1:0", metrics.registry, state).start()
+    server = WatchServer("127.0.0.1:0", metrics, state).start()
     try:
         yield metrics, state, server
     finally:
@@ -331,7 +331,7 @@ def test_a_busy_listen_port_is_a_one_line_config_error() -> None:
     holder.listen(1)
     port = holder.getsockname()[1]
     try:
-        server = WatchServer(f"127.0.0.1:{port}", WatchMetrics([]).registry, WatchState())
+        server = WatchServer(f"127.0.0.1:{port}", WatchMetrics([]), WatchState())
         with pytest.raises(ConfigError) as info:
             server.start()
     finally:
@@ -348,7 +348,7 @@ def test_a_busy_listen_port_is_a_one_line_config_error() -> None:
 )
 def test_a_malformed_listen_address_is_a_usage_error(listen: str) -> None:
     with pytest.raises(UsageError) as info:
-        WatchServer(listen, WatchMetrics([]).registry, WatchState())
+        WatchServer(listen, WatchMetrics([]), WatchState())
     assert str(info.value).startswith("watch at --listen: ")
     assert info.value.exit_code == ExitCode.USAGE
 
@@ -356,7 +356,7 @@ def test_a_malformed_listen_address_is_a_usage_error(listen: str) -> None:
 def test_an_address_that_is_not_local_is_a_config_error() -> None:
     # TEST-NET-1 (RFC 5737) is never assigned to this host.
     with pytest.raises(ConfigError, match=r"^watch at 192\.0\.2\.1:9464: cannot listen: "):
-        WatchServer("192.0.2.1:9464", WatchMetrics([]).registry, WatchState()).start()
+        WatchServer("192.0.2.1:9464", WatchMetrics([]), WatchState()).start()
 
 
 def test_importing_the_watch_package_does_not_load_prometheus_client() -> None:
