@@ -75,8 +75,7 @@ def _cmdline(pid: int) -> bytes:
 def proc_stats(pid: int) -> dict[str, float]:
     """The watch process and its round worker (a child process): each, and their sum."""
     stats = {f"watch_{k}": v for k, v in one_proc(pid).items()}
-    # spawn also starts multiprocessing's resource tracker; the worker runs spawn_main.
-    workers = [c for c in children(pid) if b"spawn_main" in _cmdline(c)]
+    workers = [c for c in children(pid) if b"tracecheck.watch.worker" in _cmdline(c)]
     worker = (
         one_proc(workers[0])
         if workers

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -166,3 +169,71 @@ def _zombie(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def _script(tmp_path: Any, port: int, body: str) -> Any:
+    script = tmp_path / "watch_script.py"
+    script.write_text(
+        "import sys\n"
+        "from tracecheck.config import load_settings\n"
+        "from tracecheck.watch import watch\n"
+        f"settings = load_settings(env={{}}, flags={{'collector.endpoint': '127.0.0.1:{port}', "
+        f"'collector.health_url': 'http://127.0.0.1:{port}/', "
+        f"'tempo.url': 'http://127.0.0.1:{port}', 'prometheus.url': 'http://127.0.0.1:{port}', "
+        "'smoke.skip': 'apiserver'})\n" + body,
+        encoding="utf-8",
+    )
+    return script
+
+
+def test_a_script_calling_watch_without_a_main_guard_runs_once(
+    tmp_path: Any, closed_port: int
+) -> None:
+    # multiprocessing's spawn would re-import this script in the worker and start a second
+    # watch there; the worker is `python -c` importing tracecheck only.
+    script = _script(
+        tmp_path,
+        closed_port,
+        "print('script body ran', flush=True)\n"
+        "sys.exit(watch(settings, interval=0, rounds=2, listen='127.0.0.1:0'))\n",
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "script body ran\n"
+    assert proc.stderr.count("Z round ") == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("tracecheck watch: http://") == 1
+
+
+def test_the_worker_exits_when_the_watch_is_killed(tmp_path: Any, closed_port: int) -> None:
+    script = _script(
+        tmp_path,
+        closed_port,
+        "watch(settings, interval=0.2, listen='127.0.0.1:0', log=lambda line: None)\n",
+    )
+    watch = subprocess.Popen([sys.executable, str(script)])
+    try:
+        end = time.monotonic() + 30
+        workers: list[int] = []
+        while not workers and time.monotonic() < end:
+            time.sleep(0.2)
+            workers = [
+                int(c)
+                for task in Path(f"/proc/{watch.pid}/task").iterdir()
+                for c in (task / "children").read_text().split()
+            ]
+        assert len(workers) == 1
+        watch.kill()  # no chance to clean up
+        watch.wait(10)
+        end = time.monotonic() + 15
+        while time.monotonic() < end and not _gone(workers[0]):
+            time.sleep(0.1)
+        assert _gone(workers[0]), "the orphaned worker kept running"
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+
+
+def _gone(pid: int) -> bool:
+    return not os.path.exists(f"/proc/{pid}") or _zombie(pid)
