@@ -88,8 +88,8 @@ class ProcessRounds:
             return self._send, self._recv
 
     def __call__(self, index: int) -> Report:
-        send, recv = self._start()
         try:
+            send, recv = self._start()
             send.send(index)
             kind, payload = recv.recv()
         except (EOFError, OSError) as exc:
