@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from tracecheck.config import Settings
-from tracecheck.errors import ExitCode
+from tracecheck.errors import ExitCode, UsageError
 from tracecheck.polling import Clock, SystemClock
 from tracecheck.watch._smoke import Report, Status, default_checks, render_json, select_checks
 from tracecheck.watch.loop import (
@@ -123,6 +123,8 @@ class Watcher:
 
     def run(self, rounds: int | None = None) -> LoopSummary:
         """Serve the endpoints and run rounds; the server is closed on the way out."""
+        if rounds is not None and rounds < 1:
+            raise UsageError("watch", "--rounds", f"expected at least 1, not {rounds}")
         self.server.start()
         try:
             self.log(
@@ -243,8 +245,8 @@ def watch(
 
     A failing or erroring round is data (metrics, a log line), never an exception. Raised, with
     the exit code on the exception: :class:`UsageError` (2) for a bad interval, jitter, grace,
-    listen address or check name; :class:`ConfigError` (4) when ``listen`` cannot be bound, or
-    the first round finds the configuration unusable (e.g. the kubeconfig).
+    rounds, listen address or check name; :class:`ConfigError` (4) when ``listen`` cannot be
+    bound, or the first round finds the configuration unusable (e.g. the kubeconfig).
 
     >>> watch(load_settings(), interval="30s", rounds=3)   # doctest: +SKIP
     0

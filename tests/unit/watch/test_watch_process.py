@@ -130,6 +130,8 @@ def test_watch_checks_its_options_before_binding_or_running_anything() -> None:
             UsageError, match=r"^smoke at --only/--skip: unknown check 'tempo.serch'"
         ):
             watch(settings.replace(**{"smoke.skip": ("tempo.serch",)}), listen=busy)
+        with pytest.raises(UsageError, match=r"^watch at --rounds: expected at least 1, not 0$"):
+            watch(settings, listen=busy, rounds=0)
         with pytest.raises(ConfigError) as info:
             watch(settings, listen=busy, rounds=1)
         assert info.value.exit_code == ExitCode.CONFIG
