@@ -284,38 +284,36 @@ def test_watch_component_runs_the_watcher_and_gives_prometheus_its_rules_and_scr
         == "prometheus"
     )
 
-    # Prometheus mounts the rules and the scrape job where its configuration looks for them.
+    # Prometheus mounts the rules and the job's target where its configuration looks for them.
     prom = pod_spec(find(objs, "Deployment", "prometheus"))
     mounts = {m["name"]: m["mountPath"] for m in prom["containers"][0]["volumeMounts"]}
     volumes = {v["name"]: v["configMap"]["name"] for v in prom["volumes"] if "configMap" in v}
     config = yaml.safe_load(configmap(objs, "prometheus-config")["data"]["prometheus.yml"])
     rules = configmap(objs, "prometheus-rules")
-    scrape = configmap(objs, "prometheus-scrape-watch")
+    targets = configmap(objs, "prometheus-targets-watch")
     assert volumes["rules"] == rules["metadata"]["name"]
-    assert volumes["scrape-watch"] == scrape["metadata"]["name"]
+    assert volumes["targets-watch"] == targets["metadata"]["name"]
     rule_files = [f"{mounts['rules']}/{key}" for key in rules["data"]]
-    scrape_files = [f"{mounts['scrape-watch']}/{key}" for key in scrape["data"]]
     assert [f for f in rule_files if any(fnmatch.fnmatch(f, g) for g in config["rule_files"])] == [
         "/etc/prometheus-rules/tracecheck.rules.yaml"
     ]
-    assert [
-        f for f in scrape_files if any(fnmatch.fnmatch(f, g) for g in config["scrape_config_files"])
-    ] == ["/etc/prometheus-scrape/prometheus-scrape-watch.yml"]
-    # ... holding the shipped files byte for byte.
+    job = {j["job_name"]: j for j in config["scrape_configs"]}["tracecheck-watch"]
+    globs = [g for sd in job["file_sd_configs"] for g in sd["files"]]
+    target_files = [f"{mounts['targets-watch']}/{key}" for key in targets["data"]]
+    assert [f for f in target_files if any(fnmatch.fnmatch(f, g) for g in globs)] == [
+        "/etc/prometheus-targets/prometheus-targets-watch.yml"
+    ]
+    # ... holding the shipped rules byte for byte, and the watcher's Service as the target.
     assert rules["data"]["tracecheck.rules.yaml"] == (
         STACK / "prometheus" / "rules" / "tracecheck.rules.yaml"
     ).read_text(encoding="utf-8")
-    job = yaml.safe_load(scrape["data"]["prometheus-scrape-watch.yml"])["scrape_configs"]
-    assert job == [
-        {
-            "job_name": "tracecheck-watch",
-            "static_configs": [{"targets": ["tracecheck-watch.monitoring.svc.cluster.local:9464"]}],
-        }
+    assert yaml.safe_load(targets["data"]["prometheus-targets-watch.yml"]) == [
+        {"targets": ["tracecheck-watch.monitoring.svc.cluster.local:9464"]}
     ]
-    # Without the component Prometheus has neither: the globs match nothing.
+    # Without the component Prometheus has neither: the job has no target, no rule loads.
     base_prom = pod_spec(find(objects_of(rendered["base"]), "Deployment", "prometheus"))
-    assert {v["name"] for v in base_prom["volumes"]} & {"rules", "scrape-watch"} == set()
-    assert "tracecheck-watch" not in rendered["base"]
+    assert {v["name"] for v in base_prom["volumes"]} & {"rules", "targets-watch"} == set()
+    assert "tracecheck-watch.monitoring.svc" not in rendered["base"]
 
 
 def test_promtool_accepts_the_alert_rules_as_deployed(

@@ -271,7 +271,7 @@ def test_real_apiserver_accepts_the_component_variants(
     mounts = {
         m["mountPath"] for m in prom["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     }
-    assert {"/etc/prometheus-rules", "/etc/prometheus-scrape"} <= mounts
+    assert {"/etc/prometheus-rules", "/etc/prometheus-targets"} <= mounts
 
 
 def test_rollout_wait_reports_a_deployment_that_never_becomes_ready(
