@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
-from tracecheck.localstack import default_state_dir  # noqa: E402
+from tracecheck.stack.local import default_state_dir  # noqa: E402
 
 SPAN_METRICS = (
     "prometheus.span_metrics,prometheus.exemplars,prometheus.service_graph,apiserver.span_metrics"

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
-from watch_support import RULES, install_rules
+from watch_support import RULES, loaded_rules
 
-from tracecheck.localstack import LocalStack, default_cache_dir, default_state_dir
+from tracecheck.stack.local import LocalStack, default_cache_dir, default_state_dir
 
 REPO = Path(__file__).resolve().parents[2]
 RULES_FILE = RULES / "tracecheck.rules.yaml"
@@ -83,7 +83,7 @@ def test_a_wrong_expectation_makes_promtool_fail(promtool: Path, tmp_path: Path)
 
 
 def test_the_local_prometheus_runs_the_shipped_rules(local_pipeline: LocalStack) -> None:
-    groups = install_rules(local_pipeline)
+    groups = loaded_rules(local_pipeline)
     loaded = {
         rule["name"]: rule
         for name in ("tracecheck-pipeline", "tracecheck-watcher")

@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tracecheck.apiserver import ApiserverClient, load_credentials
-from tracecheck.apiserver_checks import LATENCY_TABLE, leg_ids, probe
+from tracecheck.backends.apiserver import ApiserverClient, load_credentials
+from tracecheck.backends.tempo import TempoClient
 from tracecheck.config import Settings, load_settings
 from tracecheck.errors import ConfigError, ExitCode
-from tracecheck.localstack import LocalStack
-from tracecheck.plan import smoke
-from tracecheck.report import Report, Status
-from tracecheck.tempo import TempoClient
-from tracecheck.tracingconfig import check_tracing_config
+from tracecheck.results import Report, Status
+from tracecheck.smoke.apiserver_checks import LATENCY_TABLE, leg_ids
+from tracecheck.smoke.plan import probe, smoke
+from tracecheck.stack.local import LocalStack
+from tracecheck.stack.tracingconfig import check_tracing_config
 
 APISERVER = "https://127.0.0.1:6443"
 REQUEST_SPANS = {

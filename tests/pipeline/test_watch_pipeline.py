@@ -23,7 +23,7 @@ from watch_support import (
     PROMETHEUS,
     SPAN_METRICS,
     WATCH_URL,
-    install_rules,
+    loaded_rules,
     metric,
     rounds,
     running_watch,
@@ -32,8 +32,8 @@ from watch_support import (
     watch_settings,
 )
 
-from tracecheck.localstack import LocalStack
-from tracecheck.prometheus import PrometheusClient
+from tracecheck.backends.prometheus import PrometheusClient
+from tracecheck.stack.local import LocalStack
 from tracecheck.watch import Watcher
 
 
@@ -160,7 +160,7 @@ def test_a_stopped_component_flips_its_hop_fires_the_alert_and_recovers(
     local_pipeline: LocalStack,
     stopped_component: Callable[[str], AbstractContextManager[None]],
 ) -> None:
-    install_rules(local_pipeline)
+    loaded_rules(local_pipeline)
     # Fast rounds (~0.3 s; while a backend is down too): TraceQL search, the apiserver leg and
     # the collector's export counters (which wait out their deadline) are not the point here.
     skip = (*SPAN_METRICS, "tempo.search", "apiserver", "collector.exported")

@@ -1,11 +1,10 @@
 """Helpers for the watch and alert-rule tests against the local pipeline.
 
-``install_rules``: the local Prometheus's configuration (stack/prometheus/prometheus.yml after
-stack/local/substitutions.yaml) loads ``<state>/configs/rules/*.yaml``. Until
-``tracecheck stack local up`` renders the rules there itself, this copies the shipped rule files
-there and has Prometheus reload (SIGHUP, its documented reload signal) when they differ from what
-it runs; then it waits until the rules API lists them. When ``up`` does render them, it finds them
-in place and does nothing.
+``loaded_rules``: the local Prometheus's configuration (stack/prometheus/prometheus.yml after
+stack/local/substitutions.yaml) loads ``<state>/configs/rules/*.yaml``, where
+``tracecheck stack local up`` copies the shipped ``stack/prometheus/rules/*.rules.yaml`` (and
+restarts Prometheus when they changed). This checks the copies are the shipped files and waits
+until the rules API lists their groups: nothing is installed behind ``up``'s back.
 
 ``running_watch``: a real watcher (the library, in a thread) on 127.0.0.1:9464, the target the
 local Prometheus scrapes, stopped and joined at the end of the block.
@@ -14,9 +13,6 @@ local Prometheus scrapes, stopped and joined at the end of the block.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +22,7 @@ from typing import Any, TypeVar
 import httpx
 
 from tracecheck.config import Settings, load_settings
-from tracecheck.localstack import LocalStack
+from tracecheck.stack.local import LocalStack
 from tracecheck.watch import Watcher
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,26 +64,16 @@ def rule_groups() -> dict[str, list[dict[str, Any]]]:
     return {g["name"]: g["rules"] for g in reply.json()["data"]["groups"]}
 
 
-def install_rules(stack: LocalStack) -> dict[str, list[dict[str, Any]]]:
-    """Make the local Prometheus run the shipped rules; returns the rules API's groups."""
+def loaded_rules(stack: LocalStack) -> dict[str, list[dict[str, Any]]]:
+    """The rules API's groups, once the local Prometheus lists the shipped rule groups."""
     import yaml
 
-    target = stack.state_dir / "configs" / "rules"
-    target.mkdir(parents=True, exist_ok=True)
-    changed = False
     wanted: set[str] = set()
-    for src in sorted(RULES.glob("*.yaml")):
-        if src.name == "kustomization.yaml":
-            continue
+    for src in sorted(RULES.glob("*.rules.yaml")):
         wanted |= {g["name"] for g in yaml.safe_load(src.read_text())["groups"]}
-        dst = target / src.name
-        if not dst.is_file() or dst.read_bytes() != src.read_bytes():
-            shutil.copyfile(src, dst)
-            changed = True
-    if changed or not wanted <= set(rule_groups()):
-        pid = {c.name: c.pid for c in stack.status().components}["prometheus"]
-        assert pid is not None, "the local Prometheus is not running"
-        os.kill(pid, signal.SIGHUP)
+        copy = stack.state_dir / "configs" / "rules" / src.name
+        assert copy.read_bytes() == src.read_bytes(), f"{copy} is not {src} (run stack local up)"
+    assert wanted, f"no rule groups in {RULES}"
     return wait_for(
         "Prometheus lists the tracecheck rule groups",
         lambda: (groups := rule_groups()) and wanted <= set(groups) and groups,

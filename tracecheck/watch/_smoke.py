@@ -1,16 +1,15 @@
-"""The one place ``tracecheck.watch`` imports the rest of tracecheck.
-
-The watch loop runs the smoke plan and renders its report; those modules are being moved (the
-smoke plan to ``tracecheck.smoke``, the report values to ``tracecheck.results``, the renderers to
-``tracecheck.output``), so every such import lives here and a move changes this file only.
+"""The one place ``tracecheck.watch`` imports the rest of tracecheck's core: the smoke plan
+(:mod:`tracecheck.smoke`), the report values (:mod:`tracecheck.results`) and their JSON
+rendering (:mod:`tracecheck.output`). A move of any of them changes this file only.
 """
 
 from __future__ import annotations
 
-from tracecheck import __version__
-from tracecheck.plan import default_checks, select_checks, smoke
-from tracecheck.render import render_json
-from tracecheck.report import CheckResult, Report, Status
+from tracecheck._version import __version__
+from tracecheck.output import render_json
+from tracecheck.results import CheckResult, Report, Status
+from tracecheck.smoke.engine import select_checks
+from tracecheck.smoke.plan import default_checks, smoke
 
 __all__ = [
     "CheckResult",

@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tracecheck.config import Settings
 from tracecheck.errors import BackendError, TracecheckError, UsageError
 from tracecheck.polling import Clock, SystemClock
 from tracecheck.watch._smoke import Report
@@ -38,6 +39,7 @@ __all__ = [
     "RoundRecord",
     "WatchLoop",
     "parse_interval",
+    "smoke_rounds",
     "validate_fraction",
 ]
 
@@ -72,6 +74,22 @@ def validate_fraction(value: float, option: str = "--jitter") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise UsageError("watch", option, f"expected a fraction from 0 to 1, not {value!r}")
     return float(value)
+
+
+def smoke_rounds(settings: Settings) -> Callable[[int], Report]:
+    """A round function: the smoke plan with ``settings``. Each call builds its own context
+    (fresh clients and baselines) and its own synthetic trace, so its own run ID: with
+    ``--seed S`` round *n* uses seed S+n (reproducible, yet distinct); with no seed the seed comes
+    from the round's start time."""
+    from tracecheck.watch._smoke import smoke
+
+    seed = settings.smoke.seed
+
+    def run(index: int) -> Report:
+        s = settings.replace(**{"smoke.seed": seed + index}) if seed else settings
+        return smoke(s)
+
+    return run
 
 
 @dataclass(frozen=True, slots=True)

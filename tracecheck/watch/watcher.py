@@ -22,6 +22,7 @@ from tracecheck.watch.loop import (
     RoundRecord,
     WatchLoop,
     parse_interval,
+    smoke_rounds,
     validate_fraction,
 )
 from tracecheck.watch.server import DEFAULT_LISTEN, WatchServer, WatchState, parse_listen
@@ -43,22 +44,6 @@ DEFAULT_JITTER = 0.1
 #: Deployment's terminationGracePeriodSeconds (30), so the exit is always ours.
 DEFAULT_GRACE = 10.0
 _SHOWN_PROBLEMS = 3
-
-
-def smoke_rounds(settings: Settings) -> Callable[[int], Report]:
-    """A round function: the smoke plan with ``settings``. Each call builds its own context
-    (fresh clients and baselines) and its own synthetic trace, so its own run ID: with
-    ``--seed S`` round *n* uses seed S+n (reproducible, yet distinct); with no seed the seed comes
-    from the round's start time."""
-    from tracecheck.watch._smoke import smoke
-
-    seed = settings.smoke.seed
-
-    def run(index: int) -> Report:
-        s = settings.replace(**{"smoke.seed": seed + index}) if seed else settings
-        return smoke(s)
-
-    return run
 
 
 def _stderr(line: str) -> None:

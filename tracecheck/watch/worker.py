@@ -142,7 +142,7 @@ def serve(read_fd: int, write_fd: int) -> None:
         settings = recv.recv()
     except (EOFError, OSError):
         return
-    from tracecheck.watch.watcher import smoke_rounds
+    from tracecheck.watch.loop import smoke_rounds
 
     run = smoke_rounds(settings)
     while True:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from servers import free_port
 
 from tracecheck.config import load_settings
 from tracecheck.errors import ConfigError, ExitCode, UsageError
@@ -22,14 +23,6 @@ from tracecheck.watch import Watcher, stop_on_signals, watch
 from tracecheck.watch._smoke import Report
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def closed_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def read_until(proc: subprocess.Popen[str], needle: str, timeout: float) -> list[str]:
@@ -54,7 +47,7 @@ def read_until(proc: subprocess.Popen[str], needle: str, timeout: float) -> list
 def test_a_signal_ends_a_watch_on_a_dead_pipeline_with_exit_0_in_bounded_time(
     signum: signal.Signals,
 ) -> None:
-    port = closed_port()
+    port = free_port()
     # Every backend on a closed port: each round is an error round, the process lives on.
     code = textwrap.dedent(
         f"""

@@ -35,8 +35,8 @@ def dead_pipeline(port: int, **more: Any) -> Settings:
     return load_settings(env={}, flags=flags)
 
 
-def test_a_round_runs_in_another_process_and_its_report_comes_back(closed_port: int) -> None:
-    rounds = ProcessRounds(dead_pipeline(closed_port))
+def test_a_round_runs_in_another_process_and_its_report_comes_back(free_port: int) -> None:
+    rounds = ProcessRounds(dead_pipeline(free_port))
     try:
         report = rounds(0)
         worker = rounds.pid
@@ -49,16 +49,16 @@ def test_a_round_runs_in_another_process_and_its_report_comes_back(closed_port: 
     assert report.exit_code == ExitCode.BACKEND
     assert report.result("preflight.tempo").status is Status.ERROR
     assert report.result("preflight.tempo").detail == (
-        f"tempo at http://127.0.0.1:{closed_port}/ready: connection refused"
+        f"tempo at http://127.0.0.1:{free_port}/ready: connection refused"
     )
     assert again.result("send").status is Status.SKIP
 
 
 def test_a_configuration_error_in_the_worker_comes_back_as_the_same_error(
-    closed_port: int, tmp_path: Any
+    free_port: int, tmp_path: Any
 ) -> None:
     missing = tmp_path / "no-such-kubeconfig"
-    settings = dead_pipeline(closed_port).replace(
+    settings = dead_pipeline(free_port).replace(
         **{"smoke.skip": (), "apiserver.kubeconfig": str(missing)}
     )
     rounds = ProcessRounds(settings)
@@ -82,7 +82,7 @@ def test_errors_cross_the_pipe_as_data() -> None:
 
 
 def test_a_killed_worker_is_an_error_round_and_the_next_round_gets_a_new_one(
-    stalled_port: int, closed_port: int
+    stalled_port: int, free_port: int
 ) -> None:
     # Backends that accept and never answer: a round waits out its preflight deadline (3 s).
     rounds = ProcessRounds(dead_pipeline(stalled_port, **{"deadlines.preflight": 3}))
@@ -102,7 +102,7 @@ def test_a_killed_worker_is_an_error_round_and_the_next_round_gets_a_new_one(
     try:
         assert len(errors) == 1 and isinstance(errors[0], WorkerDied), errors
         assert str(errors[0]) == "the round worker exited (code -9) without an answer"
-        rounds._settings = dead_pipeline(closed_port)  # the next worker reads these
+        rounds._settings = dead_pipeline(free_port)  # the next worker reads these
         report = rounds(1)
         assert rounds.pid not in (None, pid)
         assert report.result("preflight.collector").status is Status.ERROR
@@ -187,13 +187,13 @@ def _script(tmp_path: Any, port: int, body: str) -> Any:
 
 
 def test_a_script_calling_watch_without_a_main_guard_runs_once(
-    tmp_path: Any, closed_port: int
+    tmp_path: Any, free_port: int
 ) -> None:
     # multiprocessing's spawn would re-import this script in the worker and start a second
     # watch there; the worker is `python -c` importing tracecheck only.
     script = _script(
         tmp_path,
-        closed_port,
+        free_port,
         "print('script body ran', flush=True)\n"
         "sys.exit(watch(settings, interval=0, rounds=2, listen='127.0.0.1:0'))\n",
     )
@@ -206,10 +206,10 @@ def test_a_script_calling_watch_without_a_main_guard_runs_once(
     assert proc.stderr.count("tracecheck watch: http://") == 1
 
 
-def test_the_worker_exits_when_the_watch_is_killed(tmp_path: Any, closed_port: int) -> None:
+def test_the_worker_exits_when_the_watch_is_killed(tmp_path: Any, free_port: int) -> None:
     script = _script(
         tmp_path,
-        closed_port,
+        free_port,
         "watch(settings, interval=0.2, listen='127.0.0.1:0', log=lambda line: None)\n",
     )
     watch = subprocess.Popen([sys.executable, str(script)])

@@ -1,0 +1,333 @@
+"""Building the local pipeline's Go binaries, cached outside the repository by recipe.
+
+A recipe is what determines a binary: ``stack/local/build/build.sh`` plus the component's wrapper
+``go.mod``/``go.sum`` (or, for the collector, ``stack/collector/ocb-manifest.yaml``). Binaries go
+to ``<cache>/bin/<component>-<version>-<hash12>/`` where ``hash12`` is a short SHA-256 of the
+recipe, so a changed recipe builds into a new directory and an unchanged one is reused at once.
+A build runs into a temporary directory that is renamed into place only when complete; the
+directory holds ``build.json`` (version, seconds taken, Go version, who built it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tracecheck.errors import ConfigError, StackError
+from tracecheck.stack.local.supervisor import StartFailure, _tail
+
+__all__ = [
+    "BINARY_COMPONENT",
+    "BUILDS",
+    "BuildRecord",
+    "Recipe",
+    "adopt_build",
+    "build_component",
+    "cached_build",
+    "recipe",
+]
+
+# Build components (build.sh arguments) and the binaries each produces.
+BUILDS: dict[str, tuple[str, ...]] = {
+    "etcd": ("etcd",),
+    "prometheus": ("prometheus", "promtool"),
+    "otelcol": ("otelcol",),
+    "kube-apiserver": ("kube-apiserver", "kubectl"),
+}
+BINARY_COMPONENT = {binary: comp for comp, binaries in BUILDS.items() for binary in binaries}
+
+_BUILD_SH = "stack/local/build/build.sh"
+_GOMOD_MODULE = {
+    "etcd": "go.etcd.io/etcd/server/v3",
+    "prometheus": "github.com/prometheus/prometheus",
+    "kube-apiserver": "k8s.io/kubernetes",
+}
+_OCB_MANIFEST = "stack/collector/ocb-manifest.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """What determines one component's binaries, and the cache directory they belong in."""
+
+    component: str
+    version: str
+    binaries: tuple[str, ...]
+    files: tuple[str, ...]  # repo-relative, hashed in this order
+    hash12: str
+
+    def directory(self, cache_dir: Path) -> Path:
+        return cache_dir / "bin" / f"{self.component}-{self.version}-{self.hash12}"
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRecord:
+    """One component's binaries: where they are and how they got there."""
+
+    component: str
+    version: str
+    directory: str
+    seconds: float | None  # how long the build took (None: unknown, e.g. built by hand)
+    cached: bool  # True when an existing build was reused by this call
+    built_by: str = "build.sh"
+
+    def summary(self) -> str:
+        """One line for humans, e.g. ``etcd v3.6.14: built in 52.3s``."""
+        head = f"{self.component} {self.version}"
+        if self.cached:
+            return f"{head}: cached ({self.directory})"
+        took = f" in {self.seconds:.1f}s" if self.seconds is not None else ""
+        return f"{head}: {'built' if self.built_by == 'build.sh' else self.built_by}{took}"
+
+
+def _module_version(gomod: Path, module: str) -> str:
+    try:
+        text = gomod.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("local-stack", str(gomod), f"cannot read: {exc.strerror}") from exc
+    # Both `require m v` and a line inside a `require ( ... )` block.
+    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)", text, re.MULTILINE)
+    if match is None:
+        raise ConfigError("local-stack", str(gomod), f"{module} is not required")
+    return match.group(1)
+
+
+def _version(repo: Path, component: str) -> str:
+    if component == "otelcol":
+        import yaml
+
+        path = repo / _OCB_MANIFEST
+        try:
+            dist = yaml.safe_load(path.read_text(encoding="utf-8"))["dist"]
+            return f"v{dist['version']}"
+        except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
+            raise ConfigError("local-stack", str(path), f"no dist.version: {exc}") from exc
+    version = _module_version(
+        repo / "stack/local/build" / component / "go.mod", _GOMOD_MODULE[component]
+    )
+    if component == "prometheus":
+        # Module v0.3MM.P is Prometheus 3.MM.P (docs/reference/collector.md §9.5).
+        match = re.fullmatch(r"v0\.3(\d\d)\.(\d+)", version)
+        if match:
+            return f"v3.{int(match.group(1))}.{match.group(2)}"
+    return version
+
+
+def recipe(repo: Path, component: str) -> Recipe:
+    """The recipe of build component ``component`` (etcd, prometheus, otelcol, kube-apiserver)."""
+    if component not in BUILDS:
+        raise ConfigError(
+            "local-stack",
+            component,
+            f"unknown build component; expected one of {', '.join(BUILDS)}",
+        )
+    if component == "otelcol":
+        files: tuple[str, ...] = (_BUILD_SH, _OCB_MANIFEST)
+    else:
+        base = f"stack/local/build/{component}"
+        files = (_BUILD_SH, f"{base}/go.mod", f"{base}/go.sum")
+    digest = hashlib.sha256()
+    for name in files:
+        try:
+            data = (repo / name).read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                "local-stack", str(repo / name), f"cannot read: {exc.strerror}"
+            ) from exc
+        digest.update(name.encode() + b"\0" + data + b"\0")
+    return Recipe(
+        component=component,
+        version=_version(repo, component),
+        binaries=BUILDS[component],
+        files=files,
+        hash12=digest.hexdigest()[:12],
+    )
+
+
+def _complete(directory: Path, binaries: tuple[str, ...]) -> bool:
+    return all(os.access(directory / b, os.X_OK) for b in binaries)
+
+
+def cached_build(repo: Path, cache_dir: Path, component: str) -> BuildRecord | None:
+    """The cached build of ``component`` for the current recipe, or None."""
+    rec = recipe(repo, component)
+    directory = rec.directory(cache_dir)
+    if not _complete(directory, rec.binaries):
+        return None
+    seconds: float | None = None
+    built_by = "build.sh"
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        info = json.loads((directory / "build.json").read_text())
+        seconds = info.get("seconds")
+        built_by = str(info.get("built_by", built_by))
+    return BuildRecord(component, rec.version, str(directory), seconds, True, built_by)
+
+
+def _go_version(env: Mapping[str, str]) -> str:
+    try:
+        out = subprocess.run(
+            ["go", "version"], env=dict(env), capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip()
+
+
+def _staging(final: Path) -> Path:
+    """An empty temporary directory beside ``final`` (same filesystem: renamed into place)."""
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _finish(tmp: Path, final: Path, info: Mapping[str, object]) -> None:
+    """Write ``build.json`` into ``tmp`` and rename it to ``final``."""
+    (tmp / "build.json").write_text(json.dumps(info, indent=1) + "\n")
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        # Someone else completed the same recipe meanwhile: theirs is as good as ours.
+        if not final.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_component(
+    repo: Path,
+    cache_dir: Path,
+    component: str,
+    *,
+    env: Mapping[str, str],
+    progress: Callable[[str], None] = lambda s: None,
+) -> BuildRecord:
+    """Build ``component`` with build.sh unless the current recipe is cached.
+
+    Raises :class:`StackError` when ``go`` is missing and :class:`StartFailure` (with the build
+    log's tail) when the build fails.
+    """
+    cached = cached_build(repo, cache_dir, component)
+    if cached is not None:
+        progress(cached.summary())
+        return cached
+    rec = recipe(repo, component)
+    if shutil.which("go", path=env.get("PATH")) is None:
+        raise StackError(
+            f"build {component}",
+            "go",
+            "the go command is not on PATH; install Go 1.25 or newer (https://go.dev/dl/)",
+        )
+    final = rec.directory(cache_dir)
+    tmp = _staging(final)
+    log = cache_dir / "logs" / f"build-{component}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    progress(f"{component} {rec.version}: building (log: {log})")
+    started = time.monotonic()
+    with log.open("wb") as out:
+        out.write(f"# tracecheck: build.sh {component} at {time.ctime()}\n".encode())
+        out.flush()
+        proc = subprocess.run(
+            ["bash", str(repo / _BUILD_SH), component, str(tmp)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            cwd=repo,
+        )
+    seconds = time.monotonic() - started
+    if proc.returncode != 0 or not _complete(tmp, rec.binaries):
+        shutil.rmtree(tmp, ignore_errors=True)
+        cause = (
+            f"build.sh exited with status {proc.returncode}"
+            if proc.returncode
+            else f"build.sh did not produce {', '.join(rec.binaries)}"
+        )
+        tail = _tail(log)
+        for line in tail:
+            progress(line)
+        raise StartFailure(f"build {component}", str(log), cause, log=log, log_tail=tail)
+    info = {
+        "component": component,
+        "version": rec.version,
+        "recipe_hash": rec.hash12,
+        "recipe_files": list(rec.files),
+        "binaries": list(rec.binaries),
+        "seconds": round(seconds, 1),
+        "built_by": "build.sh",
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "go": _go_version(env),
+    }
+    _finish(tmp, final, info)
+    record = BuildRecord(component, rec.version, str(final), round(seconds, 1), False)
+    progress(record.summary())
+    return record
+
+
+def adopt_build(
+    repo: Path,
+    cache_dir: Path,
+    component: str,
+    source: Path,
+    *,
+    note: str = "hand",
+    seconds: float | None = None,
+) -> BuildRecord:
+    """Hard-link (or copy) binaries built by hand in ``source`` into the recipe's cache directory.
+
+    Refuses (StackError) unless every binary exists, is newer than every recipe file (the recipe
+    did not change since it was built) and its ``--version`` names the recipe's version.
+    ``build.json`` records ``built_by: <note> (<source>)``.
+    """
+    rec = recipe(repo, component)
+    cached = cached_build(repo, cache_dir, component)
+    if cached is not None:
+        return cached
+    newest_recipe = max((repo / f).stat().st_mtime for f in rec.files)
+    bare = rec.version.lstrip("v")
+    for binary in rec.binaries:
+        path = source / binary
+        if not os.access(path, os.X_OK):
+            raise StackError(f"adopt {component}", str(path), "no such executable")
+        if path.stat().st_mtime < newest_recipe:
+            raise StackError(
+                f"adopt {component}", str(path), "older than the recipe: it may not match; rebuild"
+            )
+    main = source / rec.binaries[0]
+    try:
+        out = subprocess.run([str(main), "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise StackError(f"adopt {component}", str(main), f"--version failed: {exc}") from exc
+    if out.returncode != 0 or bare not in out.stdout + out.stderr:
+        raise StackError(
+            f"adopt {component}",
+            str(main),
+            f"--version does not report {rec.version} (status {out.returncode})",
+        )
+    final = rec.directory(cache_dir)
+    tmp = _staging(final)
+    for binary in rec.binaries:
+        try:
+            os.link(source / binary, tmp / binary)
+        except OSError:
+            shutil.copy2(source / binary, tmp / binary)
+    built_by = f"{note} ({source})"
+    info = {
+        "component": component,
+        "version": rec.version,
+        "recipe_hash": rec.hash12,
+        "recipe_files": list(rec.files),
+        "binaries": list(rec.binaries),
+        "seconds": seconds,
+        "built_by": built_by,
+        "adopted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _finish(tmp, final, info)
+    return BuildRecord(component, rec.version, str(final), seconds, False, built_by)
