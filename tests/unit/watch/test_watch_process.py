@@ -1,21 +1,17 @@
-"""``watch()`` as a process: SIGTERM/SIGINT end it with 0 in bounded time, backends that are
-down make failing rounds (never a crash), bad input is one line with its exit code."""
+"""``watch()``'s process-level behaviour: signal handlers, options checked before anything is
+bound or run, a configuration error in the first round. (SIGTERM/SIGINT on the command itself:
+tests/unit/cli/test_cli_watch.py.)"""
 
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import socket
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from servers import free_port
 
 from tracecheck.config import load_settings
 from tracecheck.errors import ConfigError, ExitCode, UsageError
@@ -23,78 +19,6 @@ from tracecheck.watch import Watcher, stop_on_signals, watch
 from tracecheck.watch._smoke import Report
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def read_until(proc: subprocess.Popen[str], needle: str, timeout: float) -> list[str]:
-    """stderr lines of ``proc`` up to the first containing ``needle``."""
-    assert proc.stderr is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stderr, selectors.EVENT_READ)
-    lines: list[str] = []
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if sel.select(timeout=0.2):
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line.rstrip("\n"))
-            if needle in line:
-                return lines
-    raise AssertionError(f"{needle!r} not seen in {timeout}s: {lines}")
-
-
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_ends_a_watch_on_a_dead_pipeline_with_exit_0_in_bounded_time(
-    signum: signal.Signals,
-) -> None:
-    port = free_port()
-    # Every backend on a closed port: each round is an error round, the process lives on.
-    code = textwrap.dedent(
-        f"""
-        import sys
-        from tracecheck.config import load_settings
-        from tracecheck.watch import watch
-        settings = load_settings(env={{}}, flags={{
-            "collector.endpoint": "127.0.0.1:{port}",
-            "collector.health_url": "http://127.0.0.1:{port}/",
-            "collector.metrics_url": "http://127.0.0.1:{port}/metrics",
-            "tempo.url": "http://127.0.0.1:{port}",
-            "prometheus.url": "http://127.0.0.1:{port}",
-            "smoke.skip": "apiserver",
-        }})
-        sys.exit(watch(settings, interval=0.2, listen="127.0.0.1:0", grace=5))
-        """
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env={k: v for k, v in os.environ.items() if not k.startswith("TRACECHECK_")},
-    )
-    try:
-        lines = read_until(proc, "round 3 ", timeout=60)
-        sent = time.monotonic()
-        proc.send_signal(signum)
-        rc = proc.wait(timeout=10)
-        took = time.monotonic() - sent
-        assert proc.stderr is not None
-        lines += proc.stderr.read().splitlines()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert rc == 0, lines
-    assert took < 6.0  # the grace period (5 s) bounds it; a round here takes milliseconds
-    text = "\n".join(lines)
-    assert "Traceback" not in text
-    assert lines[0].startswith("tracecheck watch: http://127.0.0.1:")
-    rounds = [line for line in lines if " round " in line and " error in " in line]
-    assert len(rounds) >= 3
-    assert (
-        f"preflight.collector ERROR [collector]: collector at http://127.0.0.1:{port}/" in rounds[0]
-    )
-    assert lines[-1].startswith("tracecheck watch: stopped after ")
 
 
 def test_stop_on_signals_sets_the_event_and_gives_back_the_handlers() -> None:
