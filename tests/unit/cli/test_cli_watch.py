@@ -7,11 +7,9 @@ from __future__ import annotations
 import os
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 from servers import free_port
@@ -83,17 +81,6 @@ def test_a_signal_ends_a_watch_on_a_dead_pipeline_with_exit_0_in_bounded_time(
     assert lines[-1].startswith("tracecheck watch: stopped after ")
 
 
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    holder = socket.socket()
-    holder.bind(("127.0.0.1", 0))
-    holder.listen(1)
-    try:
-        yield holder.getsockname()[1]
-    finally:
-        holder.close()
-
-
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -105,8 +92,9 @@ def busy_port() -> Iterator[int]:
     ids=["interval", "check", "config", "busy-port"],
 )
 def test_bad_input_ends_the_watch_at_start_in_one_line(
-    args: list[str], code: int, message: str, busy_port: int
+    args: list[str], code: int, message: str, stalled_port: int
 ) -> None:
+    busy_port = stalled_port  # a socket listening there (never accepting)
     argv = [a.replace("BUSY", f"127.0.0.1:{busy_port}") for a in args]
     if not any(a.startswith("--listen") for a in argv):
         argv.append(f"--listen=127.0.0.1:{busy_port}")  # a round would be an error

@@ -25,6 +25,13 @@ from tracecheck.watch.metrics import CheckInfo, WatchMetrics
 
 TRACE = "0a" * 16
 API_TRACE = "0b" * 16
+#: The build info labels once the reports' versions were seen.
+VERSIONS = {
+    "version": "0.1.0",
+    "tempo_version": "2.9.0",
+    "prometheus_version": "3.8.0",
+    "kubernetes_version": "v1.34.4",
+}
 CHECKS = [
     CheckInfo("preflight.tempo", "tempo"),
     CheckInfo("tempo.trace_by_id", "collector -> tempo", True),
@@ -131,17 +138,7 @@ def test_metrics_after_a_passing_a_failing_and_an_erroring_round(
     assert metrics.round_finished(PASSING, duration=5.0, finished_at=1000.0) == "pass"
     after_pass = scrape(server)
     assert value(after_pass, "tracecheck_apiserver_traced_ratio") == 0.75
-    assert (
-        value(
-            after_pass,
-            "tracecheck_build_info",
-            version="0.1.0",
-            tempo_version="2.9.0",
-            prometheus_version="3.8.0",
-            kubernetes_version="v1.34.4",
-        )
-        == 1
-    )
+    assert value(after_pass, "tracecheck_build_info", **VERSIONS) == 1
 
     assert metrics.round_finished(FAILING, duration=11.0, finished_at=1060.0) == "fail"
     hop = "collector -> tempo"
@@ -231,17 +228,7 @@ def test_metrics_after_a_passing_a_failing_and_an_erroring_round(
         frozenset({("stage", "preflight.tempo"), ("hop", "tempo")}),
     ) not in s
     # "unknown (HTTP 404...)" is not a label value; the version seen before stays.
-    assert (
-        value(
-            s,
-            "tracecheck_build_info",
-            version="0.1.0",
-            tempo_version="2.9.0",
-            prometheus_version="3.8.0",
-            kubernetes_version="v1.34.4",
-        )
-        == 1
-    )
+    assert value(s, "tracecheck_build_info", **VERSIONS) == 1
 
 
 def test_labels_are_bounded_and_never_carry_a_run_or_trace_id(
