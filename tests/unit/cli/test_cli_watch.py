@@ -109,3 +109,15 @@ def test_bad_input_ends_the_watch_at_start_in_one_line(
     (line,) = p.stderr.splitlines()
     assert line.startswith("tracecheck: error: ") and message in line, line
     assert p.stdout == ""
+
+
+def test_the_command_defaults_are_the_library_defaults() -> None:
+    # The command spells them out (importing tracecheck.watch would slow every --help).
+    from tracecheck.cli.watch import watch as command
+    from tracecheck.watch import DEFAULT_GRACE, DEFAULT_INTERVAL, DEFAULT_JITTER, DEFAULT_LISTEN
+    from tracecheck.watch.loop import parse_interval
+
+    defaults = {p.name: p.default for p in command.params}
+    assert parse_interval(str(defaults["interval"])) == DEFAULT_INTERVAL
+    assert parse_interval(str(defaults["grace"])) == DEFAULT_GRACE
+    assert (defaults["jitter"], defaults["listen"]) == (DEFAULT_JITTER, DEFAULT_LISTEN)
