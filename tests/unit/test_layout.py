@@ -26,6 +26,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("tracecheck.query", "tracecheck.stack", "tracecheck.load"),
     ("tracecheck.latency",),
     ("tracecheck.smoke",),
+    ("tracecheck.watch",),
     ("tracecheck.cli", "tracecheck.__main__"),
 )
 #: Modules longer than this must say in their docstring why they are one module.

@@ -7,6 +7,7 @@
     apiserver   tracecheck apiserver probe|check-config
     query       tracecheck query traceql|promql|list|run
     report      tracecheck report apiserver
+    watch       tracecheck watch
 
 Each command reads its options, gets :class:`~tracecheck.config.Settings` once (the
 ``uses_settings`` decorator), calls one core function, renders the result and exits with a code
@@ -21,7 +22,7 @@ import sys
 
 import click
 
-from tracecheck.cli import apiserver, load, query, report, smoke, stack
+from tracecheck.cli import apiserver, load, query, report, smoke, stack, watch
 from tracecheck.cli.shared import Done, Group, echo_err
 from tracecheck.errors import ExitCode, TracecheckError
 
@@ -45,6 +46,7 @@ def app() -> None:
 
 
 app.add_command(smoke.smoke)
+app.add_command(watch.watch)
 app.add_command(load.load)
 app.add_command(stack.group)
 app.add_command(apiserver.group)
