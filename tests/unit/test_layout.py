@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "tracecheck"
 
 #: Floors from bottom to top: a module may import modules of its own floor or lower only.
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("tracecheck._version", "tracecheck.errors", "tracecheck.ids"),
+    ("tracecheck._version", "tracecheck._callable", "tracecheck.errors", "tracecheck.ids"),
     ("tracecheck.polling", "tracecheck.config"),
     ("tracecheck.backends",),
     ("tracecheck.results", "tracecheck.output", "tracecheck.spanmetrics"),

@@ -6,13 +6,16 @@ endpoint (:mod:`tracecheck.watch.server`), for the alert rules in
 ``stack/prometheus/rules/tracecheck.rules.yaml`` and the dashboard's pipeline-health row.
 
     >>> from tracecheck.config import load_settings
-    >>> from tracecheck.watch import watch
-    >>> watch(load_settings(), interval="1m", listen="127.0.0.1:9464")   # doctest: +SKIP
+    >>> import tracecheck
+    >>> tracecheck.watch(load_settings(), interval="1m", listen="127.0.0.1:9464")  # doctest: +SKIP
     0
+
+The package is callable: ``tracecheck.watch(...)`` is :func:`tracecheck.watch.watcher.watch`.
 """
 
 from __future__ import annotations
 
+from tracecheck._callable import make_callable
 from tracecheck.watch.loop import LoopSummary, RoundRecord, WatchLoop, parse_interval
 from tracecheck.watch.server import DEFAULT_LISTEN, WatchServer, WatchState, parse_listen
 from tracecheck.watch.watcher import (
@@ -42,3 +45,5 @@ __all__ = [
     "stop_on_signals",
     "watch",
 ]
+
+make_callable(__name__, "tracecheck.watch.watcher", "watch")
