@@ -65,7 +65,9 @@ def rule_groups() -> dict[str, list[dict[str, Any]]]:
 
 
 def loaded_rules(stack: LocalStack) -> dict[str, list[dict[str, Any]]]:
-    """The rules API's groups, once the local Prometheus lists the shipped rule groups."""
+    """The rules API's groups, once the local Prometheus lists the shipped rule groups and has
+    evaluated each of their rules once (health "unknown" until the group's first evaluation, up
+    to an evaluation interval, 15 s, after Prometheus started)."""
     import yaml
 
     wanted: set[str] = set()
@@ -74,11 +76,15 @@ def loaded_rules(stack: LocalStack) -> dict[str, list[dict[str, Any]]]:
         copy = stack.state_dir / "configs" / "rules" / src.name
         assert copy.read_bytes() == src.read_bytes(), f"{copy} is not {src} (run stack local up)"
     assert wanted, f"no rule groups in {RULES}"
-    return wait_for(
-        "Prometheus lists the tracecheck rule groups",
-        lambda: (groups := rule_groups()) and wanted <= set(groups) and groups,
-        timeout=30,
-    )
+
+    def evaluated() -> dict[str, list[dict[str, Any]]] | None:
+        groups = rule_groups()
+        if not groups or not wanted <= set(groups):
+            return None
+        rules = [rule for name in wanted for rule in groups[name]]
+        return groups if all(rule.get("health") != "unknown" for rule in rules) else None
+
+    return wait_for("Prometheus evaluates the tracecheck rule groups", evaluated, timeout=45)
 
 
 def watch_settings(stack: LocalStack, *skip: str) -> Settings:
