@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracecheck.backends.prometheus import counter_increase, counter_snapshot
 from tracecheck.config import Settings
+from tracecheck.diagnose import hops
 from tracecheck.errors import AuthError, BackendError, HTTPStatusError
 from tracecheck.polling import Probe
 from tracecheck.results import CheckResult, Status
@@ -143,6 +144,9 @@ class ApiserverReachable(Check):
         "is kube-apiserver running and reachable at the kubeconfig's server URL, with a "
         "credential it accepts?"
     )
+    flow = "apiserver"
+    path = (hops.ETCD, hops.APISERVER)  # /readyz answers 500 without etcd
+    backend = "apiserver"
 
     def run(self, ctx: SmokeContext) -> CheckResult:
         from tracecheck.backends.apiserver import trust_mode
@@ -201,6 +205,9 @@ class ApiserverRequests(Check):
     hop = "client -> apiserver"
     requires = ("apiserver.reachable",)
     error_hint = "the apiserver stopped answering while the traced requests were sent"
+    flow = "apiserver"
+    path = (hops.ETCD, hops.APISERVER)
+    backend = "apiserver"
 
     def __init__(self, *, writes_namespace: str | None = None) -> None:
         #: ``--allow-writes --namespace NS``: also create and delete a ConfigMap in NS.
@@ -336,6 +343,10 @@ class ApiserverTrace(Check):
     requires = ("apiserver.requests", "preflight.tempo")
     deadline_key = "apiserver_trace"
     error_hint = "Tempo's API failed while polling for the apiserver's spans"
+    flow = "apiserver"
+    path = (hops.APISERVER, hops.APISERVER_EXPORT, hops.COLLECTOR, hops.EXPORT, hops.TEMPO)
+    backend = "tempo"
+    confirms = (hops.APISERVER, hops.APISERVER_EXPORT, hops.COLLECTOR, hops.EXPORT)
 
     def run(self, ctx: SmokeContext) -> CheckResult:
         if _mode(ctx).trusted:
@@ -625,11 +636,20 @@ class ApiserverSpanMetrics(Check):
 
     deadline_key = "span_metrics"
     error_hint = "Prometheus's query API failed while polling"
+    flow = "apiserver"
+    backend = "prometheus"
 
     def __init__(self, *, via_tempo: bool = True) -> None:
         self.requires = ("apiserver.requests", "preflight.prometheus") + (
             ("preflight.tempo",) if via_tempo else ()
         )
+        generator = (
+            (hops.TEMPO, hops.GENERATOR_SPAN_METRICS, hops.REMOTE_WRITE) if via_tempo else ()
+        )
+        self.path = (
+            hops.APISERVER, hops.APISERVER_EXPORT, hops.COLLECTOR, hops.EXPORT, *generator,
+            hops.PROMETHEUS,
+        )  # fmt: skip
 
     def _query(self, fam: Naming) -> str:
         return fam.selector(fam.calls, SERVICE, span_kind="SPAN_KIND_SERVER")
