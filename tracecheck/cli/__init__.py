@@ -2,6 +2,7 @@
 
     shared      option declarations every command reuses, settings, outputs, the terminal
     smoke       tracecheck smoke
+    doctor      tracecheck doctor
     stack       tracecheck stack render|validate|apply, tracecheck stack local up|down|status|env
     apiserver   tracecheck apiserver probe|check-config
     query       tracecheck query traceql|promql|list|run
@@ -20,7 +21,7 @@ import sys
 
 import click
 
-from tracecheck.cli import apiserver, query, report, smoke, stack
+from tracecheck.cli import apiserver, doctor, query, report, smoke, stack
 from tracecheck.cli.shared import Done, Group, echo_err
 from tracecheck.errors import ExitCode, TracecheckError
 
@@ -44,6 +45,7 @@ def app() -> None:
 
 
 app.add_command(smoke.smoke)
+app.add_command(doctor.doctor)
 app.add_command(stack.group)
 app.add_command(apiserver.group)
 app.add_command(query.group)

@@ -268,10 +268,25 @@ def _fact_candidates(
                     "synchronise the clocks (NTP) of tracecheck's host and Tempo",
                 )
             )
-    if any(i.flow == "apiserver" for i in failing):
+    if any(i.flow == "apiserver" for i in failing) and APISERVER_EXPORT not in blocks:
         c = _apiserver_export(now)
         if c is not None:
             out.append(c)
+    p = now.prometheus or (watch.prometheus if watch is not None else None)
+    if p is not None and p.exemplar_storage is False:
+        out.append(
+            Candidate(
+                PROMETHEUS,
+                "prometheus",
+                "Prometheus runs without exemplar storage",
+                (
+                    f"Prometheus at {p.address} runs without exemplar storage "
+                    "(/api/v1/status/flags: enable-feature does not list exemplar-storage), so it "
+                    "drops every exemplar it receives",
+                ),
+                "start Prometheus with --enable-feature=exemplar-storage",
+            )
+        )
     return out
 
 
@@ -382,6 +397,26 @@ def diagnose(
     """The diagnosis from ``candidates`` and the results with their hints marked."""
     failing = [r for r in results if r.status in (Status.FAIL, Status.ERROR) and r.name in infos]
     if not failing:
+        warned = [r for r in results if r.status is Status.WARN and r.name in infos]
+        caveat = [
+            c for c in candidates if not c.down and any(c.explains(infos[r.name]) for r in warned)
+        ]
+        if caveat:
+            c = min(caveat, key=lambda c: c.rank)
+            warned_names = [r.name for r in warned if c.explains(infos[r.name])]
+            return (
+                Diagnosis(
+                    f"no check failed, but {', '.join(warned_names)} could not be verified: "
+                    + "; ".join(c.evidence),
+                    hop=c.hop,
+                    component=c.component,
+                    cause=c.cause,
+                    evidence=c.evidence,
+                    fix=c.fix,
+                    follows=tuple(warned_names),
+                ),
+                tuple(results),
+            )
         if not watch_outages:
             return None, tuple(results)
         return (

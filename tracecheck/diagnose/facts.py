@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tracecheck.diagnose.reading import Reading, ask, classify
-from tracecheck.errors import TracecheckError
+from tracecheck.errors import ConfigError, TracecheckError
 
 if TYPE_CHECKING:  # pragma: no cover
     from tracecheck.backends import Backends
@@ -472,16 +472,21 @@ def parse_readyz(body: str) -> tuple[tuple[str, bool, str], ...]:
 
 
 def read_apiserver(
-    backends: Backends, *, timeout: float = READ_TIMEOUT, tracing: bool = True
+    backends: Backends, *, timeout: float = READ_TIMEOUT, tracing: bool = True, etcd: bool = True
 ) -> ApiserverFacts:
+    """kube-apiserver's facts. ``etcd=False`` leaves out its etcd checks, which take seconds
+    to answer while etcd is down (for a caller that watched etcd already)."""
     at = time.time()
     try:
         client = backends.apiserver()
+    except ConfigError as exc:  # no kubeconfig, no in-cluster account: nothing to read
+        return ApiserverFacts("", Reading("skipped", at, str(exc)))
     except TracecheckError as exc:
         return ApiserverFacts("", Reading(classify(exc), at, str(exc)))
     # With etcd down, kube-apiserver's etcd check answers only after seconds (about 4 s).
-    limit = max(timeout, APISERVER_READYZ_TIMEOUT)
-    reply, readyz = ask(lambda: client.send("GET", "/readyz?verbose", timeout=limit))
+    limit = max(timeout, APISERVER_READYZ_TIMEOUT) if etcd else timeout
+    path = "/readyz?verbose" if etcd else "/readyz?verbose&exclude=etcd&exclude=etcd-readiness"
+    reply, readyz = ask(lambda: client.send("GET", path, timeout=limit))
     checks: tuple[tuple[str, bool, str], ...] = ()
     if reply is not None:
         checks = parse_readyz(reply.body.decode(errors="replace"))
@@ -528,6 +533,7 @@ def inspect(
     timeout: float = READ_TIMEOUT,
     services_since: float | None = 900.0,
     cardinality: bool = False,
+    etcd: bool = True,
 ) -> Inspection:
     """Read every component in ``components`` (in parallel); never raises for a component
     that is down. ``backends`` shares clients with the caller (a smoke run's)."""
@@ -540,7 +546,7 @@ def inspect(
         "collector": lambda: read_collector(b, timeout=timeout),
         "tempo": lambda: read_tempo(b, timeout=timeout, services_since=services_since),
         "prometheus": lambda: read_prometheus(b, timeout=timeout, cardinality=cardinality),
-        "apiserver": lambda: read_apiserver(b, timeout=timeout),
+        "apiserver": lambda: read_apiserver(b, timeout=timeout, etcd=etcd),
     }
     wanted = [c for c in COMPONENTS if c in components]
     try:

@@ -26,6 +26,7 @@ from tracecheck.diagnose.facts import (
     TempoFacts,
 )
 from tracecheck.diagnose.hops import (
+    APISERVER_EXPORT,
     EXPORT,
     GENERATOR_SERVICE_GRAPHS,
     GENERATOR_SPAN_METRICS,
@@ -33,6 +34,7 @@ from tracecheck.diagnose.hops import (
     Block,
     fmt_time,
 )
+from tracecheck.diagnose.tracing import TracingFacts
 from tracecheck.results import Finding, Level
 
 __all__ = ["exporter_stuck", "fact_blocks", "findings"]
@@ -82,16 +84,14 @@ def exporter_stuck(
     first, last = facts[0], facts[-1]
     since = window[0][1]
     names = ", ".join(first.exporters) or "its exporter"
+    # What the collector took in since the watch's first reading (the run's spans among it).
+    accepted = _delta(readings[0][2].accepted, last.accepted)
     text = (
-        f"the collector's exporter ({names}) held {last.queue_size:g} queued request(s) and sent "
-        f"+0 spans from {fmt_time(since)} to {fmt_time(window[-1][1])}"
-        f" (receiver accepted +{_delta(first.accepted, last.accepted):g}, "
-        f"send_failed +{_delta(first.send_failed, last.send_failed):g})"
+        f"the collector accepted +{accepted:g} spans during the run, but its exporter ({names}) "
+        f"sent +0 from {fmt_time(since)} to {fmt_time(window[-1][1])} with "
+        f"{last.queue_size:g} request(s) waiting in its queue"
+        f" (send_failed +{_delta(first.send_failed, last.send_failed):g})"
     )
-    span = [t for t in tempo if t[0] >= window[0][0]]
-    if len(span) >= 2:
-        got = _delta(span[0][2].receiver_accepted, span[-1][2].receiver_accepted)
-        text += f"; Tempo's OTLP receiver accepted +{got:g} spans meanwhile"
     receivers = next((t[2].receivers for t in reversed(tempo) if t[2].receivers), {})
     where = (
         f" (Tempo's running configuration lists its OTLP receivers at "
@@ -110,6 +110,31 @@ def exporter_stuck(
     )
 
 
+def tracing_block(tracing: TracingFacts | None) -> Block | None:
+    """The apiserver's exporter cannot deliver: read from a kube-apiserver process on this host
+    (so the endpoint tried from here is the one it dials), it runs without tracing or its
+    endpoint refuses connections."""
+    if tracing is None or not tracing.source.startswith("process"):
+        return None
+    if not tracing.tracing_on:
+        return Block(
+            APISERVER_EXPORT, "apiserver", None,
+            f"kube-apiserver ({tracing.source}) runs without --tracing-config-file: it exports "
+            "no span", True, "start kube-apiserver with --tracing-config-file",
+        )  # fmt: skip
+    reading = tracing.endpoint_reading
+    if reading is not None and not reading.ok:
+        return Block(
+            APISERVER_EXPORT, "apiserver", None,
+            f"kube-apiserver ({tracing.source}) exports its spans to {tracing.endpoint} "
+            f"(--tracing-config-file={tracing.config_file}), and {reading.detail}",
+            True,
+            "point the TracingConfiguration's endpoint at the collector's OTLP gRPC port and "
+            "restart kube-apiserver",
+        )  # fmt: skip
+    return None
+
+
 def fact_blocks(
     prometheus: PrometheusFacts | None,
     tempo_config: TempoFacts | None,
@@ -118,9 +143,13 @@ def fact_blocks(
     tempo_readings: Sequence[tuple[float, float, TempoFacts]],
     *,
     dead_after: float,
+    tracing: TracingFacts | None = None,
 ) -> dict[str, Block]:
     """Hop -> :class:`Block` for every hop a fact makes certainly dead."""
     out: dict[str, Block] = {}
+    blocked = tracing_block(tracing)
+    if blocked is not None:
+        out[APISERVER_EXPORT] = blocked
     if prometheus is not None and prometheus.remote_write_receiver is False:
         out[REMOTE_WRITE] = Block(
             REMOTE_WRITE,

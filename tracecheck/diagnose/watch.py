@@ -44,6 +44,7 @@ from tracecheck.errors import TracecheckError
 
 if TYPE_CHECKING:  # pragma: no cover
     from tracecheck.backends import Backends
+    from tracecheck.diagnose.tracing import TracingFacts
     from tracecheck.polling import Clock
 
 __all__ = ["DEAD_AFTER", "INTERVAL", "Outage", "Watch"]
@@ -119,6 +120,7 @@ class Watch:
         self.series = _Series()
         self.prometheus: PrometheusFacts | None = None
         self.tempo_config: TempoFacts | None = None
+        self.tracing: TracingFacts | None = None
         self._fact_blocks: dict[str, Block] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -140,6 +142,8 @@ class Watch:
             out["tempo metrics"] = (self._read_tempo, self.metrics_every)
         if "prometheus" in self.components:
             out["prometheus facts"] = (self._read_prometheus, 0.0)  # once
+        if "apiserver" in self.components:
+            out["apiserver tracing"] = (self._read_tracing, 0.0)  # once
         return out
 
     def start(self) -> None:
@@ -270,6 +274,14 @@ class Watch:
     def _read_prometheus(self) -> None:
         self.prometheus = read_prometheus(self.backends, timeout=PROBE_TIMEOUT)
 
+    def _read_tracing(self) -> None:
+        from tracecheck.diagnose.tracing import read_tracing
+
+        try:
+            self.tracing = read_tracing(self.backends.apiserver(), timeout=PROBE_TIMEOUT)
+        except TracecheckError:
+            self.tracing = None
+
     def latest_tempo(self) -> TempoFacts | None:
         with self._lock:
             return self.series.tempo[-1][2] if self.series.tempo else None
@@ -292,6 +304,7 @@ class Watch:
             self.collector_readings(),
             self.tempo_readings(),
             dead_after=self.dead_after,
+            tracing=self.tracing,
         )
         with self._lock:
             for hop, block in blocks.items():
@@ -317,9 +330,8 @@ class Watch:
                     continue
                 out = self.dead(component)
                 if out is not None:
-                    return Block(
-                        hop, component, out.since, _dead_text(self.backends, component, out), True
-                    )
+                    text = _dead_text(self.backends, component, out)
+                    return Block(hop, component, out.since, text, True, down=True)
             if facts:
                 with self._lock:
                     block = self._fact_blocks.get(hop)

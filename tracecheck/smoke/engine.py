@@ -463,8 +463,10 @@ _PREFLIGHT_OF = {
 
 
 def _start_watch(checks: Sequence[Check], ctx: SmokeContext) -> bool:
-    """Start the run's watch over the components whose preflight passed and that a later check
-    needs; False when there is none to start (injected, disabled, or a test clock)."""
+    """Start the run's watch over the components a later check needs (also those whose
+    preflight failed: watched, a component down from the start is established dead after the
+    grace period like any other); False when there is none to start (injected, disabled, or a
+    test clock)."""
     if not ctx.early_verdict or ctx.watch is not None or not isinstance(ctx.clock, SystemClock):
         return False
     from tracecheck.diagnose.hops import HOP_COMPONENTS
@@ -480,7 +482,7 @@ def _start_watch(checks: Sequence[Check], ctx: SmokeContext) -> bool:
     components = [
         comp
         for comp, pre in _PREFLIGHT_OF.items()
-        if comp in needed and (res := ctx.results.get(pre)) is not None and res.ok
+        if comp in needed and ctx.results.get(pre) is not None
     ]
     if not components:
         return False
@@ -546,11 +548,11 @@ def _execute(check: Check, ctx: SmokeContext) -> CheckResult:
 
 
 def _ended_early(check: Check, result: CheckResult, block: Block) -> CheckResult:
-    """The result of a check whose poll the watch ended: an ERROR when the dead component is
-    the one it asks, else a FAIL "blocked by" the hop; what the last poll saw stays."""
+    """The result of a check whose poll the watch ended: an ERROR when the component it asks
+    stopped answering, else a FAIL "blocked by" the hop; what the last poll saw stays."""
     from dataclasses import replace
 
-    own = block.component == check.backend
+    own = block.down and block.component == check.backend
     status = Status.ERROR if own else Status.FAIL
     head = "gave up" if own else f"blocked by {block.short()}"
     detail = f"{head} after {result.elapsed:.1f} s: {block.evidence}"
@@ -642,12 +644,14 @@ def _diagnose(
         if ctx.inspector is not None:
             return ctx.inspector(components, since)
         if isinstance(ctx.clock, SystemClock):
+            watched = ctx.watch is not None and "apiserver" in ctx.watch.components
             return inspect(
                 ctx.settings,
                 ctx._backends,
                 components=components,
                 timeout=2.0,
                 services_since=since,
+                etcd=not watched,  # the watch probed etcd; its checks answer slowly when down
             )
         return Inspection(ctx.clock.time(), ctx.clock.time())  # fake clients: nothing to read
 
@@ -658,12 +662,12 @@ def _diagnose(
 
 
 def _needs_diagnosis(results: Sequence[CheckResult], ctx: SmokeContext) -> bool:
-    """A run needs a diagnosis when a check failed or errored, or when the watch saw a
+    """A run needs a diagnosis when a check failed, errored or warned, or when the watch saw a
     component go down or a hop blocked even though every check passed (never with
     ``early_verdict`` off: the behaviour before issue 9)."""
     if not ctx.early_verdict:
         return False
-    if any(r.status in (Status.FAIL, Status.ERROR) for r in results):
+    if any(r.status in (Status.FAIL, Status.ERROR, Status.WARN) for r in results):
         return True
     watch = ctx.watch
     return watch is not None and bool(watch.outages or watch.fact_blocks())
