@@ -36,7 +36,7 @@ class FaultRun:
     report: Report
     fault_at: float | None  # unix seconds the stop began (None: never triggered)
     stopped_s: float = 0.0  # how long the stop took
-    events: list[str] = field(default_factory=list)
+    done: dict[str, float] = field(default_factory=dict)  # check -> unix time it finished
 
     @property
     def verdict_s(self) -> float:
@@ -44,6 +44,16 @@ class FaultRun:
         for one, takes seconds to shut down) to the report's end."""
         assert self.fault_at is not None, "the fault was never injected"
         return self.report.finished_at - (self.fault_at + self.stopped_s)
+
+    @property
+    def settled_s(self) -> float:
+        """Seconds from the fault to the end of the last check that failed or errored: when
+        every verdict about the fault was known (the run may go on with checks the fault does
+        not touch)."""
+        assert self.fault_at is not None, "the fault was never injected"
+        bad = [r.name for r in self.report.results if r.status.value in ("FAIL", "ERROR")]
+        last = max((self.done[n] for n in bad if n in self.done), default=self.report.finished_at)
+        return max(0.0, last - (self.fault_at + self.stopped_s))
 
     def line(self) -> str:
         d = self.report.diagnosis
@@ -68,7 +78,11 @@ def run_with_fault(
     fired = threading.Event()
     out: dict[str, float] = {}
 
+    done: dict[str, float] = {}
+
     def progress(event: Progress) -> None:
+        if event.state == "done":
+            done[event.check] = time.time()
         if event.check == when and event.state == "done" and not fired.is_set():
             fired.set()
             out["at"] = time.time()
@@ -80,4 +94,4 @@ def run_with_fault(
     ctx = SmokeContext(settings, early_verdict=early_verdict)
     plan = list(checks) if checks is not None else default_checks(settings)
     report = smoke(settings, progress=progress, checks=plan, context=ctx)
-    return FaultRun(report, out.get("at"), out.get("stopped", 0.0))
+    return FaultRun(report, out.get("at"), out.get("stopped", 0.0), done)

@@ -47,23 +47,26 @@ def figures() -> Iterator[None]:
     yield
     if not FIGURES:
         return
-    lines = ["fault matrix (time to verdict from the fault, seconds):"]
+    lines = ["fault matrix (seconds from the fault to the last failing check / to the report):"]
     for f in FIGURES:
         lines.append(
-            f"  {f['case']:<34} exit {f['exit']}  {f['verdict_s']:>6.1f} s  {f['line'][:160]}"
+            f"  {f['case']:<44} exit {f['exit']}  {f['settled_s']:>5.1f} / {f['verdict_s']:>5.1f} s"
+            f"  {f['line'][:140]}"
         )
     print("\n".join(lines), file=sys.__stderr__)
     state = default_state_dir(os.environ)
     (state / "fault-matrix.json").write_text(json.dumps(FIGURES, indent=2))
 
 
-def record(case: str, report: Report, seconds: float) -> None:
+def record(case: str, report: Report, seconds: float, settled: float | None = None) -> None:
+    """``seconds``: from the fault to the report; ``settled``: to the last failing check."""
     d = report.diagnosis
     FIGURES.append(
         {
             "case": case,
             "exit": int(report.exit_code),
             "verdict_s": round(seconds, 1),
+            "settled_s": round(seconds if settled is None else settled, 1),
             "line": f"Diagnosis: {d.summary}" if d is not None else "(no diagnosis)",
         }
     )
@@ -95,10 +98,9 @@ def wait_apiserver_ready(stack: LocalStack, deadline: float = 90.0) -> None:
     with httpx.Client(verify=tls, timeout=5.0, trust_env=False) as client:
         while time.monotonic() < end:
             try:
-                if (
-                    client.get("https://127.0.0.1:6443/api/v1/namespaces/default").status_code
-                    == 200
-                ):
+                ready = client.get("https://127.0.0.1:6443/readyz").status_code == 200
+                get = client.get("https://127.0.0.1:6443/api/v1/namespaces/default")
+                if ready and get.status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -118,7 +120,7 @@ def stopped_run(stack: LocalStack, component: str, **flags: Any) -> FaultRun:
         if component in ("etcd", "kube-apiserver"):
             wait_apiserver_ready(stack)
     assert run.fault_at is not None, "the fault was never injected"
-    record(f"stop {component}", run.report, run.verdict_s)
+    record(f"stop {component}", run.report, run.verdict_s, run.settled_s)
     return run
 
 

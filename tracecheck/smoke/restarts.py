@@ -72,8 +72,9 @@ __all__ = [
 
 #: How far back a baseline looks (Prometheus's default lookback).
 LOOKBACK_S = 300
-#: A pause longer than this many cadences is a writer outage.
-GAP_FACTOR = 2.5
+#: A pause longer than this many cadences is a writer outage: one missed collection (a
+#: refused batch, a restart) makes a pause of two cadences.
+GAP_FACTOR = 1.5
 #: Cadence assumed for a series with fewer than two samples: the generator's default
 #: collection interval (docs/reference/tempo.md §11.3).
 DEFAULT_CADENCE = 15.0
@@ -174,7 +175,10 @@ def increase(
             elif v < prev:
                 rose += v
             else:
-                if math.isfinite(t_prev) and t - t_prev > GAP_FACTOR * cadence and not crossed:
+                # A pause only leaves a doubt when the counter stood above 0: from 0 (a new
+                # series' first zero) a fresh and a continuing counter rise alike.
+                paused = math.isfinite(t_prev) and t - t_prev > GAP_FACTOR * cadence
+                if paused and prev > 0 and not crossed:
                     gap = True
                 rose += v - prev
             t_prev, prev = t, v
