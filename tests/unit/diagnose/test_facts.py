@@ -51,11 +51,12 @@ tempo_discarded_spans_total{reason="trace_too_large",tenant="single-tenant"} 3
 tempo_metrics_generator_active_processors{processor="span-metrics",tenant="single-tenant"} 0
 tempo_metrics_generator_active_processors{processor="service-graphs",tenant="single-tenant"} 1
 tempo_metrics_generator_active_processors{processor="span-metrics",tenant="other"} 1
-tempo_metrics_generator_spans_discarded_total{reason="outside_metrics_ingestion_slack",tenant="single-tenant"} 4
+tempo_metrics_generator_spans_discarded_total{reason="outside_metrics_ingestion_slack",\
+tenant="single-tenant"} 4
 tempo_metrics_generator_registry_collections_total{tenant="single-tenant"} 7
-prometheus_remote_storage_samples_total{remote_name="a",tenant="single-tenant",url="http://p/api/v1/write"} 100
-prometheus_remote_storage_samples_failed_total{remote_name="a",tenant="single-tenant",url="http://p/api/v1/write"} 40
-prometheus_remote_storage_samples_pending{remote_name="a",tenant="single-tenant",url="http://p/api/v1/write"} 5
+prometheus_remote_storage_samples_total{tenant="single-tenant",url="http://p/w"} 100
+prometheus_remote_storage_samples_failed_total{tenant="single-tenant",url="http://p/w"} 40
+prometheus_remote_storage_samples_pending{tenant="single-tenant",url="http://p/w"} 5
 """
 
 
@@ -77,7 +78,7 @@ def test_tempo_metrics_per_tenant() -> None:
     assert got["generator"] and got["collections"] == 7
     assert got["generator_discarded"] == {"outside_metrics_ingestion_slack": 4}
     (rw,) = got["remote_write"]
-    assert (rw.url, rw.samples, rw.failed, rw.pending) == ("http://p/api/v1/write", 100, 40, 5)
+    assert (rw.url, rw.samples, rw.failed, rw.pending) == ("http://p/w", 100, 40, 5)
 
 
 def test_readyz_verbose_lines() -> None:

@@ -181,8 +181,13 @@ class World:
         ]
         for service, s in spans:
             tid = s.trace_id.hex().lstrip("0")
-            labels = {"service": service, "span_name": s.name, "span_kind": kinds[s.kind],
-                      "status_code": ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"][s.status.code]}  # fmt: skip
+            status = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"][s.status.code]
+            labels = {
+                "service": service,
+                "span_name": s.name,
+                "span_kind": kinds[s.kind],
+                "status_code": status,
+            }
             self.count({**labels, "__name__": "traces_spanmetrics_calls_total"})
             secs = (s.end_time_unix_nano - s.start_time_unix_nano) / 1e9
             for le in BUCKETS:
