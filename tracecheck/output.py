@@ -637,8 +637,10 @@ def render_doctor(
     def paint(text: str, style: str) -> str:
         return _paint(text, style) if color else text
 
-    out = [paint("Components", _SGR["title"]), render_rows(components, width=width), ""]
-    out.append(paint("Findings", _SGR["title"]))
+    table = [{k: v for k, v in c.items() if k != "facts"} for c in components]
+    out = [paint("Components", _SGR["title"]), render_rows(table, width=width)]
+    out += [f"  {c['component']}: {c['facts']}" for c in components if c["facts"]]
+    out += ["", paint("Findings", _SGR["title"])]
     if not report.findings:
         out.append("  none")
     for f in report.findings:

@@ -56,7 +56,11 @@ def restore(stack: LocalStack, component: str) -> None:
         with open_apiserver(settings) as api:
             while time.monotonic() < end:
                 try:
-                    if api.send("GET", "/api/v1/namespaces/default", timeout=5).status == 200:
+                    ready = api.send("GET", "/readyz", timeout=5).status == 200
+                    if (
+                        ready
+                        and api.send("GET", "/api/v1/namespaces/default", timeout=5).status == 200
+                    ):
                         return
                 except TracecheckError:  # not yet
                     pass

@@ -98,6 +98,9 @@ class Candidate:
     fix: str = ""
     since: float | None = None
     down: bool = False  # the component does not answer (vs a fact about the hop)
+    #: A self-metric other traffic may have moved too: it names the hop only when no
+    #: component down and no configuration fact explains the failure.
+    weak: bool = False
 
     def explains(self, info: CheckInfo) -> bool:
         if self.down:
@@ -261,11 +264,11 @@ def _fact_candidates(
                     "the metrics-generator dropped spans outside its ingestion slack",
                     (
                         f'tempo_metrics_generator_spans_discarded_total{{reason="outside_metrics_'
-                        f'ingestion_slack"}} +{grew:g} during the run: the spans ended more '
-                        "than 30 s "
-                        "away from Tempo's clock",
+                        f'ingestion_slack"}} +{grew:g} during the run: spans (of any sender) '
+                        "ended more than 30 s away from Tempo's clock",
                     ),
                     "synchronise the clocks (NTP) of tracecheck's host and Tempo",
+                    weak=True,
                 )
             )
     if any(i.flow == "apiserver" for i in failing) and APISERVER_EXPORT not in blocks:
@@ -440,7 +443,7 @@ def diagnose(
             ),
             tuple(results),
         )
-    root = min(explaining, key=lambda c: (c.rank, not c.down))
+    root = min(explaining, key=lambda c: (c.weak, c.rank, not c.down))
     follows = [r for r in failing if root.explains(infos[r.name])]
     unexplained = [r.name for r in failing if not root.explains(infos[r.name])]
     direct = {

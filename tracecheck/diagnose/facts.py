@@ -102,6 +102,9 @@ class CollectorFacts:
     queue_size: float | None = None
     queue_capacity: float | None = None
     exporters: tuple[str, ...] = ()
+    #: It runs a metrics pipeline (it counts metric points): a connector such as spanmetrics
+    #: can produce span-metrics there without Tempo. None: its metrics were not read.
+    metric_points: bool | None = None
 
 
 def read_collector(backends: Backends, *, timeout: float = READ_TIMEOUT) -> CollectorFacts:
@@ -136,6 +139,7 @@ def read_collector(backends: Backends, *, timeout: float = READ_TIMEOUT) -> Coll
             "otelcol_exporter_queue_capacity", {"data_type": re.compile("traces|")}
         ),
         exporters=tuple(exporters),
+        metric_points=any("metric_points" in n for n in exp.names()),
     )
 
 

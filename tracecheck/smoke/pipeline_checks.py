@@ -424,9 +424,10 @@ class _PrometheusCheck(Check):
 
     def ahead(self, ctx: SmokeContext) -> tuple[str, ...]:
         hops_ahead = super().ahead(ctx)
-        # A collector connector (otel naming) present in Prometheus produces these series
-        # without Tempo: then Tempo's hops cannot block them.
-        if any(f.flavour == "otel" for f in self.families(ctx)) and _otel_present(ctx):
+        # The collector's spanmetrics connector (otel naming) produces these series without
+        # Tempo: when that family is watched and the collector the trace went to may run it (it
+        # counts metric points, or its metrics cannot be read), Tempo's hops cannot block them.
+        if any(f.flavour == "otel" for f in self.families(ctx)) and _connector_possible(ctx):
             hops_ahead = tuple(h for h in hops_ahead if h in (hops.COLLECTOR, hops.PROMETHEUS))
         return hops_ahead
 
@@ -471,19 +472,12 @@ class _PrometheusCheck(Check):
         return ctx.sent
 
 
-def _otel_present(ctx: SmokeContext) -> bool:
-    names = ctx.metrics_state.get("span_metric_names")
-    if names is None:
-        try:
-            names = ctx.prometheus().label_values(
-                "__name__",
-                match=[f'{{__name__=~"{NAMES_REGEX}"}}'],
-                timeout=ctx.settings.deadlines.preflight,
-            )
-        except BackendError:
-            return True  # cannot tell: do not let Tempo's hops block
-        ctx.metrics_state["span_metric_names"] = names
-    return any(n.startswith("traces_span_metrics_") for n in names)
+def _connector_possible(ctx: SmokeContext) -> bool:
+    watch = ctx.watch
+    readings = watch.collector_readings() if watch is not None else []
+    if not readings:
+        return True  # cannot tell: do not let Tempo's hops block
+    return readings[-1][2].metric_points is not False
 
 
 class SpanMetrics(_PrometheusCheck):
