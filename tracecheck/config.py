@@ -17,6 +17,7 @@ apiserver leg uses (:func:`resolve_kubeconfig`, :func:`with_kubeconfig`).
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -77,6 +78,9 @@ class CollectorSettings:
 @dataclass(frozen=True, slots=True)
 class TempoSettings:
     url: str = _f("http://localhost:3200", "Tempo HTTP API base URL")
+    api_prefix: str = _f(
+        "", "Tempo's http_api_prefix: the API under <url><prefix>, /ready and /metrics at <url>"
+    )
     tenant: str = _f("", "X-Scope-OrgID (tenant) for every request")
     headers: Headers = _f((), "extra headers, e.g. Authorization=Bearer ... (k=v,...)", secret=True)
     ca_file: str = _f("", "CA bundle for HTTPS")
@@ -143,6 +147,11 @@ class SmokeSettings:
     client_service: str = _f("tracecheck-client", "service.name of the synthetic CLIENT span")
     server_service: str = _f("tracecheck-server", "service.name of the synthetic SERVER span")
     seed: int = _f(0, "seed for the synthetic trace (0: derived from the run start time)")
+    wait_ready: float = _f(
+        0.0,
+        "after a deploy: keep asking the preflight checks through connection refused and 503 "
+        "for up to this long (e.g. 5m; 0: no wait)",
+    )
     poll_initial: float = _f(0.05, "first poll interval, seconds")
     poll_max: float = _f(0.7, "poll interval cap, seconds")
 
@@ -307,13 +316,13 @@ def _coerce(raw: Any, typ: Any, key: str, source: str) -> Any:
             return int(raw)
         except (TypeError, ValueError):
             raise bad("an integer") from None
-    if typ is float:
+    if typ is float:  # every float setting is seconds: a number, or a duration such as 5m
         if isinstance(raw, bool):
             raise bad("a number")
         try:
-            value = float(raw)
+            value = _seconds(raw) if isinstance(raw, str) else float(raw)
         except (TypeError, ValueError):
-            raise bad("a number") from None
+            raise bad("seconds or a duration such as 90s, 5m, 1h30m") from None
         if value != value or value < 0:
             raise bad("a non-negative number")
         return value
@@ -334,6 +343,20 @@ def _coerce(raw: Any, typ: Any, key: str, source: str) -> Any:
     if isinstance(typ, types.UnionType):  # pragma: no cover - no such fields today
         raise bad(str(typ))
     raise bad(str(typ))  # pragma: no cover
+
+
+_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _seconds(text: str) -> float:
+    """Seconds from ``"30"``, ``"2.5"`` or a duration ``"90s"``, ``"5m"``, ``"1h30m"``,
+    ``"500ms"``; ValueError otherwise."""
+    text = text.strip()
+    if _DURATION.match(text):
+        return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    return float(text)
 
 
 def _headers(raw: Any, bad: Any) -> tuple[tuple[str, str], ...]:
@@ -407,6 +430,11 @@ def _validate(s: Settings) -> None:
         *((("collector.metrics_url", s.collector.metrics_url),) if s.collector.metrics_url else ()),
     ):
         _check_url(key, url)
+    prefix = s.tempo.api_prefix
+    if prefix and (not prefix.startswith("/") or any(c in prefix for c in "?# \t")):
+        raise ConfigError(
+            "config", "tempo.api_prefix", f"must be a path such as /tempo, not {prefix!r}"
+        )
     if s.apiserver.requests < 1 or s.apiserver.burst < 1:
         raise ConfigError("config", "apiserver.requests", "must be at least 1")
 

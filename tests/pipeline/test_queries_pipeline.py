@@ -330,10 +330,13 @@ def test_traceql_metrics_range_rows(sent: Sent) -> None:
     assert per_name == {PODS: len(PODS_MS), NODE: len(NODE_MS)}
 
 
-def test_invalid_promql_is_refused_locally_with_its_position(sent: Sent) -> None:
+def test_invalid_promql_is_refused_by_prometheus_at_its_position(sent: Sent) -> None:
     with pytest.raises(PromQLSyntaxError) as err:
         run_promql(sent.settings, "sum(rate(up[5m])) by (job")
-    assert (err.value.line, err.value.col) == (1, 22)  # the unclosed "(" of by (job
+    # Prometheus's verdict and position (the end of input), not a local parser's.
+    assert (err.value.line, err.value.col) == (1, 26)
+    assert err.value.message == "parse error: unclosed left parenthesis"
+    assert str(err.value).startswith("prometheus at http://localhost:9090/api/v1/query: bad_data:")
 
 
 def test_promql_prometheus_refuses_is_one_line(sent: Sent) -> None:

@@ -15,8 +15,10 @@ TLS handshake against plaintext        Unreachable("TLS handshake failed (is thi
 certificate verification failed        Unreachable("TLS certificate verification failed: ...")
 timeout (connect, read, write, pool)   Unreachable("no answer within 5.0 s")
 connection closed mid-answer           ProtocolError("connection closed ...")
-HTTP 401 / 403                         AuthError("HTTP 401: <body excerpt>")
-any other unexpected status            HTTPStatusError("HTTP 500: <body excerpt>", status=500)
+HTTP 401 / 403                         AuthError("HTTP 401: <body excerpt> (credentials missing
+                                       or refused; <what was sent, by setting name>)")
+any other unexpected status            HTTPStatusError("HTTP 500: <body excerpt>", status=500);
+                                       429/503 keep their Retry-After (:func:`retry_after`)
 body over the size cap                 ProtocolError("response larger than 64 MiB")
 undecodable JSON                       ProtocolError("invalid JSON (...): <body excerpt>")
 malformed base URL, bad header, TLS    ConfigError (before any request is sent)
@@ -32,6 +34,11 @@ What differs between clients is data on the :class:`Endpoint`, not code: the api
 gives the TLS context, proxy and SNI name kr8s resolved, a ``label`` (``https://host:6443
 (context viewer)``) that messages show instead of each request's URL, and its own wording for
 a plaintext peer.
+
+Why one module (about 720 lines): every HTTP answer a backend gives passes through here, and
+what it becomes (an error, its wording, the credentials it names, a retry after a 429/503 and
+its Retry-After in :func:`with_retries`) must be decided in one place, or the clients drift
+apart in how they report the same failure.
 """
 
 from __future__ import annotations
@@ -43,10 +50,10 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -64,12 +71,16 @@ from tracecheck.errors import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from tracecheck.backends.exposition import Exposition
+    from tracecheck.polling import Clock
+
+T = TypeVar("T")
 
 __all__ = [
     "ANY_STATUS",
     "COLLECTOR_MAX_BYTES",
     "DEFAULT_MAX_BYTES",
     "PLAINTEXT_CAUSE",
+    "RETRY_STATUSES",
     "BuildInfo",
     "Endpoint",
     "EndpointSettings",
@@ -80,6 +91,8 @@ __all__ = [
     "connect_cause",
     "is_transient",
     "mark_transient",
+    "retry_after",
+    "with_retries",
 ]
 
 # Query answers can be big (a wide range query, a long trace); anything past this is a runaway.
@@ -126,6 +139,8 @@ class Endpoint:
     (the apiserver's, built by kr8s). ``label`` replaces the request URL in messages;
     ``plaintext_cause`` replaces :data:`PLAINTEXT_CAUSE`; ``sni_hostname`` is the TLS server
     name when it differs from the URL's host (a kubeconfig's ``tls-server-name``).
+    ``settings`` is the settings section the endpoint came from (``tempo``): a 401/403 then
+    names the settings whose credentials were sent (:meth:`credentials_sent`).
     """
 
     system: str
@@ -144,6 +159,7 @@ class Endpoint:
     sni_hostname: str = ""
     label: str = ""
     plaintext_cause: str = PLAINTEXT_CAUSE
+    settings: str = ""
 
     @classmethod
     def from_settings(
@@ -160,7 +176,34 @@ class Endpoint:
             insecure_skip_verify=settings.insecure_skip_verify,
             timeout=settings.timeout,
             max_response_bytes=max_response_bytes,
+            settings=system,
         )
+
+    def credentials_sent(self) -> str:
+        """What identified us to the server, by name and setting, never by value: for the
+        message of a 401/403 (``sent X-Scope-OrgID from tempo.tenant, header Authorization from
+        tempo.headers``)."""
+        where = self.settings
+        sent = []
+        if self.tenant:
+            sent.append(f"X-Scope-OrgID from {where}.tenant" if where else "X-Scope-OrgID")
+        for name, _ in self.headers:
+            if self.tenant and name.lower() == "x-scope-orgid":
+                continue  # the tenant wins (all_headers)
+            sent.append(f"header {name} from {where}.headers" if where else f"header {name}")
+        try:
+            userinfo = urlsplit(self.url).username is not None
+        except ValueError:
+            userinfo = False
+        if userinfo:
+            sent.append(f"basic auth from the user in {where}.url" if where else "basic auth")
+        if self.cert_file:
+            sent.append(f"client certificate {where}.cert_file" if where else "client cert")
+        if sent:
+            return "sent " + ", ".join(sent)
+        if not where:
+            return "no credential sent"
+        return f"no credential sent ({where}.tenant, {where}.headers and {where}.cert_file unset)"
 
     def all_headers(self) -> dict[str, str]:
         """The configured headers plus ``X-Scope-OrgID`` for the tenant (the tenant wins)."""
@@ -496,13 +539,21 @@ class HTTPBackend:
         return ProtocolError(self.system, address, self.scrub(cause))
 
     def status_error(self, reply: Reply, detail: str | None = None) -> BackendError:
-        """The error for an unexpected status: AuthError for 401/403, else HTTPStatusError."""
+        """The error for an unexpected status: AuthError for 401/403 (naming the credentials
+        sent, by setting, when the endpoint came from settings), else HTTPStatusError (a
+        429/503's ``Retry-After`` kept for :func:`retry_after`)."""
         body = self.excerpt(reply.body) if detail is None else self.scrub(detail)
         cause = f"HTTP {reply.status}: {body}"
         if reply.status in (401, 403):
             what = "credentials missing or refused" if reply.status == 401 else "not allowed"
+            if self.endpoint.settings:
+                what += f"; {self.endpoint.credentials_sent()}"
             return AuthError(self.system, reply.address, f"{cause} ({what})")
-        return HTTPStatusError(self.system, reply.address, cause, status=reply.status)
+        error = HTTPStatusError(self.system, reply.address, cause, status=reply.status)
+        wait = _parse_retry_after(reply.headers.get("retry-after", ""))
+        if wait is not None:
+            setattr(error, _RETRY_AFTER, wait)
+        return error
 
     def transport_error(
         self, exc: httpx.HTTPError, address: str, limit: float, *, url: str = ""
@@ -545,6 +596,85 @@ def mark_transient(error: BackendError) -> BackendError:
 def is_transient(error: BaseException) -> bool:
     """Whether :func:`mark_transient` flagged ``error``; retry loops (OTLP export) use this."""
     return bool(getattr(error, _TRANSIENT, False))
+
+
+_RETRY_AFTER = "_tracecheck_retry_after"
+#: Statuses that mean "overloaded or starting, ask again later" (Tempo's frontend answers 429
+#: ``too many outstanding requests``; a proxy or a starting backend 503).
+RETRY_STATUSES = frozenset({429, 503})
+
+
+def retry_after(error: BaseException) -> float | None:
+    """The seconds a 429/503 answer asked to wait (its ``Retry-After``), or None."""
+    value = getattr(error, _RETRY_AFTER, None)
+    return float(value) if value is not None else None
+
+
+def _parse_retry_after(value: str) -> float | None:
+    """``Retry-After``: delay-seconds or an HTTP-date (RFC 9110 §10.2.3); None if neither."""
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def with_retries(
+    call: Callable[[float], T],
+    *,
+    budget: float,
+    clock: Clock,
+    what: str,
+    first_wait: float = 0.5,
+) -> T:
+    """``call(timeout)`` again after a 429 or 503 answer while ``budget`` seconds last.
+
+    The wait is the answer's ``Retry-After`` when it gives one, else 0.5 s doubling to 4 s;
+    each attempt gets the time left as its timeout. When the budget cannot cover the next
+    wait, the last answer is raised again with what happened added, as one line::
+
+        tempo at http://t/api/search: HTTP 429: too many outstanding requests; still
+        overloaded after 3 attempts in 9.1 s (Retry-After 5 s would pass the 10.0 s timeout,
+        tempo.timeout)
+
+    ``what`` names the budget's setting in that message. Other errors pass through at once.
+    """
+    started = clock.monotonic()
+    wait = first_wait
+    attempts = 0
+    while True:
+        attempts += 1
+        left = budget - (clock.monotonic() - started)
+        try:
+            return call(max(left, 0.001))
+        except HTTPStatusError as exc:
+            if exc.status not in RETRY_STATUSES:
+                raise
+            asked = retry_after(exc)
+            pause = asked if asked is not None else wait
+            elapsed = clock.monotonic() - started
+            if elapsed + pause >= budget:
+                said = f"Retry-After {asked:g} s" if asked is not None else f"a {pause:g} s pause"
+                tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+                raise HTTPStatusError(
+                    exc.system,
+                    exc.address,
+                    f"{exc.cause}; still unavailable after {tries} in {elapsed:.1f} s "
+                    f"({said} would pass the {budget:g} s timeout, {what})",
+                    status=exc.status,
+                ) from exc
+            clock.sleep(pause)
+            if asked is None:
+                wait = min(wait * 2, 4.0)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,7 @@ import httpx
 from tracecheck.backends._http import BuildInfo, Endpoint, HTTPBackend, Reply, buildinfo_from
 from tracecheck.backends.exposition import Exposition
 from tracecheck.config import TempoSettings
-from tracecheck.errors import NotReady, QueryError
+from tracecheck.errors import AuthError, BackendError, NotReady, QueryError
 from tracecheck.ids import InvalidID, parse_span_id, parse_trace_id
 
 __all__ = [
@@ -67,6 +68,10 @@ __all__ = [
 AttrValue = str | int | float | bool | bytes | list[Any] | dict[str, Any] | None
 
 SYSTEM = "tempo"
+
+#: What Tempo's auth middleware answers (401, text/plain) to a query API request without
+#: X-Scope-OrgID when multitenancy_enabled is on (dskit user.ErrNoOrgID; §2).
+NO_ORG_ID = "no org id"
 
 # The body Go's HTTP router (Tempo's, Prometheus's) sends for an unknown route. A missing trace
 # on v1 is a 404 with an empty body instead (§4.3).
@@ -206,9 +211,16 @@ class TempoClient(HTTPBackend):
         self, settings: TempoSettings, *, transport: httpx.BaseTransport | None = None
     ) -> None:
         super().__init__(Endpoint.from_settings(SYSTEM, settings), transport=transport)
+        # Tempo's http_api_prefix moves the API under it; /ready, /status and /metrics stay at
+        # the root (§3).
+        self.api_prefix = settings.api_prefix.rstrip("/")
         # Set once v1 answered after /api/v2/traces gave 404 (Tempo < 2.6). A plain bool: two
         # threads racing here both just ask v2 once more.
         self._v1_only = False
+
+    def api(self, path: str) -> str:
+        """``path`` of the query API under Tempo's ``http_api_prefix`` (``tempo.api_prefix``)."""
+        return self.api_prefix + path
 
     # -- health and identity (§3) -------------------------------------------------------------
 
@@ -223,7 +235,7 @@ class TempoClient(HTTPBackend):
 
     def echo(self, *, timeout: float | None = None) -> None:
         """``/api/echo`` (served where the query-frontend runs; Grafana's "Test" button)."""
-        reply = self.request("GET", "/api/echo", timeout=timeout)
+        reply = self.request("GET", self.api("/api/echo"), timeout=timeout)
         if reply.text.strip() != "echo":
             raise self.protocol_error(
                 reply.address, f"unexpected answer: {self.excerpt(reply.body)}"
@@ -231,8 +243,20 @@ class TempoClient(HTTPBackend):
 
     def buildinfo(self, *, timeout: float | None = None) -> BuildInfo:
         """Version and build of Tempo (2.3+). ``/status/buildinfo`` would crash the handler (§3)."""
-        reply = self.request("GET", "/api/status/buildinfo", timeout=timeout)
+        reply = self.request("GET", self.api("/api/status/buildinfo"), timeout=timeout)
         return buildinfo_from(self._object(reply, self.decode_json(reply)))
+
+    def configured_api_prefix(self, *, timeout: float | None = None) -> str | None:
+        """The ``http_api_prefix`` Tempo runs with, read from ``/status/config`` (at the root
+        whatever the prefix, §3); None when that page cannot be read or does not say."""
+        try:
+            reply = self.request("GET", "/status/config", timeout=timeout)
+        except BackendError:
+            return None
+        m = re.search(r"^http_api_prefix:[ \t]*(.*?)[ \t]*$", reply.text, re.MULTILINE)
+        if m is None:
+            return None
+        return m.group(1).strip("\"'").rstrip("/")
 
     def self_metrics(self, *, timeout: float | None = None) -> Exposition:
         """Tempo's own ``/metrics`` (ingestion counters, §12)."""
@@ -261,7 +285,7 @@ class TempoClient(HTTPBackend):
         hex_id = tid.hex()
         if not self._v1_only:
             reply = self.request(
-                "GET", f"/api/v2/traces/{hex_id}", params=params, timeout=timeout,
+                "GET", self.api(f"/api/v2/traces/{hex_id}"), params=params, timeout=timeout,
                 expect=(200, 400, 404), headers={"Accept": "application/json"},
             )  # fmt: skip
             if reply.status == 400:
@@ -270,13 +294,13 @@ class TempoClient(HTTPBackend):
                 return self._trace_v2(tid, reply)
             # 404: v2 never answers 404 for a missing trace (§4.3), so this Tempo has no v2 route.
         reply = self.request(
-            "GET", f"/api/traces/{hex_id}", params=params, timeout=timeout,
+            "GET", self.api(f"/api/traces/{hex_id}"), params=params, timeout=timeout,
             expect=(200, 400, 404, 422), headers={"Accept": "application/json"},
         )  # fmt: skip
         if reply.status == 404 and reply.text.strip() == _NO_ROUTE:
             # No v1 route either: the URL is not Tempo's query API (wrong port or path prefix).
             # Reporting "trace not found" here would blame the pipeline for a wrong address.
-            raise self.status_error(reply)
+            raise self.status_error(reply, f"{_NO_ROUTE} ({self.no_route_hint()})")
         self._v1_only = True
         if reply.status == 404:  # v1's "not found": 404 with an empty body (§4.3)
             return Trace(tid, ())
@@ -287,6 +311,13 @@ class TempoClient(HTTPBackend):
         data = self._object(reply, self.decode_json(reply))
         batches = data.get("batches", data.get("resourceSpans", []))
         return Trace(tid, self._spans(reply, batches))
+
+    def no_route_hint(self) -> str:
+        """Why Tempo has no such route: the URL or the API prefix is not Tempo's (§3)."""
+        return (
+            "not Tempo's query API: a wrong port, or Tempo runs with an http_api_prefix other "
+            f"than tempo.api_prefix {self.api_prefix!r} (its /status/config names it)"
+        )
 
     def _trace_v2(self, tid: bytes, reply: Reply) -> Trace:
         data = self._object(reply, self.decode_json(reply))
@@ -329,7 +360,7 @@ class TempoClient(HTTPBackend):
         params: dict[str, Any] = {"q": query, **_window(self.address, start, end, required=True)}
         params.update(limit=limit, spss=spss)
         reply = self.request(
-            "GET", "/api/search", params=params, timeout=timeout, expect=(200, 400)
+            "GET", self.api("/api/search"), params=params, timeout=timeout, expect=(200, 400)
         )
         if reply.status == 400:
             raise self._rejected(reply)
@@ -355,7 +386,7 @@ class TempoClient(HTTPBackend):
         if scope:
             params["scope"] = scope
         reply = self.request(
-            "GET", "/api/search/tags", params=params, timeout=timeout, expect=(200, 400)
+            "GET", self.api("/api/search/tags"), params=params, timeout=timeout, expect=(200, 400)
         )
         if reply.status == 400:
             raise self._rejected(reply)
@@ -376,7 +407,11 @@ class TempoClient(HTTPBackend):
         if query:
             params["q"] = query
         reply = self.request(
-            "GET", "/api/v2/search/tags", params=params, timeout=timeout, expect=(200, 400)
+            "GET",
+            self.api("/api/v2/search/tags"),
+            params=params,
+            timeout=timeout,
+            expect=(200, 400),
         )
         if reply.status == 400:
             raise self._rejected(reply)
@@ -406,11 +441,11 @@ class TempoClient(HTTPBackend):
         params: dict[str, Any] = dict(_window(self.address, start, end))
         if query:
             params["q"] = query
-        path = f"/api/v2/search/tag/{quote(tag, safe='')}/values"
+        path = self.api(f"/api/v2/search/tag/{quote(tag, safe='')}/values")
         reply = self.request("GET", path, params=params, timeout=timeout, expect=(200, 400, 404))
         if reply.status == 404:
             params.pop("q", None)
-            path = f"/api/search/tag/{quote(tag, safe='')}/values"
+            path = self.api(f"/api/search/tag/{quote(tag, safe='')}/values")
             reply = self.request("GET", path, params=params, timeout=timeout, expect=(200, 400))
         if reply.status == 400:
             raise self._rejected(reply)
@@ -456,14 +491,21 @@ class TempoClient(HTTPBackend):
             series = tuple(_range_series(s) for s in _list(data.get("series")))
         except (ValueError, TypeError, AttributeError) as exc:
             raise self.protocol_error(address, f"malformed metrics result: {exc}") from None
-        return MetricsResult(
-            series, data.get("status") in ("PARTIAL", 1), str(data.get("message", ""))
-        )
+        return MetricsResult(series, *_status(data))
 
     def metrics_query_instant(
         self, query: str, *, start: float, end: float, timeout: float | None = None
     ) -> tuple[MetricsSeries, ...]:
         """A TraceQL metrics instant query over [start, end]; one sample per series, at ``end``."""
+        return self.metrics_query_instant_result(
+            query, start=start, end=end, timeout=timeout
+        ).series
+
+    def metrics_query_instant_result(
+        self, query: str, *, start: float, end: float, timeout: float | None = None
+    ) -> MetricsResult:
+        """As :meth:`metrics_query_instant`, with Tempo's status and message (§7.2: the instant
+        answer carries them as the range answer does, e.g. PARTIAL)."""
         params = self._metrics_params(query, start, end)
         data, address = self._metrics_get("/api/metrics/query", params, timeout)
         end_ms = int(end * 1000)
@@ -475,7 +517,7 @@ class TempoClient(HTTPBackend):
                 out.append(MetricsSeries(decode_attributes(s.get("labels")), ((end_ms, value),)))
         except (ValueError, TypeError, AttributeError) as exc:
             raise self.protocol_error(address, f"malformed metrics result: {exc}") from None
-        return tuple(out)
+        return MetricsResult(tuple(out), *_status(data))
 
     def _metrics_params(self, query: str, start: float, end: float) -> dict[str, Any]:
         if not end > start:
@@ -486,12 +528,31 @@ class TempoClient(HTTPBackend):
     def _metrics_get(
         self, path: str, params: dict[str, Any], timeout: float | None
     ) -> tuple[dict[str, Any], str]:
-        reply = self.request("GET", path, params=params, timeout=timeout, expect=(200, 400))
+        reply = self.request(
+            "GET", self.api(path), params=params, timeout=timeout, expect=(200, 400)
+        )
         if reply.status == 400:
             raise self._rejected(reply)
         return self._object(reply, self.decode_json(reply)), reply.address
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def status_error(self, reply: Reply, detail: str | None = None) -> BackendError:
+        """As the base's; Tempo's multi-tenant ``401 no org id`` says how to give a tenant (§2)."""
+        error = super().status_error(reply, detail)
+        if reply.status == 401 and reply.text.strip() == NO_ORG_ID:
+            if self.endpoint.tenant:
+                why = (
+                    "X-Scope-OrgID from tempo.tenant was sent but did not reach Tempo (does a "
+                    "proxy in between drop it?)"
+                )
+            else:
+                why = (
+                    "Tempo runs with multitenancy_enabled and no tenant was sent: set --tenant "
+                    "or tempo.tenant (X-Scope-OrgID)"
+                )
+            return AuthError(SYSTEM, reply.address, f"HTTP 401: {NO_ORG_ID} ({why})")
+        return error
 
     def _rejected(self, reply: Reply) -> QueryError:
         """Tempo's 400: a bad query, ID or parameter, with Tempo's own text (§8)."""
@@ -530,6 +591,12 @@ def _window(
     if hi <= lo:
         hi = lo + 1  # Tempo answers 400 unless end > start
     return {"start": lo, "end": hi}
+
+
+def _status(data: Mapping[str, Any]) -> tuple[bool, str]:
+    """(partial, message) of a metrics answer: ``status`` is the enum's name (or number) and
+    absent when COMPLETE; ``message`` says what was cut (§7.2)."""
+    return data.get("status") in ("PARTIAL", 1), str(data.get("message", "") or "")
 
 
 def _list(value: Any) -> list[Any]:

@@ -3,6 +3,7 @@
     shared      option declarations every command reuses, settings, outputs, the terminal
     smoke       tracecheck smoke
     doctor      tracecheck doctor
+    load        tracecheck load (--ramp, --account)
     stack       tracecheck stack render|validate|apply, tracecheck stack local up|down|status|env
     apiserver   tracecheck apiserver probe|check-config
     query       tracecheck query traceql|promql|list|run
@@ -21,7 +22,7 @@ import sys
 
 import click
 
-from tracecheck.cli import apiserver, doctor, query, report, smoke, stack
+from tracecheck.cli import apiserver, doctor, load, query, report, smoke, stack
 from tracecheck.cli.shared import Done, Group, echo_err
 from tracecheck.errors import ExitCode, TracecheckError
 
@@ -46,6 +47,7 @@ def app() -> None:
 
 app.add_command(smoke.smoke)
 app.add_command(doctor.doctor)
+app.add_command(load.load)
 app.add_command(stack.group)
 app.add_command(apiserver.group)
 app.add_command(query.group)

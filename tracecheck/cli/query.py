@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import click
@@ -9,8 +11,10 @@ import click
 from tracecheck.cli.shared import (
     PROMETHEUS,
     TEMPO,
+    Done,
     Group,
     argument,
+    echo_err,
     max_rows_option,
     output_option,
     pairs,
@@ -24,6 +28,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from tracecheck.config import Settings
 
 __all__ = ["group"]
+
+
+@contextlib.contextmanager
+def _caret() -> Iterator[None]:
+    """A PromQL refusal with a position: the one-line error, then the query line and a caret
+    under the position Prometheus named (stderr, exit 4)."""
+    from tracecheck.query.syntax import PromQLSyntaxError
+
+    try:
+        yield
+    except PromQLSyntaxError as exc:
+        echo_err(f"error: {exc}")
+        for line in exc.pointer().splitlines():
+            click.echo(f"  {line}", err=True)
+        raise Done(exc.exit_code) from None
 
 
 @click.group(
@@ -88,7 +107,7 @@ def query_traceql(
 
 
 @group.command("promql")
-@argument("expr", "PromQL; checked locally before it is sent.")
+@argument("expr", "PromQL; Prometheus decides whether it is valid.")
 @uses_settings(PROMETHEUS)
 @click.option("--at", default=None, metavar="<str>", help="Evaluation time (instant) or range end.")
 @click.option("--range", "range_", default=None, metavar="<str>",
@@ -112,7 +131,8 @@ def query_promql(
     """
     from tracecheck.query.adhoc import run_promql
 
-    table = run_promql(settings, expr, at=at, range_=range_, step=step, max_rows=max_rows)
+    with _caret():
+        table = run_promql(settings, expr, at=at, range_=range_, step=step, max_rows=max_rows)
     show_table(table, output)
 
 
@@ -163,18 +183,19 @@ def query_run(
     """
     from tracecheck.query.saved import run_saved
 
-    table = run_saved(
-        settings,
-        name,
-        pairs(params, "--param"),
-        since=since,
-        start=start,
-        end=end,
-        at=at,
-        range_=range_,
-        step=step,
-        limit=limit,
-        spss=spss,
-        max_rows=max_rows,
-    )
+    with _caret():
+        table = run_saved(
+            settings,
+            name,
+            pairs(params, "--param"),
+            since=since,
+            start=start,
+            end=end,
+            at=at,
+            range_=range_,
+            step=step,
+            limit=limit,
+            spss=spss,
+            max_rows=max_rows,
+        )
     show_table(table, output)

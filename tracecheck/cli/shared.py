@@ -177,6 +177,11 @@ COLLECTOR = (
 TEMPO = (
     Flag(("--tempo-url",), ("tempo.url",), "Tempo HTTP API base URL."),
     Flag(
+        ("--tempo-api-prefix",),
+        ("tempo.api_prefix",),
+        "Tempo's http_api_prefix, e.g. /tempo (/ready stays at the root).",
+    ),
+    Flag(
         ("--tempo-header",),
         ("tempo.headers",),
         "NAME=VALUE header for Tempo.",
@@ -406,14 +411,24 @@ def show_table(table: ResultTable, fmt: str) -> None:
 
 
 class ProgressLine:
-    """One live status line on stderr while checks wait (only on a terminal)."""
+    """One live status line on stderr while checks wait (only on a terminal); a component not
+    yet ready (event state ``wait``) shows what it last said. With ``log_waits`` (no terminal),
+    each new answer of a component not yet ready is written as a line of its own instead."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, *, log_waits: bool = False) -> None:
         self.enabled = enabled
+        self.log_waits = log_waits
         self.waiting: dict[str, str] = {}
         self.lock = threading.Lock()
 
     def __call__(self, event: Any) -> None:
+        if event.state == "wait" and self.log_waits and not self.enabled:
+            with self.lock:
+                if self.waiting.get(event.check) == event.message:
+                    return  # logged already: only what changes is written
+                self.waiting[event.check] = event.message
+            echo_err(f"waiting for {event.check} ({event.elapsed:.0f} s): {event.message}")
+            return
         if not self.enabled:
             return
         with self.lock:
@@ -421,7 +436,8 @@ class ProgressLine:
                 self.waiting.pop(event.check, None)
             else:
                 left = f"{event.elapsed:.0f}/{event.deadline:.0f}s" if event.deadline else ""
-                self.waiting[event.check] = f"{event.check} {left}".strip()
+                said = f" ({event.message})" if event.state == "wait" else ""
+                self.waiting[event.check] = f"{event.check} {left}".strip() + said
             line = "waiting: " + ", ".join(self.waiting.values()) if self.waiting else ""
             sys.stderr.write("\r\033[K" + line[: term_width() - 1])
             sys.stderr.flush()

@@ -49,6 +49,12 @@ SMOKE_FLAGS = (
     ),
     Flag(("--span-metrics-naming",), ("smoke.span_metrics_naming",), "auto, tempo or otel."),
     deadline_flag(),
+    Flag(
+        ("--wait-ready",),
+        ("smoke.wait_ready",),
+        "After a deploy: ask the preflight checks again through connection refused and 503 "
+        "for up to this long, e.g. 5m.",
+    ),
     Flag(("--seed",), ("smoke.seed",), "Seed of the synthetic trace.", type=int),
     Flag(
         ("--client-service",),
@@ -69,13 +75,17 @@ SMOKE_FLAGS = (
 def smoke(settings: Settings, outputs: list[tuple[str, str | None]]) -> None:
     """Send a synthetic trace and prove it reaches Tempo and Prometheus (and the apiserver's).
 
-    Example: tracecheck smoke --output table --output junit:reports/smoke.xml
+    Example: tracecheck smoke --wait-ready 5m --output table --output junit:reports/smoke.xml
     """
     from tracecheck.output import render
     from tracecheck.smoke.plan import smoke as run_smoke
 
+    tty = sys.stderr.isatty()
     progress = ProgressLine(
-        sys.stderr.isatty() and not any(p is None and f != "table" for f, p in outputs)
+        tty and not any(p is None and f != "table" for f, p in outputs),
+        # Without a live line (CI, a CronJob's log, JSON on stdout) a readiness wait is logged
+        # line by line, so a run that waits minutes says why.
+        log_waits=settings.smoke.wait_ready > 0,
     )
     try:
         report = run_smoke(settings, progress=progress)

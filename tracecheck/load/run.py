@@ -28,7 +28,7 @@ from tracecheck.load.pacing import LATE_AFTER, Schedule, Slot
 from tracecheck.load.send import Outcome, Sender, open_sender
 from tracecheck.load.spec import LoadPlan, LoadSpec, plan_load
 
-__all__ = ["LoadProgress", "LoadResult", "Refusals", "run_load"]
+__all__ = ["LoadProgress", "LoadResult", "Refusals", "ranges", "run_load"]
 
 # Progress is reported about this often (seconds on the load's clock).
 PROGRESS_EVERY = 1.0
@@ -92,6 +92,10 @@ class LoadResult:
     cpu_s: float  # process CPU time used during the load (all threads)
     cancelled: bool = False
     messages: tuple[str, ...] = field(default=())  # first distinct server messages (<= 5)
+    # Requests (by number) whose spans were not all accepted (refused, failed, unsent, or a
+    # partial_success rejection), as half-open ranges [a, b): which traces may be missing
+    # downstream, so sampled read-backs pick accepted ones.
+    unaccepted: tuple[tuple[int, int], ...] = field(default=())
 
     @property
     def refused_spans(self) -> int:
@@ -119,6 +123,12 @@ class LoadResult:
         return int(ExitCode.OK) if self.sent_spans == self.planned_spans else int(
             ExitCode.CHECK_FAILED
         )  # fmt: skip
+
+    def accepted(self, request: int) -> bool:
+        """Whether every span of request number ``request`` was accepted."""
+        return 0 <= request < self.planned_requests and not any(
+            a <= request < b for a, b in self.unaccepted
+        )
 
     @property
     def spans_per_cpu_s(self) -> float:
@@ -186,6 +196,7 @@ class _Tally:
         self.errors: dict[str, int] = {}
         self.messages: list[str] = []
         self.last_answer = 0.0
+        self.unaccepted: set[int] = set()
 
     def attempt(self, outcome: Outcome, spans: int) -> None:
         with self.lock:
@@ -196,9 +207,11 @@ class _Tally:
             if outcome.message and len(self.messages) < 5 and outcome.message not in self.messages:
                 self.messages.append(outcome.message)
 
-    def final(self, outcome: Outcome, spans: int, traces: int, now: float) -> None:
+    def final(self, outcome: Outcome, index: int, spans: int, traces: int, now: float) -> None:
         with self.lock:
             self.last_answer = max(self.last_answer, now)
+            if outcome.kind != "ok" or outcome.rejected:
+                self.unaccepted.add(index)
             if outcome.kind == "ok":
                 self.sent_requests += 1
                 self.sent_spans += spans - outcome.rejected
@@ -295,7 +308,7 @@ def _run(
             with tally.lock:
                 tally.retries += 1
             clock.sleep(wait)
-        tally.final(outcome, spans, traces, clock.monotonic())
+        tally.final(outcome, slot.index, spans, traces, clock.monotonic())
 
     crashed: list[BaseException] = []
 
@@ -309,6 +322,7 @@ def _run(
                 left = schedule.abandon()
                 with tally.lock:
                     tally.unsent += _spans_in(plan, [slot.index, *left])
+                    tally.unaccepted.update([slot.index, *left])
                 return
             try:
                 send(slot)
@@ -317,6 +331,7 @@ def _run(
                 cancel.set()
                 with tally.lock:
                     tally.unsent += _spans_in(plan, [slot.index])
+                    tally.unaccepted.add(slot.index)
                 return
             report(clock.monotonic())
 
@@ -344,7 +359,9 @@ def _run(
     elapsed = end - schedule.start_at
     sched_len = plan.spans / plan.rate  # the schedule covers exactly the spans planned
     lag = schedule.lag()
-    tally.unsent += _spans_in(plan, schedule.abandon())  # unclaimed after a cancel
+    left = schedule.abandon()  # unclaimed after a cancel
+    tally.unsent += _spans_in(plan, left)
+    tally.unaccepted.update(left)
     return LoadResult(
         run_id=plan.run_id,
         shard=plan.spec.shard,
@@ -382,7 +399,19 @@ def _run(
         cpu_s=cpu,
         cancelled=cancel.is_set(),
         messages=tuple(tally.messages),
+        unaccepted=ranges(tally.unaccepted),
     )
+
+
+def ranges(numbers: Iterable[int]) -> tuple[tuple[int, int], ...]:
+    """Sorted numbers as half-open ranges: ``{0, 1, 2, 7}`` -> ``((0, 3), (7, 8))``."""
+    out: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if out and out[-1][1] == n:
+            out[-1][1] = n + 1
+        else:
+            out.append([n, n + 1])
+    return tuple((a, b) for a, b in out)
 
 
 def _spans_in(plan: LoadPlan, requests: Iterable[int]) -> int:

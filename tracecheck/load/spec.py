@@ -170,7 +170,7 @@ def plan_load(settings: Settings, spec: LoadSpec) -> LoadPlan:
     total = spec.rate * spec.duration
     if total > spec.max_spans:
         raise _usage(
-            f"--rate {spec.rate:g} x --duration {spec.duration:g} s = {total:,.0f} spans, "
+            f"--rate {spec.rate:,.10g} x --duration {spec.duration:g} s = {total:,.0f} spans, "
             f"over --max-spans {spec.max_spans:,}"
         )
     protocol = spec.protocol or settings.collector.protocol

@@ -5,14 +5,18 @@
 * :func:`run_traceql` -- a TraceQL search (one row per matched span, with its trace) or, with
   ``metrics=True``, a TraceQL metrics query (one row per series sample);
 * :func:`run_promql` -- a PromQL instant query (vector / scalar / string) or a range query
-  (matrix, one row per point), checked locally first
-  (:func:`~tracecheck.query.syntax.check_promql`).
+  (matrix, one row per point). Prometheus decides whether the query is valid: its refusal is
+  shown with its own message and position
+  (:func:`~tracecheck.query.syntax.prometheus_refusal`).
 
 Time windows come from :mod:`tracecheck.query.window`. Every result is a
 :class:`~tracecheck.results.ResultTable`. An empty result is not an error: the table has no rows
 and a ``no data: ...`` note (exit 0). A backend's rejection of a query is a
 :class:`~tracecheck.errors.QueryError` (exit 4) whose message is one line. Large results are
-limited and say so in a note, never silently cut.
+limited and say so in a note, never silently cut. An overloaded backend (429, or 503 such as
+Tempo's ``api_timeout``) is asked again after its ``Retry-After`` while the command's timeout
+(``tempo.timeout`` / ``prometheus.timeout``) lasts, then the command fails with one line
+(:func:`~tracecheck.backends._http.with_retries`).
 
 Example::
 
@@ -24,15 +28,16 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tracecheck.backends import Backends
+from tracecheck.backends._http import with_retries
 from tracecheck.errors import QueryError, UsageError
 from tracecheck.output import iso
 from tracecheck.polling import Clock, SystemClock
-from tracecheck.query.syntax import check_promql, with_traceql_position
+from tracecheck.query.syntax import prometheus_refusal, with_traceql_position
 from tracecheck.query.window import choose_step, parse_duration, parse_time, resolve_window
 from tracecheck.results import ResultTable, limit_rows
 
@@ -52,6 +57,8 @@ __all__ = [
     "search_table",
 ]
 
+T = TypeVar("T")
+
 #: Rows shown before a result is cut with a note (``max_rows=None`` shows all).
 DEFAULT_MAX_ROWS = 10_000
 
@@ -63,24 +70,41 @@ class TempoQuerier(Protocol):
     """What this module needs of :class:`tracecheck.backends.tempo.TempoClient`."""
 
     def search(
-        self, query: str, *, start: float, end: float, limit: int = ..., spss: int = ...
+        self,
+        query: str,
+        *,
+        start: float,
+        end: float,
+        limit: int = ...,
+        spss: int = ...,
+        timeout: float | None = ...,
     ) -> SearchResult: ...
 
     def metrics_query_range_result(
-        self, query: str, *, start: float, end: float, step: str | None = ...
+        self,
+        query: str,
+        *,
+        start: float,
+        end: float,
+        step: str | None = ...,
+        timeout: float | None = ...,
     ) -> MetricsResult: ...
 
-    def metrics_query_instant(
-        self, query: str, *, start: float, end: float
-    ) -> tuple[MetricsSeries, ...]: ...
+    def metrics_query_instant_result(
+        self, query: str, *, start: float, end: float, timeout: float | None = ...
+    ) -> MetricsResult: ...
 
 
 class PromQuerier(Protocol):
     """What this module needs of :class:`tracecheck.backends.prometheus.PrometheusClient`."""
 
-    def query(self, query: str, *, at: float | None = ...) -> QueryResult: ...
+    def query(
+        self, query: str, *, at: float | None = ..., timeout: float | None = ...
+    ) -> QueryResult: ...
 
-    def query_range(self, query: str, *, start: float, end: float, step: float) -> QueryResult: ...
+    def query_range(
+        self, query: str, *, start: float, end: float, step: float, timeout: float | None = ...
+    ) -> QueryResult: ...
 
 
 def run_traceql(
@@ -116,23 +140,38 @@ def run_traceql(
     """
     if limit < 1 or spss < 1:
         raise UsageError("query", "--limit/--spss", "must be positive")
-    now = (clock or SystemClock()).time()
+    clock = clock or SystemClock()
+    now = clock.time()
     t0, t1 = resolve_window(since=since, start=start, end=end, now=now)
+    budget = settings.tempo.timeout
     with Backends(settings, tempo=_as_client(tempo)) as backends:
         client: TempoQuerier = backends.tempo()
+
+        def retried(call: Callable[[float], T]) -> T:
+            return with_retries(call, budget=budget, clock=clock, what="tempo.timeout")
+
         try:
             if not metrics:
-                result = client.search(query, start=t0, end=t1, limit=limit, spss=spss)
+                result = retried(
+                    lambda t: client.search(
+                        query, start=t0, end=t1, limit=limit, spss=spss, timeout=t
+                    )
+                )
                 return search_table(query, result, t0, t1, limit=limit, spss=spss,
                                     max_rows=max_rows)  # fmt: skip
             if instant:
-                series = client.metrics_query_instant(query, start=t0, end=t1)
-                return metrics_table(query, series, t0, t1, instant=True, max_rows=max_rows)
-            mresult = client.metrics_query_range_result(query, start=t0, end=t1, step=step)
+                mresult = retried(
+                    lambda t: client.metrics_query_instant_result(
+                        query, start=t0, end=t1, timeout=t
+                    )
+                )
+            else:
+                mresult = retried(lambda t: client.metrics_query_range_result(
+                    query, start=t0, end=t1, step=step, timeout=t))  # fmt: skip
         except QueryError as exc:
             raise with_traceql_position(exc, query) from None
     notes = [f"Tempo answered PARTIAL: {mresult.message}"] if mresult.partial else []
-    return metrics_table(query, mresult.series, t0, t1, instant=False, max_rows=max_rows,
+    return metrics_table(query, mresult.series, t0, t1, instant=instant, max_rows=max_rows,
                          extra_notes=notes)  # fmt: skip
 
 
@@ -260,27 +299,38 @@ def run_promql(
     over ``[at - range_, at]`` with ``step`` (default: about 250 points; checked against the
     11,000-point limit before sending, see :func:`choose_step`).
 
-    The query is parsed locally first; a syntax error is a :class:`PromQLSyntaxError` with its
-    line and column, and nothing is sent. Prometheus's ``bad_data``/``execution`` answers are
-    :class:`QueryError`. Rows: label columns, then ``time`` and ``value`` (a vector or matrix),
-    or ``value`` and ``time`` for a scalar; warnings and infos become notes.
+    Prometheus decides whether the query is valid: it is sent as written, and a ``bad_data``
+    refusal is a :class:`~tracecheck.query.syntax.PromQLSyntaxError` with Prometheus's message
+    and position (``address``, a saved query's file, is named in it). ``execution`` answers
+    are :class:`QueryError`. Rows: label columns, then ``time`` and ``value`` (a vector or
+    matrix), or ``value`` and ``time`` for a scalar; warnings and infos become notes.
     """
-    check_promql(query, address=address)
-    now = (clock or SystemClock()).time()
+    clock = clock or SystemClock()
+    now = clock.time()
     t_end = parse_time(at, now=now, what="--at") if at is not None else now
+    if range_ is None and step is not None:
+        raise UsageError("query", "--step", "--step needs --range")
     with Backends(settings, prometheus=_as_client(prometheus)) as backends:
         client: PromQuerier = backends.prometheus()
-        if range_ is None:
-            if step is not None:
-                raise UsageError("query", "--step", "--step needs --range")
-            result = client.query(query, at=t_end)
-            return promql_table(query, result, None, t_end, max_rows=max_rows)
-        span = float(range_) if isinstance(range_, (int, float)) else parse_duration(
-            range_, what="--range"
-        )  # fmt: skip
-        t_start = t_end - span
-        step_s = choose_step(t_start, t_end, step)
-        result = client.query_range(query, start=t_start, end=t_end, step=step_s)
+
+        def retried(call: Callable[[float], T]) -> T:
+            return with_retries(
+                call, budget=settings.prometheus.timeout, clock=clock, what="prometheus.timeout"
+            )
+
+        try:
+            if range_ is None:
+                result = retried(lambda t: client.query(query, at=t_end, timeout=t))
+                return promql_table(query, result, None, t_end, max_rows=max_rows)
+            span = float(range_) if isinstance(range_, (int, float)) else parse_duration(
+                range_, what="--range"
+            )  # fmt: skip
+            t_start = t_end - span
+            step_s = choose_step(t_start, t_end, step)
+            result = retried(lambda t: client.query_range(
+                query, start=t_start, end=t_end, step=step_s, timeout=t))  # fmt: skip
+        except QueryError as exc:
+            raise prometheus_refusal(exc, query, name=address) from None
         table = promql_table(query, result, t_start, t_end, max_rows=max_rows)
         return replace(table, notes=(*table.notes, f"step {step_s:g}s"))
 

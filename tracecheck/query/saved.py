@@ -59,6 +59,7 @@ __all__ = [
     "Param",
     "SavedQuery",
     "get_query",
+    "lint_queries",
     "list_queries",
     "load_queries",
     "parse_query_file",
@@ -392,8 +393,34 @@ def list_queries(queries: Sequence[SavedQuery] | None = None) -> ResultTable:
         }
         for q in pool
     ]
-    notes = () if rows else ("no data: no saved queries found",)
-    return ResultTable(columns, tuple(rows), notes, "saved-queries")
+    notes = [f"warning: {w}" for w in lint_queries(pool)]
+    if not rows:
+        notes.append("no data: no saved queries found")
+    return ResultTable(columns, tuple(rows), tuple(notes), "saved-queries")
+
+
+#: A value of each parameter type for rendering a query that is only linted, never run.
+_SAMPLE_VALUES = {"string": "x", "duration": "5m", "number": "1", "int": "1", "identifier": "x"}
+
+
+def lint_queries(queries: Sequence[SavedQuery]) -> list[str]:
+    """The offline lint of the saved PromQL queries: what the local parser (promql-parser)
+    refuses, one line each. Warnings only: Prometheus decides when the query runs, and accepts
+    some queries this parser refuses (:mod:`tracecheck.query.syntax`)."""
+    from tracecheck.query.syntax import lint_promql
+
+    out = []
+    for q in queries:
+        if q.language != "promql":
+            continue
+        values = {p.name: _SAMPLE_VALUES.get(p.type, "x") for p in q.params if p.required}
+        problem = lint_promql(q.render(values))
+        if problem is not None:
+            out.append(
+                f"{q.path}: the local parser (promql-parser) refuses it at {problem}; "
+                "Prometheus decides when it runs"
+            )
+    return out
 
 
 # -- running -------------------------------------------------------------------------------------

@@ -1,17 +1,30 @@
-"""Where a query is wrong: PromQL checked locally with its error's line and column, and the
-position Tempo names in a TraceQL error shown with the text found there.
+"""Where a query is wrong: Prometheus's verdict on PromQL shown at Prometheus's position, the
+local parser's opinion as an offline lint or a suggestion, and the position Tempo names in a
+TraceQL error shown with the text found there.
 
-* :func:`check_promql` parses PromQL with promql-parser (the Prometheus 3.8 grammar) before
-  anything is sent, and raises :class:`PromQLSyntaxError` pointing at the error;
+Prometheus decides whether PromQL is valid: the query is sent as it is, and a ``bad_data``
+answer (``invalid parameter "query": 1:26: parse error: unclosed left parenthesis``) becomes a
+:class:`PromQLSyntaxError` that keeps Prometheus's message and puts a caret under Prometheus's
+position (:func:`prometheus_refusal`). Its column counts bytes (``posrange.StartPosInput``,
+Prometheus v3.8.0); the caret counts characters. A local grammar can only disagree with the
+server that runs the query: Prometheus's feature flags (``promql-duration-expr``,
+``promql-extended-range-selectors``, ``promql-experimental-functions``) change what it accepts,
+and promql-parser lags behind its lexer (backtick strings with backslashes, ``anchored`` as a
+name, ``step()``). So the local parser (promql-parser) never blocks a query:
+
+* :func:`suggest_promql` adds a suggestion to Prometheus's refusal (the feature flag a message
+  asks for, a function name close to an unknown one);
+* :func:`check_promql` / :func:`lint_promql` are the offline lint of saved queries
+  (``tracecheck query list`` shows their findings as warnings), positioned here because
+  promql-parser's messages carry none: lexical and bracket errors exactly, syntax errors with
+  a small recogniser of the PromQL grammar (:class:`_Recognizer`), semantic errors at the
+  token the message names;
 * :func:`with_traceql_position` adds to Tempo's ``parse error at line L, col C`` what is there.
-
-promql-parser's messages carry no position, so it is located here: lexical and bracket errors
-exactly, syntax errors with a small recogniser of the PromQL grammar (:class:`_Recognizer`),
-semantic errors (wrong argument type, unknown function) at the token the message names.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,28 +32,70 @@ from typing import NoReturn
 
 from tracecheck.errors import QueryError
 
-__all__ = ["PromQLSyntaxError", "check_promql", "locate_promql_error", "with_traceql_position"]
+__all__ = [
+    "PROMQL_FUNCTIONS",
+    "PromQLSyntaxError",
+    "check_promql",
+    "lint_promql",
+    "locate_promql_error",
+    "prometheus_refusal",
+    "suggest_promql",
+    "with_traceql_position",
+]
+
+#: Prometheus 3.8's function names (promql/parser/functions.go at v3.8.0), for "did you mean".
+_FUNCTION_NAMES = (
+    "abs absent absent_over_time acos acosh asin asinh atan atanh avg_over_time ceil changes "
+    "clamp clamp_max clamp_min cos cosh count_over_time days_in_month day_of_month day_of_week "
+    "day_of_year deg delta deriv double_exponential_smoothing exp first_over_time floor "
+    "histogram_avg histogram_count histogram_fraction histogram_quantile histogram_stddev "
+    "histogram_stdvar histogram_sum hour idelta increase info irate label_join label_replace "
+    "last_over_time ln log10 log2 mad_over_time max_over_time min_over_time minute month pi "
+    "predict_linear present_over_time quantile_over_time rad rate resets round scalar sgn sin "
+    "sinh sort sort_by_label sort_by_label_desc sort_desc sqrt stddev_over_time "
+    "stdvar_over_time sum_over_time tan tanh time timestamp ts_of_first_over_time "
+    "ts_of_last_over_time ts_of_max_over_time ts_of_min_over_time vector year"
+)
+PROMQL_FUNCTIONS = tuple(_FUNCTION_NAMES.split())
 
 
 class PromQLSyntaxError(QueryError):
-    """PromQL refused by the local parser (promql-parser); ``line``/``col`` are 1-based and
-    ``offset`` is 0-based into ``query`` (``len(query)`` means "at the end of the input")."""
+    """PromQL refused as unparsable, with where: by Prometheus (its ``bad_data`` answer, its
+    message and position) or, offline, by the local parser (:func:`check_promql`).
 
-    def __init__(self, address: str, query: str, offset: int, message: str) -> None:
+    ``line``/``col`` are 1-based and count characters, ``offset`` is 0-based into ``query``
+    (``len(query)``: at the end of the input); all three are None when the refusal names no
+    position inside the query. ``message`` is the parser's own text, ``suggestion`` what the
+    local parser adds (may be empty).
+    """
+
+    def __init__(
+        self,
+        system: str,
+        address: str,
+        cause: str,
+        *,
+        query: str,
+        offset: int | None,
+        message: str,
+        suggestion: str = "",
+    ) -> None:
         self.query = query
         self.offset = offset
-        self.line = query.count("\n", 0, offset) + 1
-        self.col = offset - (query.rfind("\n", 0, offset) + 1) + 1
+        self.line: int | None = None
+        self.col: int | None = None
+        if offset is not None:
+            self.line = query.count("\n", 0, offset) + 1
+            self.col = offset - (query.rfind("\n", 0, offset) + 1) + 1
         self.message = message
-        near = _near(query, offset)
-        super().__init__(
-            "promql",
-            address,
-            f"parse error at line {self.line}, col {self.col}, near {near}: {message}",
-        )
+        self.suggestion = suggestion
+        super().__init__(system, address, f"{cause} ({suggestion})" if suggestion else cause)
 
     def pointer(self) -> str:
-        """Two lines: the query line holding the error and a caret under its position."""
+        """Two lines: the query line holding the error and a caret under its position ("" when
+        there is no position)."""
+        if self.line is None or self.col is None:
+            return ""
         line = self.query.split("\n")[self.line - 1]
         return f"{line}\n{' ' * (self.col - 1)}^"
 
@@ -53,25 +108,127 @@ def _near(text: str, offset: int) -> str:
     return repr(snippet)
 
 
-def check_promql(query: str, *, address: str = "") -> None:
-    """Parse ``query`` with promql-parser (Prometheus 3.8 grammar); raise
-    :class:`PromQLSyntaxError` pointing at the error's position if it is refused.
+# -- Prometheus's verdict -------------------------------------------------------------------------
 
-    promql-parser's messages carry no position, so the position is located here: lexical and
-    bracket errors exactly, syntax errors with a small recognizer of the PromQL grammar, and
-    semantic errors (wrong argument type, unknown function) at the token the message names.
+# web/api/v1/api.go invalidParamError + promql/parser ParseErr.Error (Prometheus v3.8.0).
+_PROM_REFUSAL = re.compile(
+    r'invalid parameter "query": (?:(?P<line>\d+):(?P<col>\d+)|unknown position|invalid position)'
+    r": (?P<message>.*)$"
+)
+
+
+def prometheus_refusal(exc: QueryError, query: str, *, name: str = "") -> QueryError:
+    """Prometheus's ``bad_data`` refusal of ``query`` as a :class:`PromQLSyntaxError`: its
+    message kept whole, its position (bytes on a line) turned into characters for the caret,
+    and :func:`suggest_promql`'s suggestion. Any other error is returned unchanged. ``name``
+    (a saved query's file) is added to the message."""
+    cause = exc.cause
+    body = cause.removeprefix("bad_data: ")
+    m = _PROM_REFUSAL.match(body) if body != cause else None
+    if m is None:
+        return exc
+    message = m.group("message")
+    offset = None
+    if m.group("line") is not None:
+        offset = _char_offset(query, int(m.group("line")), int(m.group("col")))
+    if name:
+        cause = f"{cause} [{name}]"
+    return PromQLSyntaxError(
+        exc.system,
+        exc.address,
+        cause,
+        query=query,
+        offset=offset,
+        message=message,
+        suggestion=suggest_promql(query, message),
+    )
+
+
+def _char_offset(query: str, line: int, col: int) -> int | None:
+    """The character offset of Prometheus's ``line:col`` (col counts bytes from the line's start,
+    1-based); None when it falls outside the query (some evaluation errors number lines of
+    their own)."""
+    lines = query.split("\n")
+    if not 1 <= line <= len(lines):
+        return None
+    raw = lines[line - 1].encode()
+    if not 1 <= col <= len(raw) + 1:
+        return None
+    chars = len(raw[: col - 1].decode("utf-8", errors="ignore"))
+    return sum(len(x) + 1 for x in lines[: line - 1]) + chars
+
+
+# Feature flags that Prometheus v3.8.0 names in its refusals (cmd/prometheus/main.go,
+# promql/parser/parse.go, generated_parser.y).
+_FEATURES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r'function "[^"]+" is not enabled'), "promql-experimental-functions"),
+    (
+        re.compile(r"(anchored|smoothed) modifier is experimental"),
+        "promql-extended-range-selectors",
+    ),
+    (re.compile(r"experimental duration expression is not enabled"), "promql-duration-expr"),
+)
+_UNKNOWN_FUNCTION = re.compile(r'unknown function with name "([^"]+)"')
+
+
+def suggest_promql(query: str, message: str) -> str:
+    """What to try, from Prometheus's refusal ``message`` (empty when nothing useful).
+
+    * a feature Prometheus has off: the ``--enable-feature`` flag that turns it on;
+    * an unknown function: the closest of Prometheus 3.8's names;
+    * ``step()`` in an instant query, where it is 0: a range query instead.
+    """
+    for pattern, feature in _FEATURES:
+        if pattern.search(message):
+            return f"this Prometheus runs without --enable-feature={feature}"
+    m = _UNKNOWN_FUNCTION.search(message)
+    if m:
+        close = difflib.get_close_matches(m.group(1).lower(), PROMQL_FUNCTIONS, n=2, cutoff=0.6)
+        if close:
+            return f"did you mean {' or '.join(close)}?"
+    if "duration must be greater than 0" in message and re.search(r"\bstep\s*\(", query):
+        return "step() is 0 in an instant query: run it as a range query (--range)"
+    return ""
+
+
+# -- the local parser, offline --------------------------------------------------------------------
+
+
+def check_promql(query: str, *, address: str = "") -> None:
+    """Parse ``query`` with promql-parser, offline; raise :class:`PromQLSyntaxError` pointing at
+    the error if it is refused.
+
+    This is a lint (saved queries, ``tracecheck query list``), never a gate: Prometheus decides
+    what it runs, and accepts queries this parser refuses (see the module docstring).
     """
     import promql_parser
 
     if not query.strip():
-        raise PromQLSyntaxError(address, query, 0, "empty query")
+        raise _local_error(address, query, 0, "empty query")
     try:
         promql_parser.parse(query)
     except (ValueError, RuntimeError) as exc:
         message = str(exc).strip() or "invalid promql query"
-        raise PromQLSyntaxError(
-            address, query, locate_promql_error(query, message), message
-        ) from None
+        raise _local_error(address, query, locate_promql_error(query, message), message) from None
+
+
+def _local_error(address: str, query: str, offset: int, message: str) -> PromQLSyntaxError:
+    line = query.count("\n", 0, offset) + 1
+    col = offset - (query.rfind("\n", 0, offset) + 1) + 1
+    cause = f"parse error at line {line}, col {col}, near {_near(query, offset)}: {message}"
+    return PromQLSyntaxError(
+        "promql-parser", address, cause, query=query, offset=offset, message=message
+    )
+
+
+def lint_promql(query: str) -> str | None:
+    """The local parser's complaint about ``query`` as one line (``line 1, col 5: ...``), or
+    None when it parses."""
+    try:
+        check_promql(query)
+    except PromQLSyntaxError as exc:
+        return f"line {exc.line}, col {exc.col}: {exc.message}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,22 +42,30 @@ import contextlib
 import math
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tracecheck.backends.prometheus import counter_increase, counter_snapshot
 from tracecheck.config import Settings
 from tracecheck.diagnose import hops
 from tracecheck.errors import AuthError, BackendError, HTTPStatusError
+from tracecheck.ids import stripped_hex
 from tracecheck.polling import Probe
 from tracecheck.results import CheckResult, Status
 from tracecheck.smoke.engine import Check, RequestRecord, Sent, SmokeContext
-from tracecheck.smoke.pipeline_checks import CallsBaseline, span_metric_families
+from tracecheck.smoke.pipeline_checks import (
+    TRUNCATED_HINT,
+    CallsBaseline,
+    ReadinessCheck,
+    ends_on_auth_error,
+    span_metric_families,
+    truncated_detail,
+)
 from tracecheck.spanmetrics import Naming, quote
 
 if TYPE_CHECKING:  # pragma: no cover
     from tracecheck.backends.apiserver import TrustMode, UserInfo
-    from tracecheck.backends.tempo import Span, TempoClient
+    from tracecheck.backends.tempo import Span, TempoClient, Trace
 
 __all__ = [
     "LATENCY_TABLE",
@@ -70,6 +78,7 @@ __all__ = [
     "checks",
     "implied_rate",
     "leg_ids",
+    "link_query",
 ]
 
 #: Key of the apiserver latency table in ``SmokeContext.tables`` / ``Report.tables``.
@@ -119,6 +128,17 @@ def implied_rate(found: int, sent: int, z: float = 1.96) -> tuple[float, float, 
 # -- shared helpers ----------------------------------------------------------------------------
 
 
+def link_query(trace_id: bytes) -> str:
+    """TraceQL for the traces whose spans link ``trace_id``.
+
+    Tempo compares ``link:traceID`` with the text of the ID as storage keeps it: lowercase hex
+    with the leading zeros trimmed (``util.TraceIDToHexString``; docs/reference/tempo.md §5.3).
+    The 32-digit spelling of an ID that starts with a zero digit (one in sixteen) matches
+    nothing on a real Tempo, so the query uses the trimmed spelling.
+    """
+    return f'{{ link:traceID = "{stripped_hex(trace_id)}" }}'
+
+
 def _mode(ctx: SmokeContext) -> TrustMode:
     """The trust mode apiserver.reachable decided (every later check requires it)."""
     if ctx.apiserver.mode is None:
@@ -134,12 +154,10 @@ def _statuses(records: Sequence[RequestRecord]) -> str:
 # -- preflight --------------------------------------------------------------------------------
 
 
-class ApiserverReachable(Check):
+class ApiserverReachable(ReadinessCheck):
     name = "apiserver.reachable"
     title = "apiserver ready (/readyz), its version, who we are and so the trust mode"
-    stage = "preflight"
     hop = "apiserver"
-    deadline_key = "preflight"
     error_hint = (
         "is kube-apiserver running and reachable at the kubeconfig's server URL, with a "
         "credential it accepts?"
@@ -148,11 +166,11 @@ class ApiserverReachable(Check):
     path = (hops.ETCD, hops.APISERVER)  # /readyz answers 500 without etcd
     backend = "apiserver"
 
-    def run(self, ctx: SmokeContext) -> CheckResult:
+    def ask(self, ctx: SmokeContext, left: Callable[[], float]) -> CheckResult:
         from tracecheck.backends.apiserver import trust_mode
 
         api = ctx.apiserver_client()
-        left = self.budget(ctx)  # the three calls share the preflight deadline
+        # left: the three calls share the preflight deadline
         ready = api.readyz(timeout=left())
         version = api.version(timeout=left())
         user: UserInfo | None = None
@@ -348,6 +366,7 @@ class ApiserverTrace(Check):
     backend = "tempo"
     confirms = (hops.APISERVER, hops.APISERVER_EXPORT, hops.COLLECTOR, hops.EXPORT)
 
+    @ends_on_auth_error
     def run(self, ctx: SmokeContext) -> CheckResult:
         if _mode(ctx).trusted:
             return self._parent_child(ctx)
@@ -374,6 +393,7 @@ class ApiserverTrace(Check):
         # name the requests that are missing (not all of them) and tabulate the spans that came.
         found: dict[bytes, Span] = {}
         spans: tuple[Span, ...] = ()
+        truncated: list[Trace] = []
 
         def probe(timeout: float) -> Probe[None]:
             nonlocal found, spans
@@ -384,6 +404,9 @@ class ApiserverTrace(Check):
                 for s in spans
                 if s.parent_span_id in by_parent and _is_server(s) and self._fresh(ctx, s)
             }
+            if trace.partial:  # spans were left out; polling longer cannot bring them
+                truncated.append(trace)
+                return Probe(True, None, truncated_detail(trace))
             seen = f"{len(found)} of {len(records)} SERVER spans under our spans"
             return Probe(len(found) == len(records), None, seen)
 
@@ -407,6 +430,16 @@ class ApiserverTrace(Check):
             "span_names": names,
             "apiserver_spans": len(ours),
         }
+        if truncated:
+            data.update(partial=True, message=truncated[0].message)
+            return self.result(
+                Status.FAIL,
+                f"trace {trace_id.hex()}: {outcome.seen}; {len(found)} of {len(records)} "
+                "requests' SERVER spans among the spans returned",
+                hint=TRUNCATED_HINT,
+                data=data,
+                **measured,
+            )
         if outcome.ok:
             detail = (
                 f"parent-child mode ({_mode(ctx).why}): all {len(records)} requests traced: "
@@ -450,9 +483,7 @@ class ApiserverTrace(Check):
     def _linked_elsewhere(self, ctx: SmokeContext, tempo: TempoClient, trace_id: bytes) -> int:
         start, end = self._window(ctx)
         try:
-            result = tempo.search(
-                f'{{ link:traceID = "{trace_id.hex()}" }}', start=start, end=end, limit=50
-            )
+            result = tempo.search(link_query(trace_id), start=start, end=end, limit=50)
         except BackendError:
             return 0
         return len(result.traces)
@@ -466,8 +497,9 @@ class ApiserverTrace(Check):
         start, end = self._window(ctx)
         by_span = {r.span_id: r for r in records}
         by_audit = {r.audit_id: r for r in records if r.audit_id}
-        query = f'{{ link:traceID = "{trace_id.hex()}" }}'
+        query = link_query(trace_id)
         fetched: dict[bytes, tuple[Span, ...]] = {}
+        truncated: dict[bytes, Trace] = {}  # traces Tempo answered as PARTIAL
         matched: dict[bytes, Span] = {}  # our span ID -> the apiserver's SERVER span
         last_change = [ctx.clock.monotonic()]
         first_seen: list[float] = []  # monotonic start of the probe that first saw a trace
@@ -495,6 +527,8 @@ class ApiserverTrace(Check):
             for hit in result.traces:
                 if hit.trace_id not in fetched:
                     trace = tempo.trace(hit.trace_id, start=start, end=end, timeout=timeout)
+                    if trace.partial:
+                        truncated.setdefault(hit.trace_id, trace)
                     if trace.found:
                         fetched[hit.trace_id] = trace.spans
                         match(trace.spans)
@@ -552,6 +586,18 @@ class ApiserverTrace(Check):
         sent = ctx.apiserver.sent
         # The delay is until the first traced request was visible, not until the count settled.
         delay = max(0.0, first_seen[0] - sent.mono) if first_seen and sent is not None else None
+        if truncated:
+            first = next(iter(truncated.values()))
+            data.update(partial=True, message=first.message, truncated=len(truncated))
+            return self.result(
+                Status.FAIL,
+                f"{report}; but {len(truncated)} of {len(fetched)} apiserver traces came back "
+                f"truncated, e.g. {stripped_hex(first.trace_id)}: {truncated_detail(first)}",
+                hint=TRUNCATED_HINT,
+                delay=delay,
+                data=data,
+                **common,
+            )
         if n:
             return self.result(
                 Status.PASS,

@@ -23,17 +23,26 @@ arithmetic the three metrics checks share lives in :mod:`tracecheck.smoke.restar
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from tracecheck.backends.collector import PipelineCounters
 from tracecheck.backends.prometheus import CounterSnapshot, SeriesKey
+from tracecheck.backends.tempo import NO_ORG_ID, Trace
 from tracecheck.config import Settings
 from tracecheck.diagnose import hops
-from tracecheck.errors import BackendError
-from tracecheck.polling import Probe
+from tracecheck.errors import (
+    AuthError,
+    BackendError,
+    HTTPStatusError,
+    NotReady,
+    Unreachable,
+)
+from tracecheck.polling import Probe, poll_until
 from tracecheck.results import CheckResult, Status
-from tracecheck.smoke.engine import Check, Sent, SmokeContext
+from tracecheck.smoke.engine import MIN_REQUEST_TIMEOUT, Check, Progress, Sent, SmokeContext
 from tracecheck.smoke.restarts import (
     GAP_FACTOR,
     MAX_RESENDS,
@@ -54,11 +63,13 @@ from tracecheck.spanmetrics import (
 )
 
 __all__ = [
+    "TRUNCATED_HINT",
     "CallsBaseline",
     "CollectorExported",
     "CollectorPreflight",
     "Exemplars",
     "PrometheusPreflight",
+    "ReadinessCheck",
     "SendTrace",
     "ServiceGraph",
     "SpanMetrics",
@@ -66,27 +77,178 @@ __all__ = [
     "TempoPreflight",
     "TempoSearch",
     "TempoTraceById",
+    "auth_hint",
+    "ends_on_auth_error",
     "pipeline_checks",
     "span_metric_families",
+    "truncated_detail",
 ]
+
+
+# --------------------------------------------------------------------------------------------
+# credentials
+
+_RunMethod = TypeVar("_RunMethod", bound=Callable[[Any, SmokeContext], CheckResult])
+
+
+def auth_hint(error: AuthError) -> str:
+    """What to change when ``error.system`` refused our credentials (401/403)."""
+    section = error.system
+    if error.system == "tempo" and NO_ORG_ID in error.cause:
+        return (
+            "Tempo is multi-tenant (multitenancy_enabled): give the tenant the collector writes "
+            "as with --tenant or tempo.tenant (sent as X-Scope-OrgID)"
+        )
+    return (
+        f"{section} refused the credentials sent: check {section}.headers (e.g. "
+        f"Authorization=Bearer ...), {section}.tenant (X-Scope-OrgID) and {section}.cert_file"
+    )
+
+
+def ends_on_auth_error(run: _RunMethod) -> _RunMethod:
+    """A check's ``run`` that turns a 401/403 into an ERROR at once, with :func:`auth_hint`
+    (polls end on an AuthError instead of waiting out their deadline)."""
+
+    @functools.wraps(run)
+    def wrapped(self: Check, ctx: SmokeContext) -> CheckResult:
+        try:
+            return run(self, ctx)
+        except AuthError as exc:
+            return self.result(
+                Status.ERROR, str(exc), hint=auth_hint(exc), deadline=self.deadline(ctx)
+            )
+
+    return wrapped  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------
+# truncated traces
+
+#: Hint of a FAIL on a trace Tempo answered as PARTIAL (docs/reference/tempo.md §4.3).
+TRUNCATED_HINT = (
+    "the trace is over Tempo's max_bytes_per_trace (overrides.defaults.global."
+    "max_bytes_per_trace, 5 MB by default, per tenant): the ingester refused the spans past the "
+    'limit (tempo_discarded_spans_total{reason="trace_too_large"}) and Tempo answers what it '
+    "kept; raise the limit, or look for another writer of the same trace ID"
+)
+
+
+def truncated_detail(trace: Trace) -> str:
+    """What Tempo said about a trace it answered as PARTIAL, quoting its message (v2's
+    ``message``, or v1's 422 text)."""
+    said = trace.message or "status PARTIAL, no message"
+    return f'Tempo truncated the trace: "{said}"'
 
 
 # --------------------------------------------------------------------------------------------
 # preflight
 
 
-class CollectorPreflight(Check):
+def _worth_waiting(error: BackendError) -> bool:
+    """Whether a fresh deploy explains ``error``: refused, unreachable or timed out, "not
+    ready", or a 502/503/504 (gRPC UNAVAILABLE) from a backend or the proxy before it. A
+    401/403, a 404, a TLS failure or a garbled answer will not go away by waiting."""
+    if isinstance(error, NotReady):
+        return True
+    if isinstance(error, Unreachable):
+        return not error.cause.startswith("TLS")
+    if isinstance(error, HTTPStatusError):
+        return error.status in (502, 503, 504, "UNAVAILABLE")
+    return False
+
+
+class _NotWorthWaiting(Exception):
+    """Carries an error that ends a readiness wait out of :func:`~tracecheck.polling.poll_until`
+    (which keeps polling through every BackendError)."""
+
+    def __init__(self, error: BackendError) -> None:
+        self.error = error
+
+
+class ReadinessCheck(Check):
+    """A preflight check: one round of readiness questions, asked again and again through
+    connection refused and 503 for up to ``smoke.wait_ready`` (``--wait-ready``) when that is
+    set, so ``smoke`` right after a deploy waits for the backends instead of failing. Each
+    refusal is reported as it changes (progress state ``wait``); the result says how long it
+    waited and what the component last said."""
+
+    stage = "preflight"
+    deadline_key = "preflight"
+
+    def deadline(self, ctx: SmokeContext) -> float | None:
+        return max(ctx.settings.deadlines.preflight, ctx.settings.smoke.wait_ready)
+
+    def ask(self, ctx: SmokeContext, left: Callable[[], float]) -> CheckResult:
+        """One round of questions; ``left()`` is the timeout for each request."""
+        raise NotImplementedError
+
+    def run(self, ctx: SmokeContext) -> CheckResult:
+        wait = ctx.settings.smoke.wait_ready
+        per_round = ctx.settings.deadlines.preflight
+        if not wait:
+            return self.ask(ctx, self.budget(ctx))
+        clock = ctx.clock
+        started = clock.monotonic()
+        end = started + max(wait, per_round)
+        last: list[str] = []
+
+        def probe() -> Probe[CheckResult]:
+            round_end = min(end, clock.monotonic() + per_round)
+            left = lambda: max(MIN_REQUEST_TIMEOUT, round_end - clock.monotonic())  # noqa: E731
+            try:
+                return Probe(True, self.ask(ctx, left), "ready")
+            except BackendError as exc:
+                if not _worth_waiting(exc):
+                    raise _NotWorthWaiting(exc) from exc
+                last.append(exc.cause)
+                del last[:-1]
+                elapsed = clock.monotonic() - started
+                ctx.progress(Progress(self.name, "wait", str(exc), elapsed, wait))
+                raise
+
+        s = ctx.settings.smoke
+        try:
+            outcome = poll_until(probe, end - started, clock, initial=s.poll_initial,
+                                 cap=max(s.poll_max, 1.0))  # fmt: skip
+        except _NotWorthWaiting as stop:
+            raise stop.error from None
+        if outcome.ok and outcome.value is not None:
+            if not last:
+                return outcome.value
+            detail = (
+                f"{outcome.value.detail} (waited {outcome.elapsed:.1f} s, {outcome.attempts} "
+                f"attempts; it last said: {last[-1]})"
+            )
+            return replace(outcome.value, detail=detail)
+        error = outcome.error
+        assert error is not None  # poll_until fails only after a BackendError here
+        limit = f"--wait-ready {_duration(wait)}"
+        if per_round > wait:
+            limit = f"deadlines.preflight {_duration(per_round)}, longer than {limit}"
+        cause = (
+            f"not ready after waiting {_duration(outcome.elapsed)} ({limit}; "
+            f"{outcome.attempts} attempts); last answer: {error.cause}"
+        )
+        raise type(error)(error.system, error.address, cause) if type(error) in (
+            NotReady, Unreachable
+        ) else NotReady(error.system, error.address, cause)  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+class CollectorPreflight(ReadinessCheck):
     name = "preflight.collector"
     title = "collector reachable (health_check, else gRPC connect)"
-    stage = "preflight"
     hop = "collector"
-    deadline_key = "preflight"
     error_hint = "is the OpenTelemetry Collector running and reachable (health_check on 13133)?"
     backend = "collector"
 
-    def run(self, ctx: SmokeContext) -> CheckResult:
+    def ask(self, ctx: SmokeContext, left: Callable[[], float]) -> CheckResult:
         c = ctx.settings.collector
-        ctx.collector().health(timeout=self.deadline(ctx))
+        ctx.collector().health(timeout=left())
         how = (
             f"health_check {c.health_url} answered"
             if c.health_url
@@ -95,41 +257,60 @@ class CollectorPreflight(Check):
         return self.result(Status.PASS, how)
 
 
-class TempoPreflight(Check):
+class TempoPreflight(ReadinessCheck):
     name = "preflight.tempo"
     title = "Tempo ready (/ready) and its version"
-    stage = "preflight"
     hop = "tempo"
-    deadline_key = "preflight"
     error_hint = "is Tempo running and its query frontend reachable (port 3200)?"
     backend = "tempo"
 
+    @ends_on_auth_error
     def run(self, ctx: SmokeContext) -> CheckResult:
+        return super().run(ctx)
+
+    def ask(self, ctx: SmokeContext, left: Callable[[], float]) -> CheckResult:
         tempo = ctx.tempo()
-        left = self.budget(ctx)
         tempo.ready(timeout=left())
         try:
             version = tempo.buildinfo(timeout=left()).version
+        except HTTPStatusError as exc:
+            if exc.status != 404:
+                raise
+            prefix = tempo.configured_api_prefix(timeout=left())
+            if prefix is not None and prefix != tempo.api_prefix:
+                runs = f"http_api_prefix {prefix!r}" if prefix else "no http_api_prefix"
+                fix = f"--tempo-api-prefix {prefix}" if prefix else "no --tempo-api-prefix"
+                return self.result(
+                    Status.ERROR,
+                    f"ready, but {exc.address} answered 404: Tempo runs with {runs} (its "
+                    "/status/config says so)",
+                    hint=f"set {fix} (tempo.api_prefix = {prefix!r}): Tempo serves its API "
+                    "under http_api_prefix and /ready, /status and /metrics at the root",
+                )
+            # buildinfo exists since 2.3 (docs/reference/tempo.md §13); older Tempo still
+            # answers /ready.
+            version = f"unknown ({exc.cause})"
         except BackendError as exc:
-            # buildinfo exists since 2.3 (docs/reference/tempo.md §13); older Tempo still answers
-            # /ready.
+            if _worth_waiting(exc) and ctx.settings.smoke.wait_ready:
+                raise
             version = f"unknown ({exc.cause})"
         ctx.target["tempo_version"] = version
         return self.result(Status.PASS, f"ready; version {version}", data={"version": version})
 
 
-class PrometheusPreflight(Check):
+class PrometheusPreflight(ReadinessCheck):
     name = "preflight.prometheus"
     title = "Prometheus ready (/-/ready), its version and exemplar storage"
-    stage = "preflight"
     hop = "prometheus"
-    deadline_key = "preflight"
     error_hint = "is Prometheus running and reachable (port 9090)?"
     backend = "prometheus"
 
+    @ends_on_auth_error
     def run(self, ctx: SmokeContext) -> CheckResult:
+        return super().run(ctx)
+
+    def ask(self, ctx: SmokeContext, left: Callable[[], float]) -> CheckResult:
         prom = ctx.prometheus()
-        left = self.budget(ctx)
         prom.ready(timeout=left())
         version = prom.buildinfo(timeout=left()).version
         exemplars = prom.exemplar_storage_enabled(timeout=left())
@@ -274,6 +455,7 @@ class TempoTraceById(Check):
     backend = "tempo"
     confirms = (hops.COLLECTOR, hops.EXPORT)
 
+    @ends_on_auth_error
     def run(self, ctx: SmokeContext) -> CheckResult:
         trace = ctx.synthetic()
         tempo = ctx.tempo()
@@ -281,8 +463,14 @@ class TempoTraceById(Check):
         start = trace.start_ns / 1e9 - 600
         end = trace.end_ns / 1e9 + 600
 
+        truncated: list[Trace] = []
+
         def probe(timeout: float) -> Probe[list[str]]:
             got = tempo.trace(trace.trace_id, start=start, end=end, timeout=timeout)
+            if got.partial:
+                # Tempo left spans out; waiting longer cannot bring them back.
+                truncated.append(got)
+                return Probe(True, None, truncated_detail(got))
             if not got.found:
                 return Probe(False, None, "not found yet")
             problems = compare_trace(trace, got)
@@ -295,6 +483,17 @@ class TempoTraceById(Check):
 
         outcome = self.poll(ctx, probe, request_timeout=ctx.settings.tempo.timeout)
         measured = self.measured(ctx, outcome)
+        if truncated:
+            sent_ids = {s.span_id for s in trace.spans}
+            back = sum(1 for s in truncated[0].spans if s.span_id in sent_ids)
+            return self.result(
+                Status.FAIL,
+                f"trace {trace.trace_id_hex}: {outcome.seen}; {back} of the "
+                f"{len(trace.spans)} spans sent came back",
+                hint=TRUNCATED_HINT,
+                data={"partial": True, "message": truncated[0].message},
+                **measured,
+            )
         if outcome.ok:
             return self.result(
                 Status.PASS,
@@ -327,6 +526,7 @@ class TempoSearch(Check):
     path = (hops.COLLECTOR, hops.EXPORT, hops.TEMPO)
     backend = "tempo"
 
+    @ends_on_auth_error
     def run(self, ctx: SmokeContext) -> CheckResult:
         trace = ctx.synthetic()
         tempo = ctx.tempo()

@@ -461,7 +461,8 @@ def test_client_tls_against_plaintext(system: str, make: Any, http_server: TestS
             401,
             b"Unauthorized",
             AuthError,
-            "HTTP 401: Unauthorized (credentials missing or refused)",
+            "HTTP 401: Unauthorized (credentials missing or refused; sent header Authorization "
+            "from {system}.headers)",
         ),
         (404, b"404 page not found\n", HTTPStatusError, "HTTP 404: 404 page not found"),
         (500, b"boom\n", HTTPStatusError, "HTTP 500: boom"),
@@ -486,6 +487,7 @@ def test_client_http_failures(
     client, call, path = make(http_server.url)
     with client, pytest.raises(error) as info:
         call()
+    cause = cause.format(system=system)
     assert str(info.value) == f"{system} at {http_server.url}{path}: {cause}"
     assert_clean(info.value)
     assert http_server.requests[0].headers["authorization"] == f"Bearer {SECRET}"
@@ -500,3 +502,22 @@ def test_client_stalled_server(system: str, make: Any, stalled_port: int) -> Non
     assert str(info.value) == (
         f"{system} at http://127.0.0.1:{stalled_port}{path}: no answer within 0.3 s"
     )
+
+
+def test_retry_after_is_kept_in_seconds_or_as_an_http_date(http_server: TestServer) -> None:
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    from tracecheck.backends._http import retry_after
+
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    answers = iter([(429, {"Retry-After": "7"}), (503, {"Retry-After": when}), (503, {})])
+    http_server.handler = lambda r: (*next(answers), b"busy")
+    waits = []
+    with backend(http_server.url) as b:
+        for _ in range(3):
+            with pytest.raises(HTTPStatusError) as info:
+                b.request("GET", "/api/search")
+            waits.append(retry_after(info.value))
+    assert waits[0] == 7.0 and waits[2] is None
+    assert waits[1] is not None and 25.0 < waits[1] <= 30.0

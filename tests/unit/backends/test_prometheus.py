@@ -328,7 +328,7 @@ def test_proxy_401_is_an_auth_error_without_the_token() -> None:
     assert token not in str(info.value)
     assert str(info.value) == (
         'prometheus at http://prom:9090/api/v1/query: HTTP 401: {"message":"invalid token"} '
-        "(credentials missing or refused)"
+        "(credentials missing or refused; sent header Authorization from prometheus.headers)"
     )
 
 

@@ -223,8 +223,10 @@ def test_trace_with_no_trace_route_at_all_is_a_status_error_not_not_found() -> N
         for _ in range(2):
             with pytest.raises(HTTPStatusError) as info:
                 tempo.trace(TRACE_HEX)
-            assert (
-                str(info.value) == f"tempo at http://tempo:3200{V1}: HTTP 404: 404 page not found"
+            assert str(info.value) == (
+                f"tempo at http://tempo:3200{V1}: HTTP 404: 404 page not found (not Tempo's "
+                "query API: a wrong port, or Tempo runs with an http_api_prefix other than "
+                "tempo.api_prefix '' (its /status/config names it))"
             )
     # Nothing was learnt about the API version: the second call asked v2 again.
     assert router.paths() == [V2, V1, V2, V1]

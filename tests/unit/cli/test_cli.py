@@ -56,7 +56,7 @@ def test_help_lists_commands_and_exit_codes() -> None:
         (["smoke", "--tempo-url", "localhost:3200"], 4, "malformed URL 'localhost:3200'"),
         (["smoke", "--tempo-url", "http://[::1"], 4, "malformed URL"),
         (["smoke", "--config", "/nonexistent/tracecheck.toml"], 4, "cannot read"),
-        (["smoke", "--deadline", "search=soon"], 4, "deadlines.search: expected a number"),
+        (["smoke", "--deadline", "search=soon"], 4, "search: expected seconds or a duration"),
         (["smoke", "--deadline", "nosuch=3"], 4, "unknown setting 'deadlines.nosuch'"),
         (["smoke", "--deadline", "search"], 2, "expected NAME=VALUE, got 'search'"),
         (["query", "run", "etcd-latency", "--param", "service"], 2, "got 'service'"),
@@ -224,3 +224,37 @@ def test_kubeconfig_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("KUBECONFIG")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert _with_kubeconfig(load_settings()).apiserver.kubeconfig == ""  # in-cluster
+
+
+def test_promql_refusal_shows_prometheus_message_and_a_caret(http_server: TestServer) -> None:
+    # Prometheus v3.8.0's answer to "sum(rate(up[5m])) by (job" (web/api/v1/api.go).
+    error = 'invalid parameter "query": 1:26: parse error: unclosed left parenthesis'
+    body = json.dumps({"status": "error", "errorType": "bad_data", "error": error}).encode()
+    http_server.handler = lambda rec: (400, {"Content-Type": "application/json"}, body)
+    query = "sum(rate(up[5m])) by (job"
+    p = tc("query", "promql", query, "--prometheus-url", http_server.url)
+    assert p.returncode == 4, p.stderr
+    assert p.stderr.splitlines() == [
+        f"tracecheck: error: prometheus at {http_server.url}/api/v1/query: bad_data: {error}",
+        f"  {query}",
+        "  " + " " * 25 + "^",
+    ]
+    assert_no_traceback(p)
+
+
+def test_wait_ready_logs_each_new_answer_and_gives_up_in_one_line(free_port: int) -> None:
+    url = f"http://127.0.0.1:{free_port}"
+    p = tc("smoke", "-o", "json", "--only", "preflight.tempo", "--wait-ready", "1s",
+           "--deadline", "preflight=2", "--tempo-url", url)  # fmt: skip
+    assert p.returncode == 3, p.stderr
+    # Not a terminal: each new answer is a line on stderr, once however often it repeats.
+    assert p.stderr.splitlines() == [
+        f"tracecheck: waiting for preflight.tempo (0 s): tempo at {url}/ready: connection refused"
+    ]
+    result, detail = _detail(p, "preflight.tempo")
+    assert result == "ERROR"
+    # Never less patient than without --wait-ready: the preflight deadline (2 s) still holds.
+    assert detail.startswith(f"tempo at {url}/ready: not ready after waiting 2.")
+    assert "(deadlines.preflight 2.0s, longer than --wait-ready 1.0s; " in detail
+    assert detail.endswith("attempts); last answer: connection refused")
+    assert_no_traceback(p)

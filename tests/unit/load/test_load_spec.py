@@ -43,7 +43,7 @@ def refused(spec: LoadSpec, settings: Settings | None = None) -> TracecheckError
         ),
         (
             LoadSpec(rate=200_000, duration=60, max_spans=1_000_000),
-            "load: --rate 200000 x --duration 60 s = 12,000,000 spans, over --max-spans 1,000,000",
+            "load: --rate 200,000 x --duration 60 s = 12,000,000 spans, over --max-spans 1,000,000",
         ),
         (
             LoadSpec(rate=1, duration=2, spans_per_trace=5),

@@ -1,4 +1,5 @@
-"""tracecheck.query.adhoc: time parsing, step selection, the local PromQL check, result tables.
+"""tracecheck.query.adhoc: time parsing, step selection, Prometheus's verdict on PromQL and the
+offline lint, retries after 429/503, result tables.
 
 Backends are real HTTP servers on 127.0.0.1 (the ``http_server`` fixture) answering with the
 JSON shapes of docs/reference/tempo.md §5/§7 and docs/reference/prometheus.md §1-§2, so the
@@ -17,7 +18,7 @@ import pytest
 from servers import Recorded, TestServer
 
 from tracecheck.config import Settings, load_settings
-from tracecheck.errors import ExitCode, QueryError, UsageError
+from tracecheck.errors import BackendError, ExitCode, HTTPStatusError, QueryError, UsageError
 from tracecheck.output import iso, render_table
 from tracecheck.polling import FakeClock
 from tracecheck.query.adhoc import run_promql, run_traceql
@@ -150,7 +151,7 @@ def test_chosen_step_is_round_and_under_the_limit(span: float) -> None:
     assert step >= 1.0
 
 
-# -- the local PromQL check ----------------------------------------------------------------------
+# -- the offline PromQL lint (promql-parser, positioned locally) -----------------------------------
 
 
 @pytest.mark.parametrize(
@@ -210,10 +211,169 @@ def test_empty_promql_is_refused() -> None:
 # -- PromQL against a real HTTP server -----------------------------------------------------------
 
 
-def test_invalid_promql_is_refused_before_anything_is_sent(http_server: TestServer) -> None:
+def bad_data(message: str) -> tuple[int, dict[str, str], bytes]:
+    """Prometheus v3.8.0's answer to a query its parser refuses (web/api/v1/api.go
+    invalidParamError; the shape checked against the local pipeline's Prometheus in
+    tests/pipeline/test_promql_verdict_pipeline.py)."""
+    return json_answer(
+        {"status": "error", "errorType": "bad_data",
+         "error": f'invalid parameter "query": {message}'},
+        status=400,
+    )  # fmt: skip
+
+
+def test_prometheus_decides_what_the_local_parser_refuses(http_server: TestServer) -> None:
+    # promql-parser refuses backticks with a backslash; Prometheus 3.8 accepts them.
+    query = 'label_replace(up, "port", "$1", "instance", `.*:(\\d+)`)'
     with pytest.raises(PromQLSyntaxError):
-        run_promql(settings_for(http_server), "sum(rate(foo[5m])", clock=FakeClock(NOW))
-    assert http_server.requests == []
+        check_promql(query)
+    http_server.handler = lambda rec: json_answer(
+        {"status": "success", "data": {"resultType": "vector", "result": []}}
+    )
+    table = run_promql(settings_for(http_server), query, clock=FakeClock(NOW))
+    assert form(http_server.requests[0])["query"] == query  # sent as written
+    assert table.empty
+
+
+def test_prometheus_refusal_keeps_its_message_and_position(http_server: TestServer) -> None:
+    http_server.handler = lambda rec: bad_data("1:26: parse error: unclosed left parenthesis")
+    query = "sum(rate(up[5m])) by (job"
+    with pytest.raises(PromQLSyntaxError) as err:
+        run_promql(settings_for(http_server), query, clock=FakeClock(NOW))
+    exc = err.value
+    assert str(exc) == (
+        f'prometheus at {http_server.url}/api/v1/query: bad_data: invalid parameter "query": '
+        "1:26: parse error: unclosed left parenthesis"
+    )
+    assert (exc.line, exc.col, exc.offset) == (1, 26, 25)
+    assert exc.message == "parse error: unclosed left parenthesis"
+    assert exc.pointer() == f"{query}\n{' ' * 25}^"
+    assert exc.exit_code is ExitCode.CONFIG and isinstance(exc, QueryError)
+
+
+def test_prometheus_byte_columns_become_character_columns(http_server: TestServer) -> None:
+    # Prometheus counts bytes on the line (posrange.StartPosInput): "é" is two.
+    http_server.handler = lambda rec: bad_data(
+        "2:12: parse error: unexpected character inside braces: '~'"
+    )
+    query = 'sum(\n  été{a~"b"})'
+    with pytest.raises(PromQLSyntaxError) as err:
+        run_promql(settings_for(http_server), query, clock=FakeClock(NOW))
+    assert (err.value.line, err.value.col) == (2, 10)
+    assert err.value.pointer() == '  été{a~"b"})\n' + " " * 9 + "^"
+
+
+@pytest.mark.parametrize(
+    ("query", "message", "suggestion"),
+    [
+        ("rat(up)", '1:1: parse error: unknown function with name "rat"',
+         "did you mean rate or irate?"),
+        ('sort_by_label(up, "job")', '1:1: parse error: function "sort_by_label" is not enabled',
+         "this Prometheus runs without --enable-feature=promql-experimental-functions"),
+        ("up anchored", "1:1: parse error: anchored modifier is experimental and not enabled",
+         "this Prometheus runs without --enable-feature=promql-extended-range-selectors"),
+        ("rate(up[5m+1m])", "1:9: parse error: experimental duration expression is not enabled",
+         "this Prometheus runs without --enable-feature=promql-duration-expr"),
+        # Evaluation, not parsing: an instant query has step 0; its line:col is not ours.
+        ("rate(up[step()])", "7:13: duration must be greater than 0",
+         "step() is 0 in an instant query: run it as a range query (--range)"),
+        ("up +", "1:5: parse error: unexpected end of input", ""),
+    ],
+)  # fmt: skip
+def test_refusals_get_a_suggestion(
+    http_server: TestServer, query: str, message: str, suggestion: str
+) -> None:
+    http_server.handler = lambda rec: bad_data(message)
+    with pytest.raises(PromQLSyntaxError) as err:
+        run_promql(settings_for(http_server), query, clock=FakeClock(NOW))
+    assert err.value.suggestion == suggestion
+    assert str(err.value).endswith(f"{message} ({suggestion})" if suggestion else message)
+    if message.startswith("7:13"):
+        assert err.value.line is None and err.value.pointer() == ""
+
+
+def test_an_empty_query_goes_to_prometheus_too(http_server: TestServer) -> None:
+    http_server.handler = lambda rec: bad_data(
+        "unknown position: parse error: no expression found in input"
+    )
+    with pytest.raises(PromQLSyntaxError) as err:
+        run_promql(settings_for(http_server), "", clock=FakeClock(NOW))
+    assert err.value.message == "parse error: no expression found in input"
+    assert err.value.pointer() == ""
+
+
+def test_prometheus_unreachable_is_a_backend_error_whatever_the_query(free_port: int) -> None:
+    s = load_settings(flags={"prometheus.url": f"http://127.0.0.1:{free_port}"})
+    with pytest.raises(BackendError) as err:
+        run_promql(s, "sum(up", clock=FakeClock(NOW))
+    assert str(err.value) == (
+        f"prometheus at http://127.0.0.1:{free_port}/api/v1/query: connection refused"
+    )
+    assert err.value.exit_code is ExitCode.BACKEND
+
+
+# -- overload: 429 / 503 and Retry-After ----------------------------------------------------------
+
+
+def overloaded(answers: list[tuple[int, str]], final: Any) -> Any:
+    """A handler answering each (status, Retry-After) in turn, then ``final``."""
+    queue = list(answers)
+
+    def handler(rec: Recorded) -> tuple[int, dict[str, str], bytes]:
+        if queue:
+            status, after = queue.pop(0)
+            headers = {"Retry-After": after} if after else {}
+            return status, headers, b"too many outstanding requests\n"
+        return final  # type: ignore[no-any-return]
+
+    return handler
+
+
+def test_query_honours_retry_after_then_succeeds(http_server: TestServer) -> None:
+    http_server.handler = overloaded(
+        [(429, "2"), (503, ""), (429, "3")], json_answer({"traces": [], "metrics": {}})
+    )
+    clock = FakeClock(NOW)
+    table = run_traceql(settings_for(http_server), "{ }", clock=clock)
+    assert table.empty and len(http_server.requests) == 4
+    assert clock.sleeps == [2.0, 0.5, 3.0]  # Retry-After, else a 0.5 s pause
+
+
+def test_query_gives_up_in_one_line_when_the_wait_passes_the_timeout(
+    http_server: TestServer,
+) -> None:
+    http_server.handler = overloaded([(429, "4"), (429, "30")], json_answer({}))
+    clock = FakeClock(NOW)
+    with pytest.raises(HTTPStatusError) as err:
+        run_traceql(settings_for(http_server), "{ }", clock=clock)
+    assert str(err.value) == (
+        f"tempo at {http_server.url}/api/search: HTTP 429: too many outstanding requests; "
+        "still unavailable after 2 attempts in 4.0 s (Retry-After 30 s would pass the 10 s "
+        "timeout, tempo.timeout)"
+    )
+    assert err.value.exit_code is ExitCode.BACKEND
+    assert clock.sleeps == [4.0]
+
+
+def test_prometheus_503_retry_after_is_honoured(http_server: TestServer) -> None:
+    envelope = json.dumps({"status": "error", "errorType": "unavailable", "error": "starting"})
+
+    def handler(rec: Recorded) -> tuple[int, dict[str, str], bytes]:
+        if len(http_server.requests) == 1:
+            return 503, {"Retry-After": "1", "Content-Type": "application/json"}, envelope.encode()
+        return json_answer({"status": "success", "data": {"resultType": "vector", "result": []}})
+
+    http_server.handler = handler
+    clock = FakeClock(NOW)
+    assert run_promql(settings_for(http_server), "up", clock=clock).empty
+    assert clock.sleeps == [1.0] and len(http_server.requests) == 2
+
+
+def test_other_errors_are_not_retried(http_server: TestServer) -> None:
+    http_server.handler = lambda rec: (500, {"Retry-After": "1"}, b"boom")
+    with pytest.raises(HTTPStatusError, match=r"HTTP 500: boom$"):
+        run_traceql(settings_for(http_server), "{ }", clock=FakeClock(NOW))
+    assert len(http_server.requests) == 1
 
 
 def test_instant_vector_rows(http_server: TestServer) -> None:
@@ -444,6 +604,20 @@ def test_metrics_instant_rows(http_server: TestServer) -> None:
     assert http_server.requests[0].path.startswith("/api/metrics/query?")
     assert table.columns == ("__name__", "value")
     assert table.rows == ({"__name__": "rate", "value": 1.5},)
+    assert table.notes == ()
+
+
+def test_metrics_instant_carries_tempos_status_and_message(http_server: TestServer) -> None:
+    # QueryInstantResponse has status/message like the range answer (Tempo 2.9,
+    # modules/frontend/metrics_query_handler.go copies them when a limit cut the answer).
+    http_server.handler = lambda rec: json_answer({
+        "series": [{"labels": [{"key": "name", "value": {"stringValue": "GET"}}], "value": 2}],
+        "status": "PARTIAL", "message": "Response exceeds maximum series limit of 1",
+    })  # fmt: skip
+    table = run_traceql(settings_for(http_server), "{ } | rate() by (name)", metrics=True,
+                        instant=True, clock=FakeClock(NOW))  # fmt: skip
+    assert table.rows == ({"name": "GET", "value": 2.0},)
+    assert table.notes == ("Tempo answered PARTIAL: Response exceeds maximum series limit of 1",)
 
 
 def test_metrics_with_no_series_is_a_no_data_note(http_server: TestServer) -> None:

@@ -193,6 +193,31 @@ def test_list_shows_every_query_with_its_parameters() -> None:
     assert by_name["apiserver-latency-spanmetrics"]["params"] == "service=apiserver window=1h"
     assert by_name["pipeline-health"]["columns"] == "job, counter, value"
     assert list_queries(()).notes == ("no data: no saved queries found",)
+    assert table.notes == ()  # the shipped queries pass the offline lint
+
+
+def test_list_lints_promql_offline_as_warnings_only() -> None:
+    # promql-parser refuses a backtick string with a backslash (Prometheus 3.8 accepts it) and
+    # a missing parenthesis (Prometheus refuses it too): both are warnings, listed, never fatal.
+    raw = parse_query_file(
+        "# name: raw\n# description: d\n# param: port=8080\n# columns: v\n"
+        'up{instance=~`.*:\\d+`, port="${port}"}\n',
+        "raw.promql",
+    )
+    broken = parse_query_file(
+        "# name: broken\n# description: d\n# columns: v\nsum(rate(up[5m])\n", "broken.promql"
+    )
+    table = list_queries((broken, raw))
+    assert [r["name"] for r in table.rows] == ["broken", "raw"]
+    assert len(table.notes) == 2
+    assert table.notes[0].startswith(
+        "warning: broken.promql: the local parser (promql-parser) refuses it at line 1, col 4:"
+    )
+    assert table.notes[1].startswith(
+        "warning: raw.promql: the local parser (promql-parser) refuses it at line 1, col "
+    )
+    assert "unknown escape sequence 'd'" in table.notes[1]
+    assert all(n.endswith("; Prometheus decides when it runs") for n in table.notes)
 
 
 # -- the header format ---------------------------------------------------------------------------

@@ -64,6 +64,7 @@ class World:
     sampled: Callable[[int], bool] = lambda i: i % 4 == 0  # link mode: 1 in 4
     late: Callable[[int], float] = lambda i: 0.0  # extra export delay per request
     link_search: bool = True  # Tempo answers { link:traceID = ... }
+    partial: str = ""  # Tempo's PARTIAL message for every trace by ID ("": complete)
     statuses: dict[str, int] = field(default_factory=dict)
     whoami_error: Exception | None = None
     spans: list[tuple[float, Span]] = field(default_factory=list)
@@ -136,15 +137,18 @@ class World:
         return [s for at, s in self.spans if now >= at + delay]
 
     def trace(self, trace_id: bytes, **kw: Any) -> Trace:
-        return Trace(trace_id, tuple(s for s in self.visible(0) if s.trace_id == trace_id))
+        spans = tuple(s for s in self.visible(0) if s.trace_id == trace_id)
+        # Tempo answers PARTIAL once the trace passed max_bytes_per_trace (tempo.md §4.3).
+        return Trace(trace_id, spans, partial=bool(self.partial and spans), message=self.partial)
 
     def search(self, query: str, **kw: Any) -> SearchResult:
         hits: dict[bytes, int] = {}
-        link = re.fullmatch(r'\{ link:traceID = "([0-9a-f]{32})" \}', query)
+        link = re.fullmatch(r'\{ link:traceID = "([0-9a-fA-F]{1,32})" \}', query)
         audits = set(re.findall(r'span\."audit-id" = "([^"]+)"', query))
         assert link or audits, query
         for s in self.visible(self.search_delay):
-            linked = link and any(lk.trace_id.hex() == link.group(1) for lk in s.links)
+            # Tempo compares the ID's text as storage keeps it: hex, leading zeros trimmed.
+            linked = link and any(lk.trace_id.hex().lstrip("0") == link.group(1) for lk in s.links)
             if linked and self.link_search:
                 hits[s.trace_id] = hits.get(s.trace_id, 0) + 1
             if s.attributes.get("audit-id") in audits:
@@ -298,6 +302,31 @@ def test_nothing_exported_fails_naming_the_apiserver_hop() -> None:
     assert report.exit_code == ExitCode.CHECK_FAILED
 
 
+TOO_BIG = "Trace exceeds maximum size of 5000000 bytes, a partial trace is returned"
+
+
+def test_a_truncated_trace_fails_quoting_tempo_in_parent_child_mode() -> None:
+    world = World(FakeClock(), partial=TOO_BIG)
+    trace = result(run_probe(world), "apiserver.trace")
+    assert trace.status is Status.FAIL
+    assert trace.detail == (
+        f'trace {leg_ids(4242, 1)[0].hex()}: Tempo truncated the trace: "{TOO_BIG}"; 4 of 4 '
+        "requests' SERVER spans among the spans returned"
+    )
+    assert "max_bytes_per_trace" in trace.hint
+    assert trace.data["partial"] is True and trace.data["message"] == TOO_BIG
+    assert trace.elapsed < 6.0  # ended at the first answer with spans, not at the deadline
+
+
+def test_a_truncated_trace_fails_quoting_tempo_in_link_mode() -> None:
+    world = World(FakeClock(), user=VIEWER, partial=TOO_BIG)
+    trace = result(run_probe(world), "apiserver.trace")
+    assert trace.status is Status.FAIL
+    assert "; but 13 of 13 apiserver traces came back truncated, e.g. " in trace.detail
+    assert trace.detail.endswith(f'Tempo truncated the trace: "{TOO_BIG}"')
+    assert "max_bytes_per_trace" in trace.hint and trace.data["truncated"] == 13
+
+
 def test_partly_traced_requests_fail_naming_only_the_missing_ones() -> None:
     # The second request's spans reach Tempo after the deadline; the other three in time.
     world = World(FakeClock(), late=lambda i: 60.0 if i == 1 else 0.0)
@@ -367,7 +396,8 @@ def test_untrusted_burst_is_found_by_link_and_the_rate_is_implied() -> None:
     assert trace.detail == (
         "link mode (tracecheck-viewer is in neither system:masters nor system:monitoring): "
         "13 of 50 requests traced, found by { link:traceID = "
-        f'"{leg_ids(4242, 1)[0].hex()}" }} and matched by link span ID / Audit-Id; implied '
+        f'"{leg_ids(4242, 1)[0].hex().lstrip("0")}" }} and matched by link span ID / Audit-Id; '
+        "implied "
         "sampling rate ≈ 260,000 per million (95 % interval 159,000-396,000); span names: "
         "GET /api/v1/x"
     )
@@ -381,6 +411,19 @@ def test_untrusted_burst_is_found_by_link_and_the_rate_is_implied() -> None:
         ("SERVER", "GET /api/v1/x", "GET", "namespaces", 13),
         ("INTERNAL", "authorization", "", "", 13),
     ]
+
+
+def test_link_query_spells_the_trace_id_as_tempo_stores_it() -> None:
+    # Seed 5 gives the leg a trace ID whose first hex digit is 0: Tempo compares link:traceID
+    # as text without leading zeros, so the 32-digit spelling would find nothing by link.
+    trace_id = leg_ids(5, 1)[0]
+    assert trace_id.hex().startswith("0")
+    world = World(FakeClock(), user=VIEWER)
+    trace = result(run_probe(world, settings(TRACECHECK_SMOKE_SEED="5")), "apiserver.trace")
+    assert trace.status is Status.PASS and trace.data["found"] == 13
+    assert f'found by {{ link:traceID = "{trace_id.hex().lstrip("0")}" }} and matched' in (
+        trace.detail
+    )
 
 
 def test_traces_exported_in_a_later_batch_are_counted_within_the_settle_window() -> None:

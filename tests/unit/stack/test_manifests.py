@@ -218,6 +218,7 @@ def test_smoke_cronjob_runs_the_documented_command_with_its_own_identity(
     spec = pod_spec(cron)
     assert spec["containers"][0]["args"] == [
         "smoke",
+        "--wait-ready=2m",
         "--output",
         "json",
         "--output",
@@ -752,7 +753,7 @@ def test_github_actions_example_runs_the_smoke_on_a_schedule_and_uploads_junit()
     assert doc["permissions"] == {"contents": "read"}
     steps = doc["jobs"]["smoke"]["steps"]
     runs = " ".join(s.get("run", "") for s in steps)
-    assert "tracecheck smoke --output json --output junit:smoke.xml" in runs
+    assert "tracecheck smoke --wait-ready 5m --output json --output junit:smoke.xml" in runs
     upload = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
     assert len(upload) == 1
     assert upload[0]["if"] == "always()"
