@@ -33,7 +33,7 @@ from sidecar import Sidecars, closed_port
 from tracecheck.config import Settings, load_settings
 from tracecheck.diagnose import hops
 from tracecheck.diagnose.doctor import doctor
-from tracecheck.results import Report, Status
+from tracecheck.results import DoctorReport, Report, Status
 from tracecheck.smoke.engine import SmokeContext
 from tracecheck.smoke.plan import smoke
 from tracecheck.stack.local import LocalStack, default_state_dir
@@ -199,20 +199,31 @@ def timed_smoke(settings: Settings) -> tuple[Report, float]:
     return report, report.finished_at - started
 
 
+def behind_a_prometheus(
+    stack: LocalStack, side: Sidecars, **prometheus: bool
+) -> tuple[Report, float, DoctorReport]:
+    """Smoke and doctor through a sidecar collector and stand-in writing to a sidecar
+    Prometheus started with ``prometheus`` (its flags)."""
+    prom = side.prometheus(**prometheus)
+    tempo, grpc_port = side.standin(remote_write=prom)
+    collector = side.collector(exporter=f"127.0.0.1:{grpc_port}")
+    settings = settings_for(
+        stack,
+        **collector,
+        **{"tempo.url": tempo, "prometheus.url": prom, "smoke.skip": ("apiserver",)},
+    )
+    report, seconds = timed_smoke(settings)
+    found = doctor(settings, observe=0, components=("collector", "tempo", "prometheus"))
+    return report, seconds, found
+
+
 def test_prometheus_without_remote_write_receiver(
     local_pipeline: LocalStack, tmp_path: Path
 ) -> None:
     with Sidecars(local_pipeline, tmp_path) as side:
-        prom = side.prometheus(remote_write_receiver=False)
-        tempo, grpc_port = side.standin(remote_write=prom)
-        collector = side.collector(exporter=f"127.0.0.1:{grpc_port}")
-        settings = settings_for(
-            local_pipeline,
-            **collector,
-            **{"tempo.url": tempo, "prometheus.url": prom, "smoke.skip": ("apiserver",)},
+        report, seconds, found = behind_a_prometheus(
+            local_pipeline, side, remote_write_receiver=False
         )
-        report, seconds = timed_smoke(settings)
-        found = doctor(settings, observe=0, components=("collector", "tempo", "prometheus"))
     record("prometheus without remote-write receiver", report, seconds)
     assert int(report.exit_code) == 1
     check_diagnosis(
@@ -229,16 +240,7 @@ def test_prometheus_without_remote_write_receiver(
 
 def test_prometheus_without_exemplar_storage(local_pipeline: LocalStack, tmp_path: Path) -> None:
     with Sidecars(local_pipeline, tmp_path) as side:
-        prom = side.prometheus(exemplars=False)
-        tempo, grpc_port = side.standin(remote_write=prom)
-        collector = side.collector(exporter=f"127.0.0.1:{grpc_port}")
-        settings = settings_for(
-            local_pipeline,
-            **collector,
-            **{"tempo.url": tempo, "prometheus.url": prom, "smoke.skip": ("apiserver",)},
-        )
-        report, seconds = timed_smoke(settings)
-        found = doctor(settings, observe=0, components=("collector", "tempo", "prometheus"))
+        report, seconds, found = behind_a_prometheus(local_pipeline, side, exemplars=False)
     record("prometheus without exemplar storage", report, seconds)
     assert int(report.exit_code) == 0
     ex = report.result("prometheus.exemplars")

@@ -656,10 +656,11 @@ def _export_hint(ctx: SmokeContext) -> str:
     """Which hop to look at when no apiserver span arrived."""
     synthetic = ctx.results.get("tempo.trace_by_id")
     base = (
-        "is kube-apiserver started with --tracing-config-file, does its endpoint reach the "
-        "collector's OTLP/gRPC port from the apiserver's host network (no cluster DNS names; "
-        "apiserver log: 'traces exporter is disconnected from the server'), and is "
-        "samplingRatePerMillion set?"
+        "a guess, no fact read explains it (tracecheck doctor reads the apiserver's tracing "
+        "configuration where it can): is kube-apiserver started with --tracing-config-file, "
+        "does its endpoint reach the collector's OTLP/gRPC port from the apiserver's host "
+        "network (no cluster DNS names; apiserver log: 'traces exporter is disconnected from "
+        "the server'), and is samplingRatePerMillion set?"
     )
     if synthetic is not None and synthetic.ok:
         return (

@@ -121,6 +121,11 @@ def ends_on_auth_error(run: _RunMethod) -> _RunMethod:
     return wrapped  # type: ignore[return-value]
 
 
+#: What a check's hint says when no fact read explains its failure (the diagnosis
+#: replaces it when one does).
+_GUESS = "a guess, no fact read explains it: "
+
+
 # --------------------------------------------------------------------------------------------
 # truncated traces
 
@@ -502,10 +507,13 @@ class TempoTraceById(Check):
             )
         exported = ctx.results.get("collector.exported")
         if exported is not None and exported.ok:
-            hint = "the collector exported the spans, so Tempo dropped them or cannot find them: "
-            hint += "check Tempo's distributor/ingester (tempo_discarded_spans_total)"
+            hint = "the collector exported the spans (collector.exported passed), so Tempo "
+            hint += f"dropped them or cannot find them; {_GUESS}see Tempo's distributor and "
+            hint += "ingester (tempo_discarded_spans_total)"
         else:
-            hint = "the spans never left the collector or never reached Tempo's OTLP receiver "
+            seen = "was not measured" if exported is None else f"is {exported.status.value}"
+            hint = f"the collector's export of the spans {seen} (collector.exported); {_GUESS}"
+            hint += "the spans never left the collector or never reached Tempo's OTLP receiver "
             hint += "(Tempo 2.7+ binds receivers to localhost unless told 0.0.0.0)"
         return self.result(
             Status.FAIL,
@@ -590,11 +598,6 @@ def span_metric_families(ctx: SmokeContext) -> tuple[Naming, ...]:
         cached = candidates(names, ctx.settings.smoke.span_metrics_naming)
         ctx.span_metric_families = cached
     return cached
-
-
-#: What a metrics check's hint says when no fact read explains its failure (the diagnosis
-#: replaces it when one does).
-_GUESS = "a guess, no fact read explains it: "
 
 
 class _PrometheusCheck(Check):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from tracecheck.backends import Backends
@@ -211,16 +212,7 @@ def test_doctor_findings_from_two_readings() -> None:
         processors=("span-metrics", "service-graphs"),
         remote_write_urls=("u",),
     )
-    t1 = TempoFacts(
-        "http://t",
-        "single-tenant",
-        UP,
-        metrics=UP,
-        remote_write=(RemoteWrite("u", failed=7),),
-        config=UP,
-        processors=("span-metrics", "service-graphs"),
-        remote_write_urls=("u",),
-    )
+    t1 = replace(t0, remote_write=(RemoteWrite("u", failed=7),))
     c0 = CollectorFacts("c", UP, UP, accepted=10, sent=10, queue_size=1, exporters=("otlp",))
     c1 = CollectorFacts("c", UP, UP, accepted=15, sent=10, queue_size=2, exporters=("otlp",))
     p = PrometheusFacts(
