@@ -149,13 +149,13 @@ def _down_candidates(
             if comp == "etcd":
                 lines.append(
                     f"kube-apiserver answers, but {outage.cause} from {fmt_time(outage.since)} "
-                    f"({outage.probes} probes over {outage.last_mono - outage.since_mono:.1f} s)"
+                    f"({outage.probed()})"
                 )
             else:
                 lines.append(
                     f"{_NAMES[comp]} at {settings_addr.get(comp, '?')} stopped answering at "
                     f"{fmt_time(outage.since)} ({outage.cause.rsplit(': ', 1)[-1]}; "
-                    f"{outage.probes} probes over {outage.last_mono - outage.since_mono:.1f} s)"
+                    f"{outage.probed()})"
                 )
         elif down_now:
             pre = results.get(_PREFLIGHT.get(comp, ""))

@@ -79,9 +79,13 @@ class Outage:
     cause: str
     ended: float | None = None
 
+    def probed(self) -> str:
+        """How the outage was seen: "5 probes over 8.2 s"."""
+        plural = "" if self.probes == 1 else "s"
+        return f"{self.probes} probe{plural} over {self.last_mono - self.since_mono:.1f} s"
+
     def describe(self) -> str:
-        span = self.last_mono - self.since_mono
-        text = f"since {fmt_time(self.since)} ({self.cause}; {self.probes} probes over {span:.1f} s"
+        text = f"since {fmt_time(self.since)} ({self.cause}; {self.probed()}"
         return text + (f", answering again at {fmt_time(self.ended)})" if self.ended else ")")
 
 
