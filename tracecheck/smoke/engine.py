@@ -340,14 +340,9 @@ class Check:
         this check asks (it must stay alive whatever the data passed)."""
         passed = ctx.passed.get(self.flow, set())
         hops = [h for h in self.path if h not in passed]
-        own = {
-            "collector": "collector",
-            "tempo": "tempo",
-            "prometheus": "prometheus",
-            "apiserver": "apiserver",
-        }.get(self.backend)
-        if own is not None and own not in hops:
-            hops.append(own)
+        # A component's name is its hop's (tracecheck.diagnose.hops).
+        if self.backend and self.backend not in hops:
+            hops.append(self.backend)
         return tuple(hops)
 
     def blocked(self, ctx: SmokeContext) -> str:
