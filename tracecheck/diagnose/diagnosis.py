@@ -494,6 +494,24 @@ def diagnose(
     )
 
 
+def _refused_credentials(results: Sequence[CheckResult]) -> dict[str, Candidate]:
+    """A component that refused tracecheck's credentials (a check's ERROR says so in
+    ``data.credentials_refused``): asking it again with the same credentials only repeats the
+    refusal, so it is not read again, and the check's own hint (what to set) is the evidence."""
+    out: dict[str, Candidate] = {}
+    for r in results:
+        comp = r.data.get("credentials_refused") if r.status is Status.ERROR else None
+        if comp in _OWN_HOP and comp not in out:
+            out[comp] = Candidate(
+                _OWN_HOP[comp],
+                comp,
+                f"{_NAMES[comp]} refuses tracecheck's credentials",
+                (r.hint,),
+                down=True,
+            )
+    return out
+
+
 def diagnose_run(
     infos: Mapping[str, CheckInfo],
     results: Sequence[CheckResult],
@@ -516,11 +534,12 @@ def diagnose_run(
     wanted = {c for i in infos.values() for c in i.components()} - {"etcd"}
     if any(i.flow == "apiserver" for i in infos.values()):
         wanted.add("apiserver")
+    refused = _refused_credentials(results)
     apiserver_failing = any(i.flow == "apiserver" for i in failing)
-    now = read(sorted(wanted), 900.0 if apiserver_failing else None)
+    now = read(sorted(wanted - set(refused)), 900.0 if apiserver_failing else None)
     by_name = {r.name: r for r in results}
     addr = {c: address_of(backends, c) for c in ("collector", "tempo", "prometheus", "apiserver")}
-    down = _down_candidates(watch, now, by_name, addr)
+    down = list(refused.values()) + _down_candidates(watch, now, by_name, addr)
     dead = {c.component for c in down}
     # A fact about a hop whose other end is down follows from that (an exporter stuck on a
     # stopped Tempo, a remote write to a stopped Prometheus): the component is the cause.

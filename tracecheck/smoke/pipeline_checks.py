@@ -115,7 +115,12 @@ def ends_on_auth_error(run: _RunMethod) -> _RunMethod:
             return run(self, ctx)
         except AuthError as exc:
             return self.result(
-                Status.ERROR, str(exc), hint=auth_hint(exc), deadline=self.deadline(ctx)
+                Status.ERROR,
+                str(exc),
+                hint=auth_hint(exc),
+                deadline=self.deadline(ctx),
+                # The diagnosis does not ask a component that refused the credentials again.
+                data={"credentials_refused": exc.system},
             )
 
     return wrapped  # type: ignore[return-value]

@@ -201,6 +201,35 @@ def test_a_failure_the_diagnosis_does_not_explain_keeps_its_hint() -> None:
     assert {r.name: r.hint for r in marked}["apiserver.requests"] == "own"
 
 
+def test_a_component_that_refused_the_credentials_is_not_asked_again() -> None:
+    from dataclasses import replace as changed
+
+    from tracecheck.diagnose.diagnosis import diagnose_run
+
+    hint = "tempo refused the credentials sent: check tempo.headers"
+    refused = changed(
+        result("tempo.search", Status.ERROR, hint), data={"credentials_refused": "tempo"}
+    )
+    results = [refused, result("prometheus.span_metrics", Status.FAIL)]
+    asked: list[list[str]] = []
+
+    def read(components: Any, since: Any) -> Inspection:
+        asked.append(list(components))
+        return Inspection(0, 1)
+
+    settings = load_settings(flags={"tempo.url": "http://127.0.0.1:1"})
+    with Backends(settings) as backends:
+        d, marked = diagnose_run(
+            INFOS, results, backends=backends, watch=None, blocks={}, read=read
+        )
+    assert asked and "tempo" not in asked[0] and "prometheus" in asked[0]
+    assert d is not None and d.conclusive and (d.component, d.hop) == ("tempo", hops.TEMPO)
+    assert d.summary.startswith(hint)
+    by = {r.name: r for r in marked}
+    assert by["tempo.search"].hint == hint  # what to set, unchanged
+    assert by["prometheus.span_metrics"].follows_from == hops.TEMPO
+
+
 def test_doctor_findings_from_two_readings() -> None:
     t0 = TempoFacts(
         "http://t",
