@@ -34,6 +34,7 @@ from tracecheck.diagnose.hops import (
     Block,
     fmt_time,
 )
+from tracecheck.diagnose.reading import Reading
 from tracecheck.diagnose.tracing import TracingFacts
 from tracecheck.results import Finding, Level
 
@@ -211,7 +212,13 @@ def _f(
     return Finding(level, fact, message, component=component, evidence=evidence, fix=fix)
 
 
-def _reachability(name: str, state: str, detail: str, address: str) -> Finding | None:
+def _reachability(name: str, reading: Reading) -> list[Finding]:
+    """The finding, if any, of a component's readiness answer."""
+    found = _answer(name, reading.state, reading.detail)
+    return [found] if found is not None else []
+
+
+def _answer(name: str, state: str, detail: str) -> Finding | None:
     if state == "up":
         return None
     if state == "unreachable":
@@ -232,10 +239,7 @@ def _reachability(name: str, state: str, detail: str, address: str) -> Finding |
 
 
 def _collector(c: CollectorFacts, before: CollectorFacts | None) -> list[Finding]:
-    out: list[Finding] = []
-    found = _reachability("collector", c.health.state, c.health.detail, c.address)
-    if found:
-        out.append(found)
+    out = _reachability("collector", c.health)
     if not c.metrics.ok:
         if c.metrics.state != "skipped" and c.health.answered:
             out.append(
@@ -299,10 +303,7 @@ def _collector(c: CollectorFacts, before: CollectorFacts | None) -> list[Finding
 def _tempo(
     t: TempoFacts, before: TempoFacts | None, apiserver_checked: bool, tempo_local: bool
 ) -> list[Finding]:
-    out: list[Finding] = []
-    found = _reachability("tempo", t.ready.state, t.ready.detail, t.address)
-    if found:
-        out.append(found)
+    out = _reachability("tempo", t.ready)
     if not t.ready.answered:
         return out
     b = before if before is not None and before.metrics.ok else None
@@ -449,10 +450,7 @@ def _tempo(
 
 
 def _prometheus(p: PrometheusFacts, before: PrometheusFacts | None) -> list[Finding]:
-    out: list[Finding] = []
-    found = _reachability("prometheus", p.ready.state, p.ready.detail, p.address)
-    if found:
-        out.append(found)
+    out = _reachability("prometheus", p.ready)
     if not p.ready.answered:
         return out
     if p.remote_write_receiver is False:
@@ -512,9 +510,7 @@ def _apiserver(a: ApiserverFacts) -> list[Finding]:
                "start etcd / check --etcd-servers" if etcd else "see kube-apiserver's log")
         )  # fmt: skip
     else:
-        found = _reachability("apiserver", a.readyz.state, a.readyz.detail, a.address)
-        if found:
-            out.append(found)
+        out += _reachability("apiserver", a.readyz)
     tr = a.tracing
     if tr is None:
         return out
