@@ -4,6 +4,8 @@
     >>> report = smoke(load_settings())          # doctest: +SKIP
     >>> report.exit_code, report.result("tempo.search").status
 
+``smoke`` and ``watch`` are also subpackages; whichever a user gets (the function, or the
+package after one of its modules was imported), calling it runs the function.
 The names below are imported on first use, so ``import tracecheck`` (and the CLI) stays fast.
 """
 
@@ -23,6 +25,7 @@ __all__ = [
     "load_settings",
     "probe",
     "smoke",
+    "watch",
 ]
 
 _WHERE = {
@@ -35,6 +38,7 @@ _WHERE = {
     "load_settings": "tracecheck.config",
     "smoke": "tracecheck.smoke.plan",
     "probe": "tracecheck.smoke.plan",
+    "watch": "tracecheck.watch.watcher",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tracecheck.errors import ExitCode, TracecheckError
     from tracecheck.results import CheckResult, Report, Status
     from tracecheck.smoke.plan import probe, smoke
+    from tracecheck.watch.watcher import watch
 
 
 def __getattr__(name: str) -> Any:

@@ -255,6 +255,7 @@ def test_real_apiserver_accepts_the_component_variants(
                 "components": [
                     f"{rel_stack}/components/collector-spanmetrics",
                     f"{rel_stack}/components/smoke-monitoring-cert",
+                    f"{rel_stack}/components/watch",
                     f"{rel_stack}/components/load",
                 ],
             }
@@ -271,6 +272,14 @@ def test_real_apiserver_accepts_the_component_variants(
     assert not result.ok
     hpa = kubectl_json(cluster, "-n", ns, "get", "horizontalpodautoscaler", "otel-collector")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 1)
+    # components/watch: the watcher, and Prometheus mounting its rules and scrape job.
+    watch = kubectl_json(cluster, "-n", ns, "get", "deployment", "tracecheck-watch")
+    assert watch["spec"]["template"]["spec"]["containers"][0]["args"][0] == "watch"
+    prom = kubectl_json(cluster, "-n", ns, "get", "deployment", "prometheus")
+    mounts = {
+        m["mountPath"] for m in prom["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    }
+    assert {"/etc/prometheus-rules", "/etc/prometheus-targets"} <= mounts
     # The load component's Indexed Job is admitted as written.
     job = kubectl_json(cluster, "-n", ns, "get", "job", "tracecheck-load")
     assert job["spec"]["completionMode"] == "Indexed"

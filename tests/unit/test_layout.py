@@ -19,13 +19,14 @@ PACKAGE = Path(__file__).resolve().parents[2] / "tracecheck"
 
 #: Floors from bottom to top: a module may import modules of its own floor or lower only.
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("tracecheck._version", "tracecheck.errors", "tracecheck.ids"),
+    ("tracecheck._version", "tracecheck._callable", "tracecheck.errors", "tracecheck.ids"),
     ("tracecheck.polling", "tracecheck.config"),
     ("tracecheck.backends",),
     ("tracecheck.results", "tracecheck.output", "tracecheck.spanmetrics"),
     ("tracecheck.query", "tracecheck.stack", "tracecheck.load"),
     ("tracecheck.latency", "tracecheck.diagnose"),
     ("tracecheck.smoke",),
+    ("tracecheck.watch",),
     ("tracecheck.cli", "tracecheck.__main__"),
 )
 #: Modules longer than this must say in their docstring why they are one module.

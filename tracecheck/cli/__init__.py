@@ -8,6 +8,7 @@
     apiserver   tracecheck apiserver probe|check-config
     query       tracecheck query traceql|promql|list|run
     report      tracecheck report apiserver
+    watch       tracecheck watch
 
 Each command reads its options, gets :class:`~tracecheck.config.Settings` once (the
 ``uses_settings`` decorator), calls one core function, renders the result and exits with a code
@@ -22,7 +23,7 @@ import sys
 
 import click
 
-from tracecheck.cli import apiserver, doctor, load, query, report, smoke, stack
+from tracecheck.cli import apiserver, doctor, load, query, report, smoke, stack, watch
 from tracecheck.cli.shared import Done, Group, echo_err
 from tracecheck.errors import ExitCode, TracecheckError
 
@@ -47,6 +48,7 @@ def app() -> None:
 
 app.add_command(smoke.smoke)
 app.add_command(doctor.doctor)
+app.add_command(watch.watch)
 app.add_command(load.load)
 app.add_command(stack.group)
 app.add_command(apiserver.group)

@@ -6,4 +6,10 @@ and span-metrics flow through the pipeline, and says which hop is broken when th
     apiserver_checks  the apiserver leg (traced requests, their spans and span-metrics)
     plan              default_checks(), smoke(), probe()
     synth             the deterministic synthetic trace
+
+The package is callable: ``tracecheck.smoke(settings)`` is :func:`tracecheck.smoke.plan.smoke`.
 """
+
+from tracecheck._callable import make_callable
+
+make_callable(__name__, "tracecheck.smoke.plan", "smoke")

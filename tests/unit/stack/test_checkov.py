@@ -113,6 +113,39 @@ def test_checkov_rendered_target_has_no_unexplained_failures(
     assert_clean(reports, min_passed=400)
 
 
+def test_checkov_watch_component_rendered_has_no_unexplained_failures(
+    checkov: str, tmp_path: Path
+) -> None:
+    # Components are opt-in, so no target renders components/watch: the base with it.
+    where = tmp_path / "variant"
+    where.mkdir()
+    rel = os.path.relpath(STACK, where)
+    (where / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [f"{rel}/base"],
+                "components": [f"{rel}/components/watch"],
+            }
+        ),
+        encoding="utf-8",
+    )
+    out = tmp_path / "rendered"
+    out.mkdir()
+    objs = load_objects(render(str(where), env=os.environ))
+    assert {"tracecheck-watch"} <= {
+        o["metadata"]["name"] for o in objs if o["kind"] == "Deployment"
+    }
+    for i, obj in enumerate(objs):
+        name = f"{i:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+        (out / name).write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
+    reports = run_checkov(checkov, "--directory", str(out), "--framework", "kubernetes")
+    skipped = assert_clean(reports, min_passed=400)
+    watch = {c["check_id"] for c in skipped if "tracecheck-watch" in c["resource"]}
+    assert watch == {"CKV_K8S_15", "CKV_K8S_43"}
+
+
 def test_checkov_image_build_file(checkov: str, tmp_path: Path) -> None:
     # checkov recognises Dockerfile names only; the Containerfile is the same syntax.
     shutil.copy(STACK / "image" / "Containerfile", tmp_path / "Dockerfile")

@@ -39,7 +39,7 @@ from tracecheck.stack.validate import validate
 
 REPO = find_repo_root(Path(__file__).parent)
 STACK = REPO / "stack"
-COMPONENTS = ("collector-spanmetrics", "load", "smoke-cronjob", "smoke-monitoring-cert")
+COMPONENTS = ("collector-spanmetrics", "load", "smoke-cronjob", "smoke-monitoring-cert", "watch")
 
 # Variants beyond the named targets: the base with each component, and production with the one
 # component that changes the collector's scaling.
@@ -49,6 +49,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "base+smoke+monitoring-cert": ("base", ("smoke-cronjob", "smoke-monitoring-cert")),
     "base+load": ("base", ("load",)),
     "production+collector-spanmetrics": ("overlays/production", ("collector-spanmetrics",)),
+    "base+watch": ("base", ("watch",)),
 }
 
 
@@ -248,6 +249,99 @@ def test_smoke_cronjob_runs_the_documented_command_with_its_own_identity(
         "samplingRatePerMillion"
     ]
     assert 1 - (1 - rate / 1e6) ** int(env["TRACECHECK_APISERVER_BURST"]) > 0.95
+
+
+def test_watch_component_runs_the_watcher_and_gives_prometheus_its_rules_and_scrape_job(
+    rendered: dict[str, str],
+) -> None:
+    import fnmatch
+
+    objs = objects_of(rendered["base+watch"])
+    dep = find(objs, "Deployment", "tracecheck-watch")
+    spec = pod_spec(dep)
+    container = spec["containers"][0]
+    assert container["args"] == [
+        "watch",
+        "--listen=0.0.0.0:9464",
+        "--interval=60s",
+        "--jitter=0.1",
+        "--grace=10s",
+    ]
+    # The grace period for the last round ends well inside the kubelet's.
+    assert spec["terminationGracePeriodSeconds"] > 10
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9464}]
+    assert (spec["serviceAccountName"], spec["automountServiceAccountToken"]) == (
+        "tracecheck-watch",
+        False,
+    )
+    # Same backends, paths and burst as the smoke CronJob: the two are alternatives.
+    cron = pod_spec(find(objects_of(rendered["minikube"]), "CronJob", "tracecheck-smoke"))
+    assert container["env"] == cron["containers"][0]["env"]
+    role = find(objs, "Role", "tracecheck-watch")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+    assert find(objs, "ClusterRole", "tracecheck-watch")["rules"][0]["resourceNames"] == [
+        "monitoring"
+    ]
+    # The Service selects the watcher only (CronJob pods share the name label).
+    svc = find(objs, "Service", "tracecheck-watch")
+    assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "watch"
+    assert svc["spec"]["ports"] == [{"name": "metrics", "port": 9464, "targetPort": "metrics"}]
+    policy = find(objs, "NetworkPolicy", "tracecheck-watch")
+    assert (
+        policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"][
+            "app.kubernetes.io/name"
+        ]
+        == "prometheus"
+    )
+
+    # Prometheus mounts the rules and the job's target where its configuration looks for them.
+    prom = pod_spec(find(objs, "Deployment", "prometheus"))
+    mounts = {m["name"]: m["mountPath"] for m in prom["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v["configMap"]["name"] for v in prom["volumes"] if "configMap" in v}
+    config = yaml.safe_load(configmap(objs, "prometheus-config")["data"]["prometheus.yml"])
+    rules = configmap(objs, "prometheus-rules")
+    targets = configmap(objs, "prometheus-targets-watch")
+    assert volumes["rules"] == rules["metadata"]["name"]
+    assert volumes["targets-watch"] == targets["metadata"]["name"]
+    rule_files = [f"{mounts['rules']}/{key}" for key in rules["data"]]
+    assert [f for f in rule_files if any(fnmatch.fnmatch(f, g) for g in config["rule_files"])] == [
+        "/etc/prometheus-rules/tracecheck.rules.yaml"
+    ]
+    job = {j["job_name"]: j for j in config["scrape_configs"]}["tracecheck-watch"]
+    globs = [g for sd in job["file_sd_configs"] for g in sd["files"]]
+    target_files = [f"{mounts['targets-watch']}/{key}" for key in targets["data"]]
+    assert [f for f in target_files if any(fnmatch.fnmatch(f, g) for g in globs)] == [
+        "/etc/prometheus-targets/prometheus-targets-watch.yml"
+    ]
+    # ... holding the shipped rules byte for byte, and the watcher's Service as the target.
+    assert rules["data"]["tracecheck.rules.yaml"] == (
+        STACK / "prometheus" / "rules" / "tracecheck.rules.yaml"
+    ).read_text(encoding="utf-8")
+    assert yaml.safe_load(targets["data"]["prometheus-targets-watch.yml"]) == [
+        {"targets": ["tracecheck-watch.monitoring.svc.cluster.local:9464"]}
+    ]
+    # Without the component Prometheus has neither: the job has no target, no rule loads.
+    base_prom = pod_spec(find(objects_of(rendered["base"]), "Deployment", "prometheus"))
+    assert {v["name"] for v in base_prom["volumes"]} & {"rules", "targets-watch"} == set()
+    assert "tracecheck-watch.monitoring.svc" not in rendered["base"]
+
+
+def test_promtool_accepts_the_alert_rules_as_deployed(
+    rendered: dict[str, str], built: LocalStack, tmp_path: Path
+) -> None:
+    rules = configmap(objects_of(rendered["base+watch"]), "prometheus-rules")["data"]
+    path = tmp_path / "tracecheck.rules.yaml"
+    path.write_text(rules["tracecheck.rules.yaml"], encoding="utf-8")
+    proc = subprocess.run(
+        [str(built.binary("promtool")), "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS: 5 rules found" in proc.stdout
 
 
 def test_load_component_is_an_indexed_job_of_shards_under_one_run_id(
@@ -564,6 +658,7 @@ def test_dashboard_covers_red_slowest_traces_and_pipeline_health(rendered: dict[
         "kube-apiserver RED by span name (Tempo span metrics)",
         "Slowest traces",
         "Pipeline health",
+        "Pipeline health: end-to-end verdicts (tracecheck watch)",
     ]
     uids = {
         t["datasource"]["uid"]
@@ -584,6 +679,13 @@ def test_dashboard_covers_red_slowest_traces_and_pipeline_health(rendered: dict[
         "tempo_metrics_generator_spans_discarded_total",
         "prometheus_remote_storage_samples_failed_total",
         "apiserver_request_duration_seconds_bucket",
+        # tracecheck watch (components/watch): status per hop, delay per stage, last success.
+        "tracecheck_check_status",
+        "tracecheck_check_consecutive_failures",
+        "tracecheck_check_last_success_timestamp_seconds",
+        "tracecheck_stage_delay_seconds_bucket",
+        "tracecheck_rounds_total",
+        "tracecheck_apiserver_traced_ratio",
     ):
         assert metric in exprs
 

@@ -333,6 +333,13 @@ class LocalStack:
             if not path.is_file() or path.read_text(encoding="utf-8") != text:
                 path.write_text(text, encoding="utf-8")
             out[comp] = path
+        # Prometheus's alert rules (its rule_files: <state>/configs/rules/*.yaml), as shipped.
+        rules = configs / "rules"
+        rules.mkdir(exist_ok=True)
+        for src in sorted((self.repo / "stack" / "prometheus" / "rules").glob("*.rules.yaml")):
+            dst = rules / src.name
+            if not dst.is_file() or dst.read_bytes() != src.read_bytes():
+                dst.write_bytes(src.read_bytes())
         return out
 
     def prepare_credentials(self) -> pkimod.Pki:
@@ -459,6 +466,8 @@ class LocalStack:
         parts: list[str | bytes] = [*argv, *(f"{k}={v}" for k, v in sorted(env.items()))]
         if name in configs:
             parts.append(configs[name].read_bytes())
+        if name == "prometheus":  # changed rules restart it on `up`, as a changed config does
+            parts += [p.read_bytes() for p in sorted(configs[name].parent.glob("rules/*.yaml"))]
         exe = Path(argv[0])
         if exe.is_file():
             st = exe.stat()
