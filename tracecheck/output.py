@@ -6,12 +6,20 @@ value                  formats                           function
 :class:`Report`        table, json, junit, markdown      :func:`render`
 :class:`ResultTable`   table, json, csv, markdown        :func:`render_table`
 :class:`Finding` list  table, json                       :func:`render_findings`
+:class:`DoctorReport`  table, json, markdown             :func:`render_doctor`
 =====================  ================================  ====================================
+
+A report's :class:`~tracecheck.results.Diagnosis` is part of every report format: a
+``Diagnosis`` line before the summary (table, markdown), a ``diagnosis`` object (JSON), the
+suite's ``diagnosis`` property and each check's ``follows_from`` (JUnit).
 
 Pure functions from values to strings (their imports are made where they are used, so the
 command line's ``--help`` does not pay for them); the CLI decides where each output goes
 (``--output json:report.json``). The report's JSON layout is versioned (``schema_version``) and
 described by ``tracecheck/schema/report-v1.json``.
+
+Why one module (about 650 lines): every format of every value, so a reader finds how anything
+is printed in one place and the formats cannot drift apart (the layout's rule).
 
 One JSON convention for all of them (:func:`json_value`): times are RFC 3339 UTC strings with
 milliseconds (:func:`iso`); NaN and infinities, which JSON cannot hold, are the strings
@@ -27,19 +35,30 @@ from typing import TYPE_CHECKING, Any
 from tracecheck.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tracecheck.results import CheckResult, Finding, Report, ResultTable
+    from tracecheck.results import (
+        CheckResult,
+        Diagnosis,
+        DoctorReport,
+        Finding,
+        Report,
+        ResultTable,
+    )
 
 __all__ = [
+    "DOCTOR_FORMATS",
     "FINDING_FORMATS",
     "FORMATS",
     "REPORT_FORMATS",
     "TABLE_FORMATS",
+    "diagnosis_to_dict",
+    "doctor_to_dict",
     "findings_to_json",
     "iso",
     "json_value",
     "parse_output",
     "render",
     "render_csv",
+    "render_doctor",
     "render_findings",
     "render_json",
     "render_junit",
@@ -59,6 +78,8 @@ FORMATS = REPORT_FORMATS  # the name older callers use
 TABLE_FORMATS = ("table", "json", "csv", "markdown")
 #: Formats of findings (``tracecheck apiserver check-config --output``).
 FINDING_FORMATS = ("table", "json")
+#: Formats of ``tracecheck doctor``.
+DOCTOR_FORMATS = ("table", "json", "markdown")
 
 # ANSI SGR codes (ECMA-48) for a terminal: statuses, hints and the summary line.
 # (keys are Status values; results is imported where a report is rendered, not at start)
@@ -70,6 +91,7 @@ _SGR = {
     "SKIP": "2",  # dim
     "hint": "33",
     "title": "1",
+    "diagnosis": "1;33",
 }
 
 
@@ -151,11 +173,28 @@ def _check_dict(r: CheckResult) -> dict[str, Any]:
         "detail": r.detail,
         "hint": r.hint,
         "data": json_value(dict(r.data)),
+        **({"follows_from": r.follows_from} if r.follows_from else {}),
+    }
+
+
+def diagnosis_to_dict(d: Diagnosis) -> dict[str, Any]:
+    """The report's ``diagnosis`` object (tracecheck/schema/report-v1.json)."""
+    return {
+        "summary": d.summary,
+        "conclusive": d.conclusive,
+        "hop": d.hop,
+        "component": d.component,
+        "cause": d.cause,
+        "since": iso(d.since) if d.since is not None else None,
+        "evidence": list(d.evidence),
+        "fix": d.fix,
+        "follows": list(d.follows),
+        "unexplained": list(d.unexplained),
     }
 
 
 def report_to_dict(report: Report) -> dict[str, Any]:
-    return {
+    out = {
         "schema_version": report.schema_version,
         "tool": "tracecheck",
         "tool_version": report.tool_version,
@@ -171,6 +210,9 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "checks": [_check_dict(r) for r in report.results],
         "tables": {k: [json_value(dict(row)) for row in v] for k, v in report.tables.items()},
     }
+    if report.diagnosis is not None:
+        out["diagnosis"] = diagnosis_to_dict(report.diagnosis)
+    return out
 
 
 def render_json(report: Report) -> str:
@@ -192,9 +234,21 @@ def render_junit(report: Report) -> str:
     suite.add_property("trace_id", report.trace_id)
     for key, value in sorted(report.target.items()):
         suite.add_property(f"target.{key}", str(value))
+    if report.diagnosis is not None:
+        suite.add_property("diagnosis", report.diagnosis.summary)
+        if report.diagnosis.hop:
+            suite.add_property("diagnosis.hop", report.diagnosis.hop)
     for r in report.results:
         case = TestCase(r.name, classname=f"{suite.name}.{r.name.split('.', 1)[0]}", time=r.elapsed)
-        text = "\n".join(x for x in (r.detail, f"hint: {r.hint}" if r.hint else "") if x)
+        text = "\n".join(
+            x
+            for x in (
+                r.detail,
+                f"hint: {r.hint}" if r.hint else "",
+                f"follows from: {r.follows_from}" if r.follows_from else "",
+            )
+            if x
+        )
         if r.status == "FAIL":
             case.result = [Failure(r.detail, type_=r.hop or "check")]
             case.system_err = text
@@ -246,11 +300,13 @@ def _summary(report: Report) -> str:
 
 
 def _hints(report: Report) -> list[str]:
-    return [
-        f"{r.name}: {r.hint}"
-        for r in report.results
-        if r.hint and r.status in ("FAIL", "ERROR", "WARN")
-    ]
+    """One line per distinct FAIL/ERROR/WARN hint, naming every check that has it: failures
+    that follow from the diagnosis's root cause share one line instead of repeating it."""
+    grouped: dict[str, list[str]] = {}
+    for r in report.results:
+        if r.hint and r.status in ("FAIL", "ERROR", "WARN"):
+            grouped.setdefault(r.hint, []).append(r.name)
+    return [f"{', '.join(names)}: {hint}" for hint, names in grouped.items()]
 
 
 def render_text(report: Report, *, color: bool = False, width: int = 120) -> str:
@@ -279,6 +335,9 @@ def render_text(report: Report, *, color: bool = False, width: int = 120) -> str
     if hints:
         out.append(paint("Hints", _SGR["title"]))
         out.extend(f"  {paint('hint', _SGR['hint'])} {h}" if color else f"  {h}" for h in hints)
+        out.append("")
+    if report.diagnosis is not None:
+        out.append(paint(_diagnosis_line(report.diagnosis), _SGR["diagnosis"]))
         out.append("")
     verdict = {0: "PASS", 1: "FAIL", 3: "ERROR"}
     out.append(paint(_summary(report), _SGR[verdict.get(int(report.exit_code), "FAIL")]))
@@ -362,7 +421,16 @@ def render_markdown(report: Report) -> str:
     hints = _hints(report)
     if hints:
         out += ["### Hints", "", *(f"- {h}" for h in hints), ""]
+    if report.diagnosis is not None:
+        d = report.diagnosis
+        out += ["### Diagnosis", "", f"**{_diagnosis_line(d)}**", ""]
+        if d.fix:
+            out += [f"Fix: {d.fix}", ""]
     return "\n".join(out)
+
+
+def _diagnosis_line(d: Diagnosis) -> str:
+    return f"Diagnosis: {d.summary}"
 
 
 def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -469,3 +537,120 @@ def render_findings(
     else:
         lines.append(f"{where}: {errors} error(s), {warnings} warning(s)")
     return "\n".join(lines)
+
+
+# -- doctor ---------------------------------------------------------------------------------------
+
+
+def doctor_to_dict(report: DoctorReport) -> dict[str, Any]:
+    return {
+        "tool": "tracecheck",
+        "tool_version": report.tool_version,
+        "command": "doctor",
+        "started_at": iso(report.started_at),
+        "finished_at": iso(report.finished_at),
+        "observed_s": _r(report.observed_s),
+        "exit_code": int(report.exit_code),
+        "components": [
+            {
+                "component": c.component,
+                "address": c.address,
+                "state": c.state,
+                "version": c.version,
+                "facts": c.facts,
+            }
+            for c in report.components
+        ],
+        "findings": [
+            {
+                "severity": f.level,
+                "component": f.component,
+                "fact": f.field,
+                "message": f.message,
+                "evidence": f.evidence,
+                "fix": f.fix,
+            }
+            for f in report.findings
+        ],
+    }
+
+
+def _finding_rows(report: DoctorReport) -> list[dict[str, str]]:
+    return [
+        {
+            "severity": f.level,
+            "component": f.component,
+            "finding": f.message,
+            "evidence": f.evidence,
+            "fix": f.fix,
+        }
+        for f in report.findings
+    ]
+
+
+def _doctor_summary(report: DoctorReport) -> str:
+    errors = sum(f.level == "error" for f in report.findings)
+    warnings = len(report.findings) - errors
+    return (
+        f"tracecheck doctor: {len(report.components)} components, {errors} error(s), "
+        f"{warnings} warning(s) (observed {report.observed_s:.1f}s) -> exit {int(report.exit_code)}"
+    )
+
+
+def render_doctor(
+    report: DoctorReport, fmt: str = "table", *, color: bool = False, width: int = 120
+) -> str:
+    """``tracecheck doctor``'s report: the components, then one line per finding with its
+    evidence and fix (table), or the same as JSON or Markdown."""
+    check_format(fmt, DOCTOR_FORMATS)
+    if fmt == "json":
+        import json
+
+        return json.dumps(doctor_to_dict(report), indent=2, ensure_ascii=False) + "\n"
+    components = [
+        {
+            "component": c.component,
+            "state": c.state,
+            "version": c.version or "-",
+            "address": c.address,
+            "facts": c.facts,
+        }
+        for c in report.components
+    ]
+    if fmt == "markdown":
+        out = [
+            f"## tracecheck doctor: exit {int(report.exit_code)}",
+            "",
+            _doctor_summary(report),
+            "",
+            "### Components",
+            "",
+            render_markdown_rows(components),
+            "",
+            "### Findings",
+            "",
+            render_markdown_rows(_finding_rows(report)) if report.findings else "_none_",
+            "",
+        ]
+        return "\n".join(out)
+
+    def paint(text: str, style: str) -> str:
+        return _paint(text, style) if color else text
+
+    table = [{k: v for k, v in c.items() if k != "facts"} for c in components]
+    out = [paint("Components", _SGR["title"]), render_rows(table, width=width)]
+    out += [f"  {c['component']}: {c['facts']}" for c in components if c["facts"]]
+    out += ["", paint("Findings", _SGR["title"])]
+    if not report.findings:
+        out.append("  none")
+    for f in report.findings:
+        level = paint(f.level.upper(), _SGR["FAIL" if f.level == "error" else "WARN"])
+        out.append(f"  {level} {f.component}: {f.message}")
+        if f.evidence:
+            out.append(f"      evidence: {f.evidence}")
+        if f.fix:
+            out.append(f"      fix: {f.fix}")
+    out.append("")
+    style = _SGR["FAIL"] if int(report.exit_code) else _SGR["PASS"]
+    out.append(paint(_doctor_summary(report), style))
+    return "\n".join(out) + "\n"

@@ -86,6 +86,8 @@ class PollOutcome(Generic[T]):
     # monotonic time at which the successful probe started: the earliest moment the data is
     # known to have been visible (the probe before it started ``interval`` earlier).
     found_at: float | None = None
+    #: Why the wait was given up before its deadline (``stop`` said so), else "".
+    stopped: str = ""
 
 
 def poll_until(
@@ -96,6 +98,8 @@ def poll_until(
     initial: float = 0.05,
     factor: float = 1.6,
     cap: float = 1.0,
+    stop: Callable[[], str] | None = None,
+    extend: Callable[[], float] | None = None,
 ) -> PollOutcome[T]:
     """Call ``probe`` until it reports ``done`` or ``deadline`` seconds have passed.
 
@@ -105,6 +109,12 @@ def poll_until(
     do not fix themselves, and waiting out the deadline would only hide the cause.
     Any other exception propagates. The last probe is never later than the deadline, and the
     function returns at most one request time after it.
+
+    ``stop``, asked after every probe that did not finish the wait, gives up early: a non-empty
+    answer (why: e.g. the backend the data must pass is known dead) ends the wait at once with
+    ``stopped`` set to it, so a verdict does not wait for a deadline it can no longer change.
+    ``extend`` gives seconds added to the deadline so far (asked before every sleep): a caller
+    that starts over mid-wait (a re-probe) moves the deadline with it.
     """
     start = clock.monotonic()
     end = start + deadline
@@ -130,6 +140,11 @@ def poll_until(
                     True, result.value, attempts, clock.monotonic() - start, seen, None, began
                 )
         now = clock.monotonic()
+        why = stop() if stop is not None else ""
+        if why:
+            return PollOutcome(False, None, attempts, now - start, seen, error, stopped=why)
+        if extend is not None:
+            end = start + deadline + max(0.0, extend())
         if now >= end:
             return PollOutcome(False, None, attempts, now - start, seen, error)
         clock.sleep(min(interval, end - now))

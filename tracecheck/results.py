@@ -6,7 +6,11 @@
   which hop is broken.
 * :class:`ResultTable` -- a query's answer (``tracecheck query ...``, ``report apiserver``).
 * :class:`Finding` -- a problem found by an offline check (a TracingConfiguration file,
-  rendered manifests).
+  rendered manifests) or by ``tracecheck doctor`` in a live pipeline (then with the component,
+  the evidence and the fix).
+* :class:`Diagnosis` -- after a smoke run: the first broken hop, the evidence, and which
+  failures follow from it.
+* :class:`DoctorReport` -- ``tracecheck doctor``: what each component says, and the findings.
 
 Renderers (:mod:`tracecheck.output`) only read these values.
 """
@@ -23,6 +27,9 @@ from tracecheck.errors import ExitCode
 __all__ = [
     "REPORT_SCHEMA_VERSION",
     "CheckResult",
+    "ComponentRow",
+    "Diagnosis",
+    "DoctorReport",
     "Finding",
     "Level",
     "Report",
@@ -59,10 +66,35 @@ class CheckResult:
     deadline: float | None = None  # seconds allowed
     attempts: int = 0  # polls made
     data: Mapping[str, Any] = field(default_factory=dict)  # check-specific facts (JSON-safe)
+    #: The diagnosis's root cause when this failure follows from it (then ``hint`` says so).
+    follows_from: str = ""
 
     @property
     def ok(self) -> bool:
         return self.status in (Status.PASS, Status.WARN)
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """Why a smoke run failed, from what the components said about themselves.
+
+    ``summary`` is the one Diagnosis line. ``hop`` and ``component`` name the first broken hop
+    ("" when inconclusive); ``since`` is when it broke (unix seconds, None: before the run or
+    unknown); ``evidence`` the observations it rests on, each one line; ``fix`` what to change.
+    ``follows`` lists the checks whose failure follows from it, ``unexplained`` the failing
+    checks it does not explain. ``conclusive`` is False when the facts read do not single out a
+    hop: then ``summary`` says so and guesses nothing."""
+
+    summary: str
+    hop: str = ""
+    component: str = ""
+    cause: str = ""
+    since: float | None = None
+    conclusive: bool = True
+    evidence: tuple[str, ...] = ()
+    fix: str = ""
+    follows: tuple[str, ...] = ()
+    unexplained: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +109,7 @@ class Report:
     tool_version: str = ""
     command: str = "smoke"  # the tracecheck command that made the report
     schema_version: int = REPORT_SCHEMA_VERSION
+    diagnosis: Diagnosis | None = None  # None: every check passed and nothing broke meanwhile
 
     @property
     def exit_code(self) -> ExitCode:
@@ -176,14 +209,17 @@ Level = Literal["error", "warning"]
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One problem found without a backend: in a TracingConfiguration file or in rendered
-    manifests.
+    """One problem found: in a TracingConfiguration file, in rendered manifests, or by
+    ``tracecheck doctor`` in a live pipeline.
 
     ``level`` is ``error`` (refused, unsafe, or can never work) or ``warning`` (starts, but worth
     a look). ``field`` is where: a key of the file (``endpoint``, ``(file)`` for the file as a
-    whole) or a path inside an object (``spec.template.spec.containers[0].securityContext``).
+    whole) or a path inside an object (``spec.template.spec.containers[0].securityContext``);
+    for doctor, the fact it rests on (``remote-write receiver``, ``exporter``...).
     ``object`` names the object of a multi-object source (``Kind/namespace/name``, or
     ``Kind/name`` when cluster-scoped); ``line`` is the 1-based line when the source is a file.
+    Doctor's findings also carry the ``component``, the ``evidence`` (what was read, one line)
+    and the ``fix``.
     """
 
     level: Level
@@ -191,6 +227,9 @@ class Finding:
     message: str
     object: str = ""
     line: int | None = None
+    component: str = ""
+    evidence: str = ""
+    fix: str = ""
 
     def __str__(self) -> str:
         if self.line is not None:
@@ -202,3 +241,33 @@ class Finding:
 def has_errors(findings: Sequence[Finding]) -> bool:
     """Whether any finding is an error (the commands exit non-zero then; warnings alone do not)."""
     return any(f.level == "error" for f in findings)
+
+
+# -- doctor -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentRow:
+    """One component as ``tracecheck doctor`` saw it: ``state`` as
+    :class:`tracecheck.diagnose.facts.Reading` says it (up, not ready, unreachable...)."""
+
+    component: str
+    address: str
+    state: str
+    version: str = ""
+    facts: str = ""  # the facts read, one line
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorReport:
+    started_at: float
+    finished_at: float
+    components: tuple[ComponentRow, ...]
+    findings: tuple[Finding, ...]
+    observed_s: float = 0.0  # seconds between the two readings compared
+    tool_version: str = ""
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """1 when a finding is an error, else 0."""
+        return ExitCode.CHECK_FAILED if has_errors(self.findings) else ExitCode.OK

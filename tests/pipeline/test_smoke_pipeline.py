@@ -177,9 +177,11 @@ def test_a_stopped_component_is_named(
     # for any load on the machine (how fast it is, is a benchmark's question).
     assert failing["deadline_s"] == 3 and failing["elapsed_s"] < 3 + 20
     if component == "tempo":
-        # The collector still accepts the spans but cannot export them to Tempo.
+        # The collector still accepts the spans but cannot export them to Tempo; the
+        # diagnosis names Tempo as the cause (tests/pipeline/test_fault_matrix.py).
         exported = by_name["collector.exported"]
-        assert exported["status"] == "FAIL" and "did not export" in exported["hint"]
+        assert exported["status"] == "FAIL" and "sent +0" in exported["detail"]
+        assert exported["follows_from"] == "tempo"
         assert exported["deadline_s"] == 5 and exported["elapsed_s"] < 5 + 20
         assert by_name["tempo.trace_by_id"]["status"] == "SKIP"
     if component == "collector":

@@ -24,7 +24,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("tracecheck.backends",),
     ("tracecheck.results", "tracecheck.output", "tracecheck.spanmetrics"),
     ("tracecheck.query", "tracecheck.stack", "tracecheck.load"),
-    ("tracecheck.latency",),
+    ("tracecheck.latency", "tracecheck.diagnose"),
     ("tracecheck.smoke",),
     ("tracecheck.watch",),
     ("tracecheck.cli", "tracecheck.__main__"),

@@ -8,7 +8,7 @@ import pytest
 
 from tracecheck.errors import ExitCode, UsageError
 from tracecheck.output import parse_output, render_json, render_junit, render_markdown, render_text
-from tracecheck.results import CheckResult, Report, Status, exit_code
+from tracecheck.results import CheckResult, DoctorReport, Report, Status, exit_code
 
 
 def _report(*statuses: Status) -> Report:
@@ -102,3 +102,107 @@ def test_parse_output() -> None:
         parse_output("yaml")
     with pytest.raises(UsageError, match="empty path"):
         parse_output("json:")
+
+
+def _diagnosed() -> Report:
+    from dataclasses import replace
+
+    from tracecheck.results import Diagnosis
+
+    base = _report(Status.PASS, Status.ERROR, Status.FAIL)
+    results = list(base.results)
+    results[1] = replace(results[1], hint="tempo at :3200 refused", follows_from="tempo")
+    results[2] = replace(results[2], hint="follows from tempo: stopped", follows_from="tempo")
+    diagnosis = Diagnosis(
+        "tempo at :3200 stopped answering at 22:58:03. 1 later failure follows from it",
+        hop="tempo",
+        component="tempo",
+        cause="stopped answering",
+        since=1_764_000_005.0,
+        evidence=("tempo at :3200 stopped answering at 22:58:03",),
+        fix="start Tempo",
+        follows=("group.check_1", "group.check_2"),
+    )
+    return replace(base, results=tuple(results), diagnosis=diagnosis)
+
+
+def test_the_diagnosis_is_in_every_report_format() -> None:
+    from junitparser import JUnitXml
+
+    report = _diagnosed()
+    data = json.loads(render_json(report))
+    schema = json.loads(resources.files("tracecheck").joinpath("schema/report-v1.json").read_text())
+    jsonschema.validate(data, schema)
+    d = data["diagnosis"]
+    assert (d["hop"], d["component"], d["cause"], d["conclusive"]) == (
+        "tempo",
+        "tempo",
+        "stopped answering",
+        True,
+    )
+    assert d["follows"] == ["group.check_1", "group.check_2"] and d["fix"] == "start Tempo"
+    assert data["checks"][2]["follows_from"] == "tempo"
+    suite = next(iter(JUnitXml.fromstring(render_junit(report))))
+    props = {p.name: p.value for p in suite.properties()}
+    assert props["diagnosis"].startswith("tempo at :3200 stopped answering")
+    assert props["diagnosis.hop"] == "tempo"
+    text = render_text(report, color=False, width=120)
+    assert "Diagnosis: tempo at :3200 stopped answering at 22:58:03" in text
+    assert "### Diagnosis" in render_markdown(report)
+    # A report without a diagnosis has none anywhere.
+    plain = _report(Status.PASS)
+    assert "diagnosis" not in json.loads(render_json(plain))
+    assert "Diagnosis" not in render_text(plain)
+
+
+def _doctor(*levels: str) -> DoctorReport:
+    from tracecheck.results import ComponentRow, Finding
+
+    return DoctorReport(
+        started_at=1_764_000_000.0,
+        finished_at=1_764_000_006.5,
+        components=(
+            ComponentRow("prometheus", "http://127.0.0.1:9090", "up", "3.8.0", "exemplars on"),
+        ),
+        findings=tuple(
+            Finding(
+                level,  # type: ignore[arg-type]
+                "remote-write receiver",
+                f"finding {i}",
+                component="prometheus",
+                evidence=f"evidence {i}",
+                fix=f"fix {i}",
+            )
+            for i, level in enumerate(levels)
+        ),
+        observed_s=6.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("levels", "code"), [(("warning", "error"), 1), (("warning",), 0), ((), 0)]
+)
+def test_doctor_exits_1_on_an_error_finding_in_every_format(
+    levels: tuple[str, ...], code: int
+) -> None:
+    from tracecheck.output import render_doctor
+
+    report = _doctor(*levels)
+    assert int(report.exit_code) == code
+    data = json.loads(render_doctor(report, "json"))
+    assert data["exit_code"] == code
+    assert [f["severity"] for f in data["findings"]] == list(levels)
+    assert [f["evidence"] for f in data["findings"]] == [
+        f"evidence {i}" for i in range(len(levels))
+    ]
+    table = render_doctor(report, "table", width=120)
+    assert table.rstrip().endswith(f"-> exit {code}")
+    md = render_doctor(report, "markdown")
+    assert md.startswith(f"## tracecheck doctor: exit {code}")
+    if levels:
+        assert "      evidence: evidence 0" in table and "      fix: fix 0" in table
+        assert "| prometheus | finding 0 | evidence 0 | fix 0 |" in md
+    else:
+        assert "Findings\n  none" in table and "_none_" in md
+    with pytest.raises(UsageError):
+        render_doctor(report, "junit")

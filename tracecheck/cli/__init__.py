@@ -2,6 +2,7 @@
 
     shared      option declarations every command reuses, settings, outputs, the terminal
     smoke       tracecheck smoke
+    doctor      tracecheck doctor
     load        tracecheck load (--ramp, --account)
     stack       tracecheck stack render|validate|apply, tracecheck stack local up|down|status|env
     apiserver   tracecheck apiserver probe|check-config
@@ -22,7 +23,7 @@ import sys
 
 import click
 
-from tracecheck.cli import apiserver, load, query, report, smoke, stack, watch
+from tracecheck.cli import apiserver, doctor, load, query, report, smoke, stack, watch
 from tracecheck.cli.shared import Done, Group, echo_err
 from tracecheck.errors import ExitCode, TracecheckError
 
@@ -46,6 +47,7 @@ def app() -> None:
 
 
 app.add_command(smoke.smoke)
+app.add_command(doctor.doctor)
 app.add_command(watch.watch)
 app.add_command(load.load)
 app.add_command(stack.group)

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracecheck.backends.prometheus import counter_increase, counter_snapshot
 from tracecheck.config import Settings
+from tracecheck.diagnose import hops
 from tracecheck.errors import AuthError, BackendError, HTTPStatusError
 from tracecheck.ids import stripped_hex
 from tracecheck.polling import Probe
@@ -161,6 +162,9 @@ class ApiserverReachable(ReadinessCheck):
         "is kube-apiserver running and reachable at the kubeconfig's server URL, with a "
         "credential it accepts?"
     )
+    flow = "apiserver"
+    path = (hops.ETCD, hops.APISERVER)  # /readyz answers 500 without etcd
+    backend = "apiserver"
 
     def ask(self, ctx: SmokeContext, left: Callable[[], float]) -> CheckResult:
         from tracecheck.backends.apiserver import trust_mode
@@ -219,6 +223,9 @@ class ApiserverRequests(Check):
     hop = "client -> apiserver"
     requires = ("apiserver.reachable",)
     error_hint = "the apiserver stopped answering while the traced requests were sent"
+    flow = "apiserver"
+    path = (hops.ETCD, hops.APISERVER)
+    backend = "apiserver"
 
     def __init__(self, *, writes_namespace: str | None = None) -> None:
         #: ``--allow-writes --namespace NS``: also create and delete a ConfigMap in NS.
@@ -354,6 +361,10 @@ class ApiserverTrace(Check):
     requires = ("apiserver.requests", "preflight.tempo")
     deadline_key = "apiserver_trace"
     error_hint = "Tempo's API failed while polling for the apiserver's spans"
+    flow = "apiserver"
+    path = (hops.APISERVER, hops.APISERVER_EXPORT, hops.COLLECTOR, hops.EXPORT, hops.TEMPO)
+    backend = "tempo"
+    confirms = (hops.APISERVER, hops.APISERVER_EXPORT, hops.COLLECTOR, hops.EXPORT)
 
     @ends_on_auth_error
     def run(self, ctx: SmokeContext) -> CheckResult:
@@ -645,10 +656,11 @@ def _export_hint(ctx: SmokeContext) -> str:
     """Which hop to look at when no apiserver span arrived."""
     synthetic = ctx.results.get("tempo.trace_by_id")
     base = (
-        "is kube-apiserver started with --tracing-config-file, does its endpoint reach the "
-        "collector's OTLP/gRPC port from the apiserver's host network (no cluster DNS names; "
-        "apiserver log: 'traces exporter is disconnected from the server'), and is "
-        "samplingRatePerMillion set?"
+        "a guess, no fact read explains it (tracecheck doctor reads the apiserver's tracing "
+        "configuration where it can): is kube-apiserver started with --tracing-config-file, "
+        "does its endpoint reach the collector's OTLP/gRPC port from the apiserver's host "
+        "network (no cluster DNS names; apiserver log: 'traces exporter is disconnected from "
+        "the server'), and is samplingRatePerMillion set?"
     )
     if synthetic is not None and synthetic.ok:
         return (
@@ -671,11 +683,20 @@ class ApiserverSpanMetrics(Check):
 
     deadline_key = "span_metrics"
     error_hint = "Prometheus's query API failed while polling"
+    flow = "apiserver"
+    backend = "prometheus"
 
     def __init__(self, *, via_tempo: bool = True) -> None:
         self.requires = ("apiserver.requests", "preflight.prometheus") + (
             ("preflight.tempo",) if via_tempo else ()
         )
+        generator = (
+            (hops.TEMPO, hops.GENERATOR_SPAN_METRICS, hops.REMOTE_WRITE) if via_tempo else ()
+        )
+        self.path = (
+            hops.APISERVER, hops.APISERVER_EXPORT, hops.COLLECTOR, hops.EXPORT, *generator,
+            hops.PROMETHEUS,
+        )  # fmt: skip
 
     def _query(self, fam: Naming) -> str:
         return fam.selector(fam.calls, SERVICE, span_kind="SPAN_KIND_SERVER")

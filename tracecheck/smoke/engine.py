@@ -14,6 +14,25 @@ backend is unreachable is an ERROR (exit 3); one whose data does not arrive is a
 with a hint naming the likely broken hop. The checks themselves live in
 :mod:`~tracecheck.smoke.pipeline_checks` and :mod:`~tracecheck.smoke.apiserver_checks`;
 :mod:`~tracecheck.smoke.plan` lists them.
+
+**Early verdicts.** From the end of the preflights to the end of the run a
+:class:`~tracecheck.diagnose.watch.Watch` keeps asking each component that passed its preflight
+whether it is alive, and reads the configuration facts and self-metrics that make a hop
+certainly dead. A check declares the hops its data passes (``path``, names from
+:mod:`tracecheck.diagnose.hops`) and the component it asks (``backend``); while it polls, the
+first hop of its path that its data has not yet passed (``confirms`` of the checks that passed
+record what the data got past) and that the watch knows dead ends the poll at once: the check
+is an ERROR when the dead component is the one it asks, else a FAIL "blocked by ...". A healthy
+run is never stopped early, so its timing is unchanged.
+
+**Diagnosis.** When a check failed, or the watch saw a component go down, the run ends with
+:func:`tracecheck.diagnose.diagnosis.diagnose_run`: the components are read once more, and the
+report gets one :class:`~tracecheck.results.Diagnosis` naming the first broken hop with its
+evidence; the later failures are marked as following from it.
+
+Why one module (about 650 lines): the check base class, the run's state and the runner decide
+together when a check runs, polls, is blocked and how its result reads; the watch and the
+diagnosis they start live in :mod:`tracecheck.diagnose`.
 """
 
 from __future__ import annotations
@@ -29,7 +48,7 @@ from tracecheck.backends import Backends
 from tracecheck.config import Settings
 from tracecheck.errors import BackendError, UsageError
 from tracecheck.polling import Clock, PollOutcome, Probe, SystemClock, poll_until
-from tracecheck.results import CheckResult, Report, Status
+from tracecheck.results import CheckResult, Diagnosis, Report, Status
 from tracecheck.smoke.synth import SyntheticTrace
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,6 +56,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from tracecheck.backends.collector import CollectorClient
     from tracecheck.backends.prometheus import PrometheusClient
     from tracecheck.backends.tempo import TempoClient
+    from tracecheck.diagnose.facts import Inspection
+    from tracecheck.diagnose.hops import Block
+    from tracecheck.diagnose.watch import Watch
     from tracecheck.spanmetrics import Naming
 
 __all__ = [
@@ -152,6 +174,23 @@ class SmokeContext:
     results: dict[str, CheckResult] = field(default_factory=dict)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     target: dict[str, Any] = field(default_factory=dict)  # the report's "target" section
+    #: End checks early when the watch knows a hop of their path dead, and diagnose the run
+    #: (see the module docstring); False polls every check to its deadline and adds no
+    #: diagnosis (the behaviour before issue 9, for comparisons).
+    early_verdict: bool = True
+    #: The watch of this run (run_checks starts one after the preflights when early_verdict is
+    #: on and the clock is the system's; tests may inject one).
+    watch: Watch | None = None
+    #: The blocks that ended checks early, by check name.
+    blocks: dict[str, Block] = field(default_factory=dict)
+    #: Hops each flow's data is known to have passed (the ``confirms`` of checks that passed).
+    passed: dict[str, set[str]] = field(default_factory=dict)
+    #: Per-run state of the metrics checks (restarts of the metrics-generator, re-probes).
+    metrics_state: dict[str, Any] = field(default_factory=dict)
+    #: How the diagnosis reads the components once more: ``(components, services_since)`` ->
+    #: Inspection. None: tracecheck.diagnose.facts.inspect with this run's clients when the
+    #: clock is the system's, else nothing is read (tests with fake clients inject one).
+    inspector: Callable[[Sequence[str], float | None], Inspection] | None = None
     _own_backends: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -210,6 +249,14 @@ class Check:
     deadline_key: ClassVar[str | None] = None
     #: What to look at when the check cannot reach its backend.
     error_hint: ClassVar[str] = ""
+    #: The data flow the check follows ("synthetic" or "apiserver"; "" for none).
+    flow: ClassVar[str] = ""
+    #: The hops (tracecheck.diagnose.hops) the check's data passes, upstream first.
+    path: tuple[str, ...] = ()
+    #: The component the check asks ("collector", "tempo", "prometheus", "apiserver").
+    backend: ClassVar[str] = ""
+    #: Hops of its flow that a PASS of this check shows the data got past.
+    confirms: ClassVar[tuple[str, ...]] = ()
 
     @property
     def group(self) -> str:
@@ -254,18 +301,23 @@ class Check:
         probe: Callable[[float], Probe[T]],
         *,
         request_timeout: float,
+        extend: Callable[[], float] | None = None,
     ) -> PollOutcome[T]:
         """Poll ``probe(timeout)`` until done or this check's deadline passes.
 
         Each request gets the time left before the deadline (at least MIN_REQUEST_TIMEOUT, at
         most ``request_timeout``), so a stalled backend cannot hold the check past its deadline.
+        The poll ends early when a hop ahead of the check's data is known dead (:meth:`blocked`);
+        ``extend`` moves the deadline (a re-probe, :mod:`tracecheck.smoke.restarts`).
         """
         deadline = self.deadline(ctx) or 0.0
-        end = ctx.clock.monotonic() + deadline
         started = ctx.clock.monotonic()
 
+        def end() -> float:
+            return started + deadline + (max(0.0, extend()) if extend is not None else 0.0)
+
         def wrapped() -> Probe[T]:
-            left = end - ctx.clock.monotonic()
+            left = end() - ctx.clock.monotonic()
             outcome = probe(max(MIN_REQUEST_TIMEOUT, min(request_timeout, left)))
             ctx.progress(
                 Progress(self.name, "poll", outcome.seen, ctx.clock.monotonic() - started, deadline)
@@ -273,16 +325,47 @@ class Check:
             return outcome
 
         s = ctx.settings.smoke
-        return poll_until(wrapped, deadline, ctx.clock, initial=s.poll_initial, cap=s.poll_max)
+        return poll_until(
+            wrapped,
+            deadline,
+            ctx.clock,
+            initial=s.poll_initial,
+            cap=s.poll_max,
+            stop=lambda: self.blocked(ctx),
+            extend=extend,
+        )
+
+    def ahead(self, ctx: SmokeContext) -> tuple[str, ...]:
+        """The hops of :attr:`path` the data has not passed yet, plus the hop of the component
+        this check asks (it must stay alive whatever the data passed)."""
+        passed = ctx.passed.get(self.flow, set())
+        hops = [h for h in self.path if h not in passed]
+        # A component's name is its hop's (tracecheck.diagnose.hops).
+        if self.backend and self.backend not in hops:
+            hops.append(self.backend)
+        return tuple(hops)
+
+    def blocked(self, ctx: SmokeContext) -> str:
+        """Why this check's poll should end now ("" to go on): a hop ahead is dead."""
+        watch = ctx.watch
+        if watch is None or not ctx.early_verdict:
+            return ""
+        block = watch.blocking(self.ahead(ctx))
+        if block is None:
+            return ""
+        with ctx._lock:
+            ctx.blocks.setdefault(self.name, block)
+        return block.evidence
 
     def measured(self, ctx: SmokeContext, outcome: PollOutcome[Any]) -> dict[str, Any]:
         """:meth:`poll_fields` plus, once the data was seen, ``delay``: keyword arguments for
         :meth:`result`.
 
         A poll whose last probe could not reach its backend is not a FAIL: the error is raised
-        again, and the plan turns it into an ERROR naming that backend.
+        again, and the plan turns it into an ERROR naming that backend. A poll ended early
+        (``stopped``: a hop ahead is dead) is left to the engine, which says so.
         """
-        if not outcome.ok and outcome.error is not None:
+        if not outcome.ok and outcome.error is not None and not outcome.stopped:
             raise outcome.error
         fields = self.poll_fields(ctx, outcome)
         if outcome.ok:
@@ -342,20 +425,65 @@ def select_checks(checks: Sequence[Check], only: Iterable[str], skip: Iterable[s
 
 
 def run_checks(checks: Sequence[Check], ctx: SmokeContext) -> tuple[CheckResult, ...]:
-    """Run the plan stage by stage; the checks of one stage run in parallel."""
+    """Run the plan stage by stage; the checks of one stage run in parallel. Between the
+    preflights and the end, the watch runs (see the module docstring)."""
     names = {c.name for c in checks}
     by_stage = {stage: [c for c in checks if c.stage == stage] for stage in STAGES}
-    with ThreadPoolExecutor(max_workers=max(1, ctx.workers)) as pool:
-        for stage in STAGES:
-            if stage == "send":
-                ready = [c for c in by_stage["verify"] if _blocked(c, ctx, names) is None]
-                for done in [pool.submit(_baseline, c, ctx) for c in ready]:
-                    done.result()
-            # _run_one records each result as soon as it is known, so a later check of the same
-            # stage can use it for its hint (e.g. whether the collector exported the spans).
-            for fut in [pool.submit(_run_one, c, ctx, names) for c in by_stage[stage]]:
-                fut.result()
+    started_watch = False
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, ctx.workers)) as pool:
+            for stage in STAGES:
+                if stage == "send":
+                    started_watch = _start_watch(checks, ctx)
+                    ready = [c for c in by_stage["verify"] if _blocked(c, ctx, names) is None]
+                    for done in [pool.submit(_baseline, c, ctx) for c in ready]:
+                        done.result()
+                # _run_one records each result as soon as it is known, so a later check of the
+                # same stage can use it for its hint (e.g. whether the collector exported).
+                for fut in [pool.submit(_run_one, c, ctx, names) for c in by_stage[stage]]:
+                    fut.result()
+    finally:
+        if started_watch and ctx.watch is not None:
+            ctx.watch.stop()
     return tuple(ctx.results[c.name] for c in checks)
+
+
+#: The preflight that shows each watchable component alive.
+_PREFLIGHT_OF = {
+    "collector": "preflight.collector",
+    "tempo": "preflight.tempo",
+    "prometheus": "preflight.prometheus",
+    "apiserver": "apiserver.reachable",
+}
+
+
+def _start_watch(checks: Sequence[Check], ctx: SmokeContext) -> bool:
+    """Start the run's watch over the components a later check needs (also those whose
+    preflight failed: watched, a component down from the start is established dead after the
+    grace period like any other); False when there is none to start (injected, disabled, or a
+    test clock)."""
+    if not ctx.early_verdict or ctx.watch is not None or not isinstance(ctx.clock, SystemClock):
+        return False
+    from tracecheck.diagnose.hops import HOP_COMPONENTS
+    from tracecheck.diagnose.watch import Watch
+
+    needed = {
+        comp
+        for c in checks
+        if c.stage != "preflight"
+        for hop in (*c.path, c.backend)
+        for comp in HOP_COMPONENTS.get(hop, (hop,))
+    }
+    components = [
+        comp
+        for comp, pre in _PREFLIGHT_OF.items()
+        if comp in needed and ctx.results.get(pre) is not None
+    ]
+    if not components:
+        return False
+    ctx.watch = Watch(ctx._backends, ctx.clock, components)
+    ctx.watch.start()
+    return True
 
 
 def _blocked(check: Check, ctx: SmokeContext, names: set[str]) -> str | None:
@@ -385,6 +513,8 @@ def _run_one(check: Check, ctx: SmokeContext, names: set[str]) -> CheckResult:
     result = check.result(Status.SKIP, blocked) if blocked is not None else _execute(check, ctx)
     with ctx._lock:
         ctx.results[check.name] = result
+        if result.status is Status.PASS and check.flow:
+            ctx.passed.setdefault(check.flow, set()).update(check.confirms)
     return result
 
 
@@ -405,8 +535,27 @@ def _execute(check: Check, ctx: SmokeContext) -> CheckResult:
         )
     if result.elapsed == 0.0:
         result = _with_elapsed(result, ctx.clock.monotonic() - started)
+    block = ctx.blocks.get(check.name)
+    if block is not None and not result.ok:
+        result = _ended_early(check, result, block)
     ctx.progress(Progress(check.name, "done", result.status.value, result.elapsed, result.deadline))
     return result
+
+
+def _ended_early(check: Check, result: CheckResult, block: Block) -> CheckResult:
+    """The result of a check whose poll the watch ended: an ERROR when the component it asks
+    stopped answering, else a FAIL "blocked by" the hop; what the last poll saw stays."""
+    from dataclasses import replace
+
+    own = block.down and block.component == check.backend
+    status = Status.ERROR if own else Status.FAIL
+    head = "gave up" if own else f"blocked by {block.short()}"
+    detail = f"{head} after {result.elapsed:.1f} s: {block.evidence}"
+    if result.detail:
+        detail += f"; last poll: {result.detail}"
+    data = dict(result.data)
+    data["blocked_by"] = {"hop": block.hop, "component": block.component}
+    return replace(result, status=status, detail=detail, data=data)
 
 
 def _with_elapsed(result: CheckResult, elapsed: float) -> CheckResult:
@@ -448,17 +597,20 @@ def run_plan(
             "prometheus": settings.prometheus.url,
         }
     )
+    selected = {c.name for c in plan}
+    diagnosis = None
     try:
         run_checks(plan, ctx)
+        results = tuple(
+            ctx.results[c.name]
+            if c.name in selected
+            else c.result(Status.SKIP, "not selected (--only/--skip)")
+            for c in every
+        )
+        if _needs_diagnosis(results, ctx):
+            diagnosis, results = _diagnose(plan, results, ctx)
     finally:
         ctx.close()
-    selected = {c.name for c in plan}
-    results = tuple(
-        ctx.results[c.name]
-        if c.name in selected
-        else c.result(Status.SKIP, "not selected (--only/--skip)")
-        for c in every
-    )
     trace = ctx.trace
     report = Report(
         run_id=trace.run_id if trace else "",
@@ -469,8 +621,48 @@ def run_plan(
         target=dict(ctx.target),
         tables={},
         tool_version=__version__,
+        diagnosis=diagnosis,
     )
     tables: dict[str, Any] = {"pipeline_latency": report.pipeline_latency(), **ctx.tables}
     from dataclasses import replace
 
     return replace(report, tables=tables)
+
+
+def _diagnose(
+    plan: Sequence[Check], results: tuple[CheckResult, ...], ctx: SmokeContext
+) -> tuple[Diagnosis | None, tuple[CheckResult, ...]]:
+    from tracecheck.diagnose.diagnosis import CheckInfo, diagnose_run
+    from tracecheck.diagnose.facts import Inspection, inspect
+
+    def read(components: Sequence[str], since: float | None) -> Inspection:
+        if ctx.inspector is not None:
+            return ctx.inspector(components, since)
+        if isinstance(ctx.clock, SystemClock):
+            watched = ctx.watch is not None and "apiserver" in ctx.watch.components
+            return inspect(
+                ctx.settings,
+                ctx._backends,
+                components=components,
+                timeout=2.0,
+                services_since=since,
+                etcd=not watched,  # the watch probed etcd; its checks answer slowly when down
+            )
+        return Inspection(ctx.clock.time(), ctx.clock.time())  # fake clients: nothing to read
+
+    info = {c.name: CheckInfo(c.name, c.flow, c.path, c.backend, c.confirms, c.group) for c in plan}
+    return diagnose_run(
+        info, results, backends=ctx._backends, watch=ctx.watch, blocks=ctx.blocks, read=read
+    )
+
+
+def _needs_diagnosis(results: Sequence[CheckResult], ctx: SmokeContext) -> bool:
+    """A run needs a diagnosis when a check failed, errored or warned, or when the watch saw a
+    component go down or a hop blocked even though every check passed (never with
+    ``early_verdict`` off: the behaviour before issue 9)."""
+    if not ctx.early_verdict:
+        return False
+    if any(r.status in (Status.FAIL, Status.ERROR, Status.WARN) for r in results):
+        return True
+    watch = ctx.watch
+    return watch is not None and bool(watch.outages or watch.fact_blocks())

@@ -16,8 +16,9 @@ prometheus.exemplars       verify     the latency histogram's exemplars carry ou
 prometheus.service_graph   verify     the service-graph edge client -> server rose
 =========================  =========  =======================================================
 
-Why one module (about 600 lines): ten checks of one plan sharing the span-metric family cache
-and the counter helpers; a file per check or per stage would scatter them.
+Why one module (about 800 lines): ten checks of one plan sharing the span-metric family cache
+and the counter helpers; a file per check or per stage would scatter them. The restart-aware
+arithmetic the three metrics checks share lives in :mod:`tracecheck.smoke.restarts`.
 """
 
 from __future__ import annotations
@@ -28,14 +29,10 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from tracecheck.backends.collector import PipelineCounters
-from tracecheck.backends.prometheus import (
-    CounterSnapshot,
-    SeriesKey,
-    counter_increase,
-    counter_snapshot,
-)
+from tracecheck.backends.prometheus import CounterSnapshot, SeriesKey
 from tracecheck.backends.tempo import NO_ORG_ID, Trace
 from tracecheck.config import Settings
+from tracecheck.diagnose import hops
 from tracecheck.errors import (
     AuthError,
     BackendError,
@@ -46,6 +43,16 @@ from tracecheck.errors import (
 from tracecheck.polling import Probe, poll_until
 from tracecheck.results import CheckResult, Status
 from tracecheck.smoke.engine import MIN_REQUEST_TIMEOUT, Check, Progress, Sent, SmokeContext
+from tracecheck.smoke.restarts import (
+    GAP_FACTOR,
+    MAX_RESENDS,
+    Increase,
+    Restarts,
+    Snapshot,
+    increase,
+    restarts,
+    snapshot,
+)
 from tracecheck.smoke.synth import RUN_ID_ATTRIBUTE, build_trace, compare_trace
 from tracecheck.spanmetrics import (
     NAMES_REGEX,
@@ -108,10 +115,20 @@ def ends_on_auth_error(run: _RunMethod) -> _RunMethod:
             return run(self, ctx)
         except AuthError as exc:
             return self.result(
-                Status.ERROR, str(exc), hint=auth_hint(exc), deadline=self.deadline(ctx)
+                Status.ERROR,
+                str(exc),
+                hint=auth_hint(exc),
+                deadline=self.deadline(ctx),
+                # The diagnosis does not ask a component that refused the credentials again.
+                data={"credentials_refused": exc.system},
             )
 
     return wrapped  # type: ignore[return-value]
+
+
+#: What a check's hint says when no fact read explains its failure (the diagnosis
+#: replaces it when one does).
+_GUESS = "a guess, no fact read explains it: "
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,6 +254,7 @@ class CollectorPreflight(ReadinessCheck):
     title = "collector reachable (health_check, else gRPC connect)"
     hop = "collector"
     error_hint = "is the OpenTelemetry Collector running and reachable (health_check on 13133)?"
+    backend = "collector"
 
     def ask(self, ctx: SmokeContext, left: Callable[[], float]) -> CheckResult:
         c = ctx.settings.collector
@@ -254,6 +272,7 @@ class TempoPreflight(ReadinessCheck):
     title = "Tempo ready (/ready) and its version"
     hop = "tempo"
     error_hint = "is Tempo running and its query frontend reachable (port 3200)?"
+    backend = "tempo"
 
     @ends_on_auth_error
     def run(self, ctx: SmokeContext) -> CheckResult:
@@ -294,6 +313,7 @@ class PrometheusPreflight(ReadinessCheck):
     title = "Prometheus ready (/-/ready), its version and exemplar storage"
     hop = "prometheus"
     error_hint = "is Prometheus running and reachable (port 9090)?"
+    backend = "prometheus"
 
     @ends_on_auth_error
     def run(self, ctx: SmokeContext) -> CheckResult:
@@ -326,6 +346,9 @@ class SendTrace(Check):
     requires = ("preflight.collector",)
     deadline_key = "send"
     error_hint = "the collector refused or dropped the export; check its OTLP receiver and logs"
+    flow = "synthetic"
+    path = (hops.COLLECTOR,)
+    backend = "collector"
 
     def run(self, ctx: SmokeContext) -> CheckResult:
         s = ctx.settings
@@ -385,6 +408,10 @@ class CollectorExported(Check):
     requires = ("send",)
     deadline_key = "trace_by_id"
     error_hint = "the collector's self-metrics endpoint (8888) is not reachable"
+    flow = "synthetic"
+    path = (hops.COLLECTOR, hops.EXPORT)
+    backend = "collector"
+    confirms = (hops.COLLECTOR, hops.EXPORT)
 
     def before_send(self, ctx: SmokeContext) -> PipelineCounters | None:
         if not ctx.settings.collector.metrics_url:
@@ -433,6 +460,10 @@ class TempoTraceById(Check):
     requires = ("send", "preflight.tempo")
     deadline_key = "trace_by_id"
     error_hint = "Tempo's query API failed while polling for the trace"
+    flow = "synthetic"
+    path = (hops.COLLECTOR, hops.EXPORT, hops.TEMPO)
+    backend = "tempo"
+    confirms = (hops.COLLECTOR, hops.EXPORT)
 
     @ends_on_auth_error
     def run(self, ctx: SmokeContext) -> CheckResult:
@@ -481,10 +512,13 @@ class TempoTraceById(Check):
             )
         exported = ctx.results.get("collector.exported")
         if exported is not None and exported.ok:
-            hint = "the collector exported the spans, so Tempo dropped them or cannot find them: "
-            hint += "check Tempo's distributor/ingester (tempo_discarded_spans_total)"
+            hint = "the collector exported the spans (collector.exported passed), so Tempo "
+            hint += f"dropped them or cannot find them; {_GUESS}see Tempo's distributor and "
+            hint += "ingester (tempo_discarded_spans_total)"
         else:
-            hint = "the spans never left the collector or never reached Tempo's OTLP receiver "
+            seen = "was not measured" if exported is None else f"is {exported.status.value}"
+            hint = f"the collector's export of the spans {seen} (collector.exported); {_GUESS}"
+            hint += "the spans never left the collector or never reached Tempo's OTLP receiver "
             hint += "(Tempo 2.7+ binds receivers to localhost unless told 0.0.0.0)"
         return self.result(
             Status.FAIL,
@@ -501,6 +535,9 @@ class TempoSearch(Check):
     requires = ("send", "preflight.tempo")
     deadline_key = "search"
     error_hint = "Tempo's search API failed while polling"
+    flow = "synthetic"
+    path = (hops.COLLECTOR, hops.EXPORT, hops.TEMPO)
+    backend = "tempo"
 
     @ends_on_auth_error
     def run(self, ctx: SmokeContext) -> CheckResult:
@@ -541,9 +578,9 @@ class TempoSearch(Check):
 @dataclass(frozen=True, slots=True)
 class SpanMetricsBaseline:
     """``prometheus.span_metrics``'s baseline: per name family, the calls counter and the
-    latency buckets of the synthetic SERVER span."""
+    latency buckets of the synthetic SERVER span (restart-aware snapshots)."""
 
-    per_family: Mapping[Naming, tuple[CounterSnapshot, CounterSnapshot]]
+    per_family: Mapping[Naming, tuple[Snapshot, Snapshot]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,30 +606,86 @@ def span_metric_families(ctx: SmokeContext) -> tuple[Naming, ...]:
 
 
 class _PrometheusCheck(Check):
+    """Base of the three checks of Tempo's metrics-generator output in Prometheus. They share
+    the run's :class:`~tracecheck.smoke.restarts.Restarts`: restart-aware increases, re-probes
+    with a new trace when the latest one's data may be lost, and a deadline that a re-probe
+    moves (see :mod:`tracecheck.smoke.restarts`)."""
+
     error_hint = "Prometheus's query API failed while polling"
+    flow = "synthetic"
+    backend = "prometheus"
+    #: The generator's processor this check's series come from.
+    processor_hop = hops.GENERATOR_SPAN_METRICS
 
     def __init__(self, *, via_tempo: bool = True) -> None:
         # Tempo's metrics-generator writes these series, so a Tempo that is down explains their
         # absence; the collector's connectors (otel naming) produce them without Tempo.
+        self.via_tempo = via_tempo
         self.requires = ("send", "preflight.prometheus") + (
             ("preflight.tempo",) if via_tempo else ()
         )
+        generator = (hops.TEMPO, self.processor_hop, hops.REMOTE_WRITE) if via_tempo else ()
+        self.path = (hops.COLLECTOR, hops.EXPORT, *generator, hops.PROMETHEUS)
 
     def families(self, ctx: SmokeContext) -> tuple[Naming, ...]:
         return span_metric_families(ctx)
 
-    def snapshot(self, ctx: SmokeContext, selector: str) -> CounterSnapshot:
-        return counter_snapshot(
+    def ahead(self, ctx: SmokeContext) -> tuple[str, ...]:
+        hops_ahead = super().ahead(ctx)
+        # The collector's spanmetrics connector (otel naming) produces these series without
+        # Tempo: when that family is watched and the collector the trace went to may run it (it
+        # counts metric points, or its metrics cannot be read), Tempo's hops cannot block them.
+        if any(f.flavour == "otel" for f in self.families(ctx)) and _connector_possible(ctx):
+            hops_ahead = tuple(h for h in hops_ahead if h in (hops.COLLECTOR, hops.PROMETHEUS))
+        return hops_ahead
+
+    def restarts(self, ctx: SmokeContext) -> Restarts:
+        return restarts(ctx)
+
+    def take(self, ctx: SmokeContext, selector: str) -> Snapshot:
+        return snapshot(
             ctx.prometheus(),
             selector,
             now=ctx.clock.time(),
             timeout=ctx.settings.deadlines.preflight,
         )
 
-    def rose(
-        self, ctx: SmokeContext, base: CounterSnapshot, timeout: float
-    ) -> dict[SeriesKey, float]:
-        return counter_increase(ctx.prometheus(), base, now=ctx.clock.time(), timeout=timeout)
+    def rose(self, ctx: SmokeContext, base: Snapshot, timeout: float) -> Increase:
+        r = self.restarts(ctx)
+        return increase(
+            ctx.prometheus(),
+            base,
+            now=ctx.clock.time(),
+            restarts=r.restart_times(),
+            timeout=timeout,
+        )
+
+    def watch_generator(self, ctx: SmokeContext, *, exemplars: bool = False) -> None:
+        """Between polls: note restarts and dropped batches of the generator; re-probe (send a
+        new trace) when the latest trace's data may be lost. Only the exemplars check re-probes
+        for a dropped batch: counters are cumulative and recover at the next collection."""
+        if self.via_tempo:
+            self.restarts(ctx).step(ctx, exemplars=exemplars)
+
+    def extension(self, ctx: SmokeContext) -> Callable[[], float]:
+        deadline = self.deadline(ctx) or 0.0
+        return lambda: self.restarts(ctx).extension(deadline)
+
+    def before_send(self, ctx: SmokeContext) -> object:
+        if self.via_tempo:
+            self.restarts(ctx).refresh(ctx, force=True)
+        return None
+
+    def sent(self, ctx: SmokeContext) -> Sent | None:
+        return ctx.sent
+
+
+def _connector_possible(ctx: SmokeContext) -> bool:
+    watch = ctx.watch
+    readings = watch.collector_readings() if watch is not None else []
+    if not readings:
+        return True  # cannot tell: do not let Tempo's hops block
+    return readings[-1][2].metric_points is not False
 
 
 class SpanMetrics(_PrometheusCheck):
@@ -609,70 +702,136 @@ class SpanMetrics(_PrometheusCheck):
         )
         return calls, buckets
 
-    def before_send(self, ctx: SmokeContext) -> SpanMetricsBaseline:
+    def _baseline(self, ctx: SmokeContext) -> SpanMetricsBaseline:
         base = {}
         for fam in self.families(ctx):
             calls, buckets = self._queries(ctx, fam)
-            base[fam] = (self.snapshot(ctx, calls), self.snapshot(ctx, buckets))
+            base[fam] = (self.take(ctx, calls), self.take(ctx, buckets))
         return SpanMetricsBaseline(base)
 
+    def before_send(self, ctx: SmokeContext) -> SpanMetricsBaseline:
+        super().before_send(ctx)
+        return self._baseline(ctx)
+
     def run(self, ctx: SmokeContext) -> CheckResult:
-        base = ctx.baseline(self, SpanMetricsBaseline).per_family
+        state = _Measure(ctx.baseline(self, SpanMetricsBaseline).per_family)
         trace = ctx.synthetic()
-        expected = trace.count_for(ctx.settings.smoke.server_service)
+        per_trace = trace.count_for(ctx.settings.smoke.server_service)
         server = trace.span("server")
+        r = self.restarts(ctx)
+        rebaselined: list[str] = []
 
-        def probe(timeout: float) -> Probe[tuple[Naming, float, dict[float, float]]]:
+        def probe(timeout: float) -> Probe[tuple[Naming, float, dict[float, float], int]]:
+            self.watch_generator(ctx)
             seen = []
-            for fam, (calls_base, buckets_base) in base.items():
-                rose = sum(self.rose(ctx, calls_base, timeout).values())
+            sent = r.count() - state.first  # traces that may count
+            for fam, (calls_base, buckets_base) in state.base.items():
+                got = self.rose(ctx, calls_base, timeout)
+                if got.ambiguous and not rebaselined and r.count() <= MAX_RESENDS:
+                    # A writer outage without a known restart: measure again from after it.
+                    rebaselined.extend(got.ambiguous)
+                    state.base = self._baseline(ctx).per_family
+                    state.first = r.count()
+                    r.resend(
+                        ctx,
+                        "the series paused longer than "
+                        f"{GAP_FACTOR:g} times their cadence without a known restart "
+                        f"({got.ambiguous[0]}): measured again from a fresh baseline",
+                    )
+                    return Probe(False, None, f"{fam.calls} re-baselined after a writer outage")
+                rose = got.total
                 seen.append(f"{fam.calls} +{rose:g}")
-                if rose >= expected:
-                    deltas = _by_le(self.rose(ctx, buckets_base, timeout))
+                if rose >= per_trace:
+                    deltas = _by_le(self.rose(ctx, buckets_base, timeout).per_series)
                     if deltas.get(float("inf"), 0.0) >= 1:
-                        return Probe(True, (fam, rose, deltas), f"{fam.calls} +{rose:g}")
+                        return Probe(
+                            True, (fam, rose, deltas, max(1, sent)), f"{fam.calls} +{rose:g}"
+                        )
                     seen[-1] += " (histogram not yet)"
-            return Probe(False, None, ", ".join(seen) + f" of {expected}")
+            return Probe(False, None, ", ".join(seen) + f" of {per_trace}")
 
-        outcome = self.poll(ctx, probe, request_timeout=ctx.settings.prometheus.timeout)
+        outcome = self.poll(
+            ctx, probe, request_timeout=ctx.settings.prometheus.timeout, extend=self.extension(ctx)
+        )
         measured = self.measured(ctx, outcome)
+        note = r.note()
         if not outcome.ok or outcome.value is None:
             return self.result(
                 Status.FAIL,
-                f"{outcome.seen} after {outcome.elapsed:.1f} s",
-                hint="span-metrics did not rise: is the metrics-generator enabled "
-                "(overrides.defaults.metrics_generator.processors: span-metrics), does its "
-                "remote_write reach Prometheus (--web.enable-remote-write-receiver), and were "
-                "the spans within the 30 s ingestion slack (clock skew)?",
+                f"{outcome.seen} after {outcome.elapsed:.1f} s" + (f"; {note}" if note else ""),
+                hint=self._fail_hint(ctx),
                 **measured,
             )
-        fam, rose, deltas = outcome.value
+        fam, rose, deltas, traces = outcome.value
         ctx.target["span_metrics_naming"] = fam.flavour
         duration = server.duration_s
         first = min((le for le, d in deltas.items() if d >= 1), default=float("inf"))
         lower = [le for le in deltas if le * fam.le_to_seconds < duration]
         misplaced = [le for le in lower if deltas[le] >= 1]
+        expected = f"expected {per_trace}" if traces == 1 else (
+            f"expected {per_trace} per trace, {traces} traces sent"
+        )  # fmt: skip
         detail = (
             f"{fam.calls}{{{fam.service_label}={quote(ctx.settings.smoke.server_service)}}} "
-            f"+{rose:g} (expected {expected}); SERVER span {duration * 1000:.0f} ms observed in "
+            f"+{rose:g} ({expected}); SERVER span {duration * 1000:.0f} ms observed in "
             f"bucket le={_fmt_le(first)} ({fam.flavour} naming)"
         )
+        if note:
+            detail += f"; {note}"
         if misplaced or first * fam.le_to_seconds < duration:
             return self.result(
                 Status.FAIL,
                 detail + f"; but buckets below the duration rose: {sorted(misplaced)}",
-                hint="the latency histogram's unit or buckets are wrong",
+                hint="the latency histogram's unit or buckets are wrong: the "
+                f"{duration * 1000:.0f} ms SERVER span was counted in le={sorted(misplaced)}",
                 **measured,
             )
-        status = Status.PASS if rose == expected else Status.WARN
+        # One trace: exactly its spans. Several (re-probes): the spans of 1..n of them, since a
+        # trace sent before a restart may have been lost with it.
+        exact = (
+            rose == per_trace
+            if traces == 1
+            else rose % per_trace == 0 and rose <= per_trace * traces
+        )
+        status = Status.PASS if exact else Status.WARN
         if status is Status.WARN:
             detail += "; more than expected: other traffic for this service"
         return self.result(
             status,
             detail,
-            data={"naming": fam.flavour, "increase": rose, "expected": expected},
+            data={
+                "naming": fam.flavour,
+                "increase": rose,
+                "expected": per_trace,
+                "traces": traces,
+                "trace_ids": [t.hex() for t in r.trace_ids()],
+            },
             **measured,
         )
+
+    def _fail_hint(self, ctx: SmokeContext) -> str:
+        by_id = ctx.results.get("tempo.trace_by_id")
+        where = (
+            "Tempo holds the trace (tempo.trace_by_id passed), so its metrics-generator did not "
+            "count it or its remote write did not reach Prometheus"
+            if by_id is not None and by_id.ok
+            else "the trace did not reach Tempo (see tempo.trace_by_id)"
+        )
+        return (
+            f"{where}; {_GUESS}the span-metrics processor is off "
+            "(overrides.defaults.metrics_generator.processors), Prometheus lacks "
+            "--web.enable-remote-write-receiver, or the spans ended outside the generator's 30 s "
+            "ingestion slack (clock skew)"
+        )
+
+
+@dataclass
+class _Measure:
+    """What a span-metrics poll measures from: the baselines, and the index of the first trace
+    sent after them (a re-baseline after a writer outage moves both)."""
+
+    base: Mapping[Naming, tuple[Snapshot, Snapshot]]
+    first: int = 0
 
 
 def _by_le(per_series: Mapping[SeriesKey, float]) -> dict[float, float]:
@@ -703,14 +862,18 @@ class Exemplars(_PrometheusCheck):
                 Status.WARN,
                 "Prometheus runs without exemplar storage, so exemplars are dropped silently; "
                 "start it with --enable-feature=exemplar-storage to verify them",
-                hint="enable exemplar storage on Prometheus",
+                hint="Prometheus's /api/v1/status/flags: enable-feature does not list "
+                "exemplar-storage; start it with --enable-feature=exemplar-storage",
             )
         trace = ctx.synthetic()
         service = ctx.settings.smoke.server_service
         prom = ctx.prometheus()
         start = trace.start_ns / 1e9 - 60
+        r = self.restarts(ctx)
 
-        def probe(timeout: float) -> Probe[Naming]:
+        def probe(timeout: float) -> Probe[tuple[Naming, bytes]]:
+            self.watch_generator(ctx, exemplars=True)
+            wanted = r.trace_ids() or [trace.trace_id]
             count = 0
             for fam in self.families(ctx):
                 selector = fam.selector(fam.latency_bucket, service)
@@ -722,38 +885,58 @@ class Exemplars(_PrometheusCheck):
                         count += 1
                         for label in fam.exemplar_labels:
                             value = ex.labels.get(label)
-                            if value and _same_trace(parse_trace_id, value, trace.trace_id):
-                                return Probe(True, fam, f"exemplar {label}={value}")
+                            got = _which_trace(parse_trace_id, value, wanted) if value else None
+                            if got is not None:
+                                return Probe(True, (fam, got), f"exemplar {label}={value}")
             return Probe(False, None, f"{count} exemplars, none with our trace ID")
 
-        outcome = self.poll(ctx, probe, request_timeout=ctx.settings.prometheus.timeout)
+        outcome = self.poll(
+            ctx, probe, request_timeout=ctx.settings.prometheus.timeout, extend=self.extension(ctx)
+        )
         measured = self.measured(ctx, outcome)
+        note = r.note()
         if outcome.ok and outcome.value is not None:
-            return self.result(
-                Status.PASS,
-                f"{outcome.value.latency_bucket}: {outcome.seen}",
-                **measured,
-            )
+            fam, tid = outcome.value
+            detail = f"{fam.latency_bucket}: {outcome.seen}"
+            if tid != trace.trace_id:
+                detail += f" (re-probe trace {tid.hex()})"
+            if note:
+                detail += f"; {note}"
+            return self.result(Status.PASS, detail, **measured)
         unknown = ctx.exemplar_storage is None
+        spans_ok = ctx.results.get("prometheus.span_metrics")
+        observed = (
+            "span-metrics of the trace arrived (prometheus.span_metrics passed) but no exemplar "
+            "with its trace ID"
+            if spans_ok is not None and spans_ok.ok
+            else "no exemplar with the trace's ID arrived"
+        )
+        hint = (
+            observed
+            + "; "
+            + _GUESS
+            + (
+                "Prometheus may lack --enable-feature=exemplar-storage (its flags could not be "
+                "read)"
+                if unknown
+                else "a remote-write batch carrying it was refused; Tempo 2.9 always sends "
+                "exemplars"
+            )
+        )
         return self.result(
             Status.FAIL,
-            f"{outcome.seen} after {outcome.elapsed:.1f} s",
-            hint="exemplars missing: Tempo's remote_write needs send_exemplars: true"
-            + (
-                "; and Prometheus needs --enable-feature=exemplar-storage (could not tell "
-                "whether it is on)"
-                if unknown
-                else ""
-            ),
+            f"{outcome.seen} after {outcome.elapsed:.1f} s" + (f"; {note}" if note else ""),
+            hint=hint,
             **measured,
         )
 
 
-def _same_trace(parse: Callable[[str], bytes], value: str, want: bytes) -> bool:
+def _which_trace(parse: Callable[[str], bytes], value: str, wanted: list[bytes]) -> bytes | None:
     try:
-        return parse(value) == want
+        got = parse(value)
     except ValueError:
-        return False
+        return None
+    return got if got in wanted else None
 
 
 class ServiceGraph(_PrometheusCheck):
@@ -761,6 +944,7 @@ class ServiceGraph(_PrometheusCheck):
     title = "the service-graph edge client -> server rose"
     hop = "tempo metrics-generator (service graphs) -> prometheus"
     deadline_key = "service_graph"
+    processor_hop = hops.GENERATOR_SERVICE_GRAPHS
 
     def _query(self, ctx: SmokeContext) -> str:
         s = ctx.settings.smoke
@@ -769,26 +953,47 @@ class ServiceGraph(_PrometheusCheck):
             f"server={quote(s.server_service)}}}"
         )
 
-    def before_send(self, ctx: SmokeContext) -> CounterSnapshot:
-        return self.snapshot(ctx, self._query(ctx))
+    def before_send(self, ctx: SmokeContext) -> Snapshot:
+        super().before_send(ctx)
+        return self.take(ctx, self._query(ctx))
 
     def run(self, ctx: SmokeContext) -> CheckResult:
-        before = ctx.baseline(self, CounterSnapshot)
+        state = {"base": ctx.baseline(self, Snapshot)}
         query = self._query(ctx)
+        r = self.restarts(ctx)
+        rebaselined: list[str] = []
 
         def probe(timeout: float) -> Probe[float]:
-            rose = sum(self.rose(ctx, before, timeout).values())
+            self.watch_generator(ctx)
+            got = self.rose(ctx, state["base"], timeout)
+            if got.ambiguous and not rebaselined and r.count() <= MAX_RESENDS:
+                rebaselined.extend(got.ambiguous)
+                state["base"] = self.take(ctx, query)
+                r.resend(
+                    ctx,
+                    f"the edge series paused longer than {GAP_FACTOR:g} times its cadence "
+                    "without a known restart: measured again from a fresh baseline",
+                )
+                return Probe(False, None, "re-baselined after a writer outage")
+            rose = got.total
             return Probe(rose >= 1, rose, f"+{rose:g}")
 
-        outcome = self.poll(ctx, probe, request_timeout=ctx.settings.prometheus.timeout)
+        outcome = self.poll(
+            ctx, probe, request_timeout=ctx.settings.prometheus.timeout, extend=self.extension(ctx)
+        )
         measured = self.measured(ctx, outcome)
+        note = r.note()
         if outcome.ok:
-            return self.result(Status.PASS, f"{query} {outcome.seen}", **measured)
+            return self.result(
+                Status.PASS, f"{query} {outcome.seen}" + (f"; {note}" if note else ""), **measured
+            )
         return self.result(
             Status.FAIL,
-            f"{query} {outcome.seen} after {outcome.elapsed:.1f} s",
-            hint="no service-graph edge: is the service-graphs processor enabled, and did the "
-            "CLIENT and SERVER spans reach the same generator within its wait (10 s)?",
+            f"{query} {outcome.seen} after {outcome.elapsed:.1f} s" + (f"; {note}" if note else ""),
+            hint="the edge tracecheck-client -> tracecheck-server did not rise; "
+            + _GUESS
+            + "the service-graphs processor is off, or the CLIENT and SERVER spans did not reach "
+            "the same generator within its wait (10 s)",
             **measured,
         )
 

@@ -258,3 +258,30 @@ def test_wait_ready_logs_each_new_answer_and_gives_up_in_one_line(free_port: int
     assert "(deadlines.preflight 2.0s, longer than --wait-ready 1.0s; " in detail
     assert detail.endswith("attempts); last answer: connection refused")
     assert_no_traceback(p)
+
+
+def test_doctor_exits_1_when_the_components_do_not_answer(free_port: int) -> None:
+    url = f"http://127.0.0.1:{free_port}"
+    p = tc(
+        "doctor", "--observe", "0", "--skip", "apiserver", "--output", "json",
+        "--collector-endpoint", f"127.0.0.1:{free_port}", "--collector-health-url", f"{url}/",
+        "--collector-metrics-url", f"{url}/metrics", "--tempo-url", url, "--prometheus-url", url,
+        timeout=30,
+    )  # fmt: skip
+    assert p.returncode == 1, p.stderr
+    assert_no_traceback(p)
+    report = json.loads(p.stdout)
+    assert report["exit_code"] == 1
+    assert {c["component"]: c["state"] for c in report["components"]} == {
+        "collector": "unreachable",
+        "tempo": "unreachable",
+        "prometheus": "unreachable",
+    }
+    unreachable = {f["component"] for f in report["findings"] if f["severity"] == "error"}
+    assert unreachable == {"collector", "tempo", "prometheus"}, report["findings"]
+    assert all(f"127.0.0.1:{free_port}" in f["evidence"] for f in report["findings"])
+
+
+def test_doctor_rejects_an_unknown_component() -> None:
+    p = tc("doctor", "--skip", "grafana")
+    assert p.returncode == 2 and "unknown component 'grafana'" in p.stderr

@@ -118,6 +118,12 @@ class Pipeline:
     def visible(self, delay: float) -> list[Span]:
         return [s for t, s in self.spans if self.clock.monotonic() >= t + delay]
 
+    def self_metrics(self, *, timeout: float | None = None) -> None:
+        # Neither the collector's nor Tempo's /metrics is modelled here: read as unreachable
+        # (the metrics checks then know no generator restart; tests/unit/smoke/test_restarts.py
+        # models them).
+        raise Unreachable("tempo", "http://tempo/metrics", "connection refused")
+
     def ready(self, *, timeout: float | None = None) -> None:
         if not self.tempo_up:
             raise Unreachable("tempo", "http://localhost:3200/ready", "connection refused")

@@ -1,0 +1,366 @@
+"""The metrics checks across a restart of Tempo's metrics-generator, against a simulation of
+what the generator and Prometheus do (docs/reference/tempo.md §18.3), with an injected clock:
+
+* the generator counts spans per series and collects every 15 s from its start; a series new
+  in its registry writes a 0 stamped at the end of the previous minute, then its value;
+* Prometheus refuses the whole batch when any sample is not newer than its series' last one
+  (remote write answers 400, the generator drops it: ``samples_failed`` rises); exemplars go
+  with the batch;
+* a restart empties the registry (the same labels count again from 0) and changes
+  ``process_start_time_seconds``; spans received but not collected are lost.
+
+Unit tests of :func:`tracecheck.smoke.restarts.increase` come first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tracecheck.backends import Backends
+from tracecheck.backends.collector import PipelineCounters
+from tracecheck.backends.exposition import parse_exposition
+from tracecheck.backends.prometheus import Exemplar, ExemplarSeries, QueryResult, RangeSeries
+from tracecheck.backends.tempo import BuildInfo
+from tracecheck.config import load_settings
+from tracecheck.errors import Unreachable
+from tracecheck.polling import FakeClock
+from tracecheck.results import Status
+from tracecheck.smoke.engine import SmokeContext
+from tracecheck.smoke.plan import default_checks, smoke
+from tracecheck.smoke.restarts import Restarts, SeriesState, Snapshot, _retrace, increase
+from tracecheck.smoke.synth import RUN_ID_ATTRIBUTE, build_trace
+
+A = frozenset({("service", "s"), ("__name__", "calls_total")})
+
+
+class Prom:
+    def __init__(self, *points: tuple[float, float]) -> None:
+        self.points = points
+
+    def query(self, q: str, **kw: Any) -> QueryResult:
+        return QueryResult("matrix", (), (RangeSeries(dict(A), self.points),))
+
+
+def base(t: float, v: float, cadence: float | None = 15.0) -> Snapshot:
+    return Snapshot("calls_total{}", t + 1, {A: SeriesState((t, v), cadence)})
+
+
+def test_an_equal_value_reset_counts_when_the_restart_time_is_known() -> None:
+    # Old process: 1 at t=100. New process (started at 110) counts our span: 1 again, its zero
+    # refused. Without the start time the rise reads +0 and is a pause of 30 s: ambiguous.
+    got = increase(Prom((100.0, 1.0), (130.0, 1.0)), base(100, 1), now=140, restarts=[110.0])
+    assert got.total == 1 and got.restarted == 1 and not got.ambiguous
+    blind = increase(Prom((100.0, 1.0), (130.0, 1.0)), base(100, 1), now=140)
+    assert blind.total == 0 and blind.ambiguous == ("{service=s}",)
+
+
+def test_an_accepted_zero_is_a_reset_and_a_drop_counts_its_value() -> None:
+    got = increase(Prom((100.0, 3.0), (119.0, 0.0), (130.0, 1.0)), base(100, 3), now=140)
+    assert got.total == 1 and not got.ambiguous
+    drop = increase(Prom((100.0, 3.0), (115.0, 2.0)), base(100, 3), now=120)
+    assert drop.total == 2
+
+
+def test_a_steady_writer_is_neither_reset_nor_ambiguous() -> None:
+    got = increase(
+        Prom((85.0, 1.0), (100.0, 1.0), (115.0, 1.0), (130.0, 5.0)), base(100, 1), now=135
+    )
+    assert got.total == 4 and got.restarted == 0 and not got.ambiguous
+    # A restart time before the baseline's last sample changes nothing.
+    assert (
+        increase(Prom((100.0, 1.0), (115.0, 5.0)), base(100, 1), now=120, restarts=[50.0]).total
+        == 4
+    )
+
+
+def test_safe_from_is_the_first_minute_after_the_start_plus_one_second() -> None:
+    r = Restarts(starts=[1_000_020.0], known=True)
+    assert r.safe_from() == 1_000_080.0  # 16666 min + 60 s boundary after 1_000_021
+    assert Restarts(starts=[1_000_079.5], known=True).safe_from() == 1_000_140.0
+    assert Restarts().safe_from() is None
+
+
+def test_a_re_probe_trace_keeps_the_run_id_and_the_span_names() -> None:
+    first = build_trace(seed=1, end_ns=10**18)
+    again = _retrace(first, 2, 10**18 + 10**9)
+    assert again.run_id == first.run_id and again.trace_id != first.trace_id
+    assert [s.name for s in again.spans] == [s.name for s in first.spans]
+    assert {s.attributes[RUN_ID_ATTRIBUTE] for s in again.spans} == {first.run_id}
+
+
+# -- a simulated generator ----------------------------------------------------------------------
+
+BUCKETS = [0.002 * 2**i for i in range(14)] + [math.inf]
+Key = tuple[tuple[str, str], ...]
+
+
+def eolm(t: float) -> float:
+    return t - t % 60 - 1
+
+
+@dataclass
+class World:
+    clock: FakeClock
+    interval: float = 15.0
+    start: float = 0.0
+    known: bool = True  # Tempo's /metrics readable
+    counts: dict[Key, float] = field(default_factory=dict)
+    new: set[Key] = field(default_factory=set)
+    exemplars_pending: dict[Key, str] = field(default_factory=dict)
+    prom: dict[Key, list[tuple[float, float]]] = field(default_factory=lambda: defaultdict(list))
+    prom_exemplars: list[tuple[Key, str, float]] = field(default_factory=list)
+    failed: float = 0.0
+    collected_until: float = 0.0
+    sent: float = 0.0
+    traces: list[bytes] = field(default_factory=list)
+
+    # -- the generator
+    def restart(self) -> None:
+        self.advance()
+        self.start = self.clock.time()
+        self.collected_until = self.start
+        self.counts, self.new, self.exemplars_pending = {}, set(), {}
+
+    def advance(self) -> None:
+        now = self.clock.time()
+        k = math.floor((self.collected_until - self.start) / self.interval) + 1
+        while self.start + k * self.interval <= now:
+            self.collect(self.start + k * self.interval)
+            k += 1
+        self.collected_until = now
+
+    def collect(self, t: float) -> None:
+        batch: list[tuple[Key, float, float]] = []
+        for key, v in self.counts.items():
+            if key in self.new and dict(key)["__name__"] != "traces_spanmetrics_latency_sum":
+                batch.append((key, eolm(t), 0.0))
+            batch.append((key, t, v))
+        self.new.clear()
+        refused = any(self.prom[k] and ts <= self.prom[k][-1][0] for k, ts, _ in batch)
+        if refused:
+            self.failed += len(batch)
+        else:
+            for k, ts, v in sorted(batch, key=lambda b: b[1]):
+                self.prom[k].append((ts, v))
+            for k, tid in self.exemplars_pending.items():
+                self.prom_exemplars.append((k, tid, t))
+        self.exemplars_pending = {}
+
+    def count(self, key: dict[str, str], tid: str | None = None) -> None:
+        k = tuple(sorted(key.items()))
+        if k not in self.counts:
+            self.counts[k] = 0.0
+            self.new.add(k)
+        self.counts[k] += 1
+        if tid is not None:
+            self.exemplars_pending[k] = tid
+
+    def receive(self, request: Any) -> int:
+        self.advance()
+        n = 0
+        spans = []
+        for rs in request.resource_spans:
+            service = next(
+                a.value.string_value for a in rs.resource.attributes if a.key == "service.name"
+            )
+            for ss in rs.scope_spans:
+                for s in ss.spans:
+                    n += 1
+                    spans.append((service, s))
+        by_id = {s.span_id: (svc, s) for svc, s in spans}
+        kinds = [
+            "SPAN_KIND_UNSPECIFIED",
+            "SPAN_KIND_INTERNAL",
+            "SPAN_KIND_SERVER",
+            "SPAN_KIND_CLIENT",
+        ]
+        for service, s in spans:
+            tid = s.trace_id.hex().lstrip("0")
+            status = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"][s.status.code]
+            labels = {
+                "service": service,
+                "span_name": s.name,
+                "span_kind": kinds[s.kind],
+                "status_code": status,
+            }
+            self.count({**labels, "__name__": "traces_spanmetrics_calls_total"})
+            secs = (s.end_time_unix_nano - s.start_time_unix_nano) / 1e9
+            for le in BUCKETS:
+                if secs <= le:
+                    le_s = "+Inf" if le == math.inf else f"{le:g}"
+                    self.count(
+                        {**labels, "__name__": "traces_spanmetrics_latency_bucket", "le": le_s}, tid
+                    )
+            parent = by_id.get(s.parent_span_id)
+            if (
+                parent is not None
+                and kinds[parent[1].kind] == "SPAN_KIND_CLIENT"
+                and kinds[s.kind] == "SPAN_KIND_SERVER"
+            ):
+                self.count(
+                    {
+                        "__name__": "traces_service_graph_request_total",
+                        "client": parent[0],
+                        "server": service,
+                    }
+                )
+        return n
+
+    # -- clients
+    def health(self, **kw: Any) -> None:
+        pass
+
+    def ready(self, **kw: Any) -> None:
+        pass
+
+    def buildinfo(self, **kw: Any) -> BuildInfo:
+        return BuildInfo("2.9.0", "", "", "")
+
+    def export(
+        self, request: Any, *, protocol: str | None = None, timeout: float | None = None
+    ) -> Any:
+        from types import SimpleNamespace
+
+        n = self.receive(request)
+        self.sent += n
+        self.traces.append(request.resource_spans[0].scope_spans[0].spans[0].trace_id)
+        return SimpleNamespace(protocol="grpc", address="x", spans=n, rejected_spans=0,
+                               error_message="", attempts=1, elapsed=0.01)  # fmt: skip
+
+    def counters(self, **kw: Any) -> PipelineCounters:
+        return PipelineCounters(self.sent, 0, self.sent, 0, 0)
+
+    def self_metrics(self, **kw: Any) -> Any:
+        self.advance()
+        if not self.known:
+            raise Unreachable("tempo", "http://tempo/metrics", "connection refused")
+        url = 'remote_name="a",tenant="single-tenant",url="http://p/api/v1/write"'
+        return parse_exposition(
+            f"process_start_time_seconds {self.start}\n"
+            'tempo_metrics_generator_registry_collections_total{tenant="single-tenant"} 1\n'
+            f"prometheus_remote_storage_samples_failed_total{{{url}}} {self.failed}\n"
+        )
+
+    def exemplar_storage_enabled(self, **kw: Any) -> bool:
+        return True
+
+    def label_values(self, label: str, **kw: Any) -> tuple[str, ...]:
+        return ("traces_spanmetrics_calls_total", "traces_spanmetrics_latency_bucket")
+
+    def query(self, q: str, **kw: Any) -> QueryResult:
+        import re
+
+        self.advance()
+        m = re.fullmatch(r"([a-z_]+)\{(.*)\}\[(\d+)s\]", q)
+        assert m is not None, q
+        want = dict(re.findall(r'([a-z_]+)="([^"]*)"', m.group(2)))
+        now, window = self.clock.time(), float(m.group(3))
+        series = []
+        for key, points in self.prom.items():
+            labels = dict(key)
+            if labels["__name__"] == m.group(1) and all(
+                labels.get(k) == v for k, v in want.items()
+            ):
+                pts = tuple(p for p in points if now - window < p[0] <= now)
+                if pts:
+                    series.append(RangeSeries(labels, pts))
+        return QueryResult("matrix", (), tuple(series))
+
+    def query_exemplars(self, q: str, **kw: Any) -> tuple[ExemplarSeries, ...]:
+        self.advance()
+        ex = tuple(Exemplar({"traceID": tid}, 0.19, t) for _, tid, t in self.prom_exemplars)
+        return (ExemplarSeries({"service": "tracecheck-server"}, ex),) if ex else ()
+
+
+def run(world: World, *, restart_after: float | None = None) -> Any:
+    settings = load_settings(env={"TRACECHECK_SMOKE_SEED": "77"})
+    backends = Backends(settings, collector=world, tempo=world, prometheus=world)  # type: ignore[arg-type]
+    ctx = SmokeContext(settings, world.clock, workers=1, backends=backends)
+    checks = [
+        c
+        for c in default_checks(settings)
+        if c.name.startswith(("preflight", "send", "prometheus"))
+    ]
+    if restart_after is not None:
+        fired = []
+
+        def progress(event: Any) -> None:
+            if event.check == "send" and event.state == "done" and not fired:
+                fired.append(1)
+                world.clock.advance(restart_after)
+                world.restart()
+
+        return smoke(settings, context=ctx, checks=checks, progress=progress)
+    return smoke(settings, context=ctx, checks=checks)
+
+
+def warmed(known: bool = True) -> World:
+    """A generator that counted one earlier run (every counter 1), then restarted within the
+    same minute as its last collection: the new process's zeros will be refused."""
+    clock = FakeClock(start=1_700_000_000.0 - 100)  # then 100 s later: a minute + 20 s
+    world = World(clock, known=known)
+    world.start = clock.time() - 200
+    world.collected_until = world.start
+    previous = build_trace(seed=5, end_ns=int(clock.time() * 1e9))
+    world.export(previous.to_otlp())
+    clock.advance(120)
+    world.advance()  # the old process wrote every series every 15 s, the last at +15 s
+    world.restart()
+    clock.advance(1)
+    return world
+
+
+def statuses(report: Any) -> dict[str, Status]:
+    return {r.name: r.status for r in report.results if r.name.startswith("prometheus")}
+
+
+def test_restart_right_before_the_run_passes_with_an_equal_value_reset() -> None:
+    world = warmed()
+    report = run(world)
+    assert statuses(report) == dict.fromkeys(statuses(report), Status.PASS), [
+        (r.name, r.detail) for r in report.results
+    ]
+    assert world.failed > 0, "the first collection after the restart was refused"
+    sm = report.result("prometheus.span_metrics")
+    assert "+4" in sm.detail
+    ex = report.result("prometheus.exemplars")
+    assert "re-probe trace" in ex.detail and "dropped" in ex.detail
+
+
+def test_without_the_restart_time_the_pause_is_re_baselined_not_guessed() -> None:
+    world = warmed(known=False)
+    report = run(world)
+    sm = report.result("prometheus.span_metrics")
+    assert sm.status is Status.PASS and "re-probed" in sm.detail, sm.detail
+    assert "fresh baseline" in sm.detail
+
+
+def test_restart_during_the_run_loses_the_trace_and_a_re_probe_passes() -> None:
+    clock = FakeClock(start=1_700_000_000.0 + 25)
+    world = World(clock)
+    world.start = clock.time() - 10
+    world.collected_until = world.start
+    report = run(world, restart_after=1.0)
+    assert statuses(report) == dict.fromkeys(statuses(report), Status.PASS), [
+        (r.name, r.detail) for r in report.results
+    ]
+    sm = report.result("prometheus.span_metrics")
+    assert "restarted" in sm.detail and "re-probed" in sm.detail
+    assert len(world.traces) >= 2
+
+
+@pytest.mark.parametrize("known", [True, False])
+def test_a_healthy_generator_needs_no_re_probe(known: bool) -> None:
+    clock = FakeClock(start=1_700_000_000.0)
+    world = World(clock, known=known)
+    world.start = clock.time() - 300
+    world.collected_until = world.start
+    report = run(world)
+    assert statuses(report) == dict.fromkeys(statuses(report), Status.PASS)
+    assert len(world.traces) == 1
+    assert "re-probed" not in report.result("prometheus.span_metrics").detail
