@@ -1,11 +1,11 @@
 """Every rendered object is accepted by a REAL kube-apiserver (the local pipeline's v1.34):
 server-side apply as a dry run, then for real into a scratch namespace, read back, cleaned up.
 
-The local pipeline runs kube-apiserver and etcd without controllers or kubelets, so no pod ever
-starts: these tests prove admission (schemas, defaulting, validation, RBAC escalation checks,
-Pod Security labels) and storage, not rollouts. Cluster-scoped objects get a suffix so that a
-run never touches another's; the scratch namespace is finalized by hand after its objects are
-deleted, since there is no namespace controller to do it.
+These tests prove admission (schemas, defaulting, validation, RBAC escalation checks, Pod
+Security labels) and storage; they apply without waiting for rollouts. Cluster-scoped objects
+get a suffix so that a run never touches another's; the scratch namespace and its objects are
+deleted and waited for, which the local cluster's kube-controller-manager completes (namespace
+controller, garbage collector, volume protection).
 """
 
 from __future__ import annotations
@@ -49,53 +49,17 @@ def kubectl_json(cluster: tuple[str, str], *args: str) -> Any:
 def cleanup(cluster: tuple[str, str], text: str, namespace: str) -> None:
     kubectl, kubeconfig = cluster
     base = [kubectl, "--kubeconfig", kubeconfig, "--context", "privileged"]
-    subprocess.run(
-        [*base, "delete", "--ignore-not-found", "--wait=false", "-f", "-"],
-        input=text,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    # Volume protection finalizers are removed by controllers this apiserver runs without.
-    for obj in manifests.load_objects(text) if text else ():
-        if obj["kind"] in ("PersistentVolumeClaim", "PersistentVolume"):
-            where = ["-n", namespace] if obj["kind"] == "PersistentVolumeClaim" else []
-            subprocess.run(
-                [
-                    *base,
-                    *where,
-                    "patch",
-                    obj["kind"].lower(),
-                    obj["metadata"]["name"],
-                    "--type",
-                    "merge",
-                    "-p",
-                    '{"metadata":{"finalizers":null}}',
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-    subprocess.run(
-        [*base, "-n", namespace, "delete", "secret", "--all", "--wait=false"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    # No namespace controller: clear the finalizer ourselves once the contents are gone.
-    finalize = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": namespace},
-        "spec": {"finalizers": []},
-    }
-    subprocess.run(
-        [*base, "replace", "--raw", f"/api/v1/namespaces/{namespace}/finalize", "-f", "-"],
-        input=json.dumps(finalize),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    for args, stdin in (
+        (["delete", "--ignore-not-found", "-f", "-"], text),
+        (["delete", "namespace", namespace, "--ignore-not-found"], None),
+    ):
+        subprocess.run(
+            [*base, *args, "--wait=true", "--timeout=120s"],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
 
 
 @pytest.fixture
