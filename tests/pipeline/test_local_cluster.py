@@ -14,7 +14,8 @@ import json
 import secrets
 import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,3 +219,23 @@ def test_a_deleted_namespace_disappears(kubectl: Kubectl) -> None:
     )
     assert gone.returncode == 1
     assert f'namespaces "{name}" not found' in gone.stderr
+
+
+def test_a_stopped_kwok_is_down_then_restarted_with_its_nodes_ready(
+    local_pipeline: LocalStack,
+    stopped_component: Callable[[str], AbstractContextManager[None]],
+    kubectl: Kubectl,
+) -> None:
+    with stopped_component("kwok"):
+        during = {c.name: c for c in local_pipeline.status().components}
+        assert (during["kwok"].pid, during["kwok"].detail) == (None, "not running")
+        assert during["kube-scheduler"].ready
+    after = {c.name: c for c in local_pipeline.status().components}
+    assert after["kwok"].ready and after["kwok"].pid is not None
+    nodes = kubectl.json("get", "nodes")["items"]
+    ready = {
+        n["metadata"]["name"]
+        for n in nodes
+        if {c["type"]: c["status"] for c in n["status"]["conditions"]}["Ready"] == "True"
+    }
+    assert ready >= NODE_NAMES
