@@ -36,7 +36,10 @@ modver() {
 # file_sd and http_sd are always registered (plugins/minimum.go). Prints the directory to build in.
 prometheus_tree() {
   local src work
+  # `go list -m` names the directory only once the module is in the cache: download it first.
+  go mod download github.com/prometheus/prometheus
   src=$(go list -m -f '{{.Dir}}' github.com/prometheus/prometheus)
+  [ -d "$src" ] || { echo "build.sh: no source for github.com/prometheus/prometheus" >&2; exit 2; }
   work="$out/.src"
   rm -rf "$work" && mkdir -p "$work/wrapper"
   cp -R "$src" "$work/prometheus" && chmod -R u+w "$work/prometheus"
@@ -115,7 +118,8 @@ kwok)
   # kwok's own configuration from the same module version, beside the binary: the default
   # stages `kwokctl` runs with (node-initialize, node-heartbeat-with-lease, pod-ready,
   # pod-complete, pod-delete), the PortForward/ClusterPortForward CRDs and its ClusterRole.
-  src=$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  src=$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)  # in the cache: go build downloaded it
+  [ -d "$src" ] || { echo "build.sh: no source for sigs.k8s.io/kwok" >&2; exit 2; }
   mkdir -p "$out/stages" "$out/crd" "$out/rbac"
   cp "$src/kustomize/stage/node/fast/node-initialize.yaml" \
     "$src/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" \
