@@ -1164,3 +1164,69 @@ def test_a_kwok_build_without_its_stages_is_not_complete(tmp_path: Path) -> None
         (directory / name).write_text("kind: Stage\n")
     record = cached_build(REPO, tmp_path, "kwok")
     assert record is not None and record.version == "v0.8.0"
+
+
+PARALLEL_BUILD = """#!/usr/bin/env bash
+set -eu
+log="$(dirname "$0")/events"
+echo "start $1" >> "$log"
+for _ in $(seq 100); do grep -q "start $([ "$1" = etcd ] && echo prometheus || echo etcd)" "$log" \\
+  && break; sleep 0.05; done
+[ "$1" = prometheus ] && [ -n "${FAIL:-}" ] && { echo "boom $1"; exit 9; }
+mkdir -p "$2"; printf '#!/bin/sh\\n' > "$2/$1"; chmod +x "$2/$1"
+echo "end $1" >> "$log"
+"""
+
+
+def parallel_repo(tmp_path: Path) -> Path:
+    repo = fake_repo(tmp_path, PARALLEL_BUILD)
+    shutil.copytree(REPO / "stack/local/build/prometheus", repo / "stack/local/build/prometheus")
+    return repo
+
+
+def test_components_build_in_parallel_with_jobs(tmp_path: Path, go_env: dict[str, str]) -> None:
+    from tracecheck.localstack.build import build_components
+
+    repo = parallel_repo(tmp_path)
+    lines: list[str] = []
+    records = build_components(
+        repo, tmp_path / "cache", ["etcd", "prometheus"], env=go_env, progress=lines.append, jobs=2
+    )
+    assert [r.component for r in records] == ["etcd", "prometheus"]
+    assert all(not r.cached and Path(r.directory, r.component).is_file() for r in records)
+    events = (repo / "stack/local/build/events").read_text().split("\n")
+    # Both had started before either ended (each waits until it sees the other start).
+    assert set(events[:2]) == {"start etcd", "start prometheus"}
+    assert {line.split(":")[0] for line in lines if ": built in " in line} == {
+        "etcd v3.6.14",
+        "prometheus v3.8.0",
+    }
+
+
+def test_a_failed_parallel_build_is_raised_after_the_others_finish(
+    tmp_path: Path, go_env: dict[str, str]
+) -> None:
+    from tracecheck.localstack.build import build_components
+
+    repo = parallel_repo(tmp_path)
+    with pytest.raises(StartFailure, match=r"build prometheus at .*status 9"):
+        build_components(
+            repo,
+            tmp_path / "cache",
+            ["etcd", "prometheus"],
+            env={**go_env, "FAIL": "1"},
+            jobs=2,
+        )
+    assert cached_build(repo, tmp_path / "cache", "etcd") is not None  # finished, kept
+    assert cached_build(repo, tmp_path / "cache", "prometheus") is None
+
+
+def test_build_jobs_come_from_the_environment(tmp_path: Path) -> None:
+    def jobs(value: str | None) -> int:
+        env = {} if value is None else {"TRACECHECK_BUILD_JOBS": value}
+        return LocalStack(repo=REPO, state_dir=tmp_path, cache_dir=tmp_path, env=env).build_jobs
+
+    assert (jobs(None), jobs("2")) == (1, 2)
+    for bad in ("0", "two"):
+        with pytest.raises(UsageError, match="TRACECHECK_BUILD_JOBS"):
+            jobs(bad)

@@ -20,8 +20,9 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ __all__ = [
     "Recipe",
     "adopt_build",
     "build_component",
+    "build_components",
     "cached_build",
     "recipe",
 ]
@@ -390,6 +392,42 @@ def build_component(
     record = BuildRecord(component, rec.version, str(final), round(seconds, 1), False)
     progress(record.summary())
     return record
+
+
+def build_components(
+    repo: Path,
+    cache_dir: Path,
+    components: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    progress: Callable[[str], None] = lambda s: None,
+    jobs: int = 1,
+) -> list[BuildRecord]:
+    """Build several components (in the given order), ``jobs`` at a time.
+
+    With ``jobs`` > 1 the builds run in threads, each its own ``go build``; a failure is raised
+    once the builds already running have finished (their results are cached, not wasted).
+    """
+    if jobs <= 1 or len(components) <= 1:
+        return [build_component(repo, cache_dir, c, env=env, progress=progress) for c in components]
+    from concurrent.futures import ThreadPoolExecutor
+
+    lock = threading.Lock()
+
+    def say(line: str) -> None:
+        with lock:
+            progress(line)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [
+            pool.submit(build_component, repo, cache_dir, c, env=env, progress=say)
+            for c in components
+        ]
+        errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
+    return [f.result() for f in futures]
 
 
 def adopt_build(

@@ -35,6 +35,7 @@ from tracecheck.localstack.build import (
     BUILDS,
     BuildRecord,
     build_component,
+    build_components,
     cached_build,
     recipe,
 )
@@ -272,6 +273,7 @@ class LocalStack:
         self.pki = pkimod.Pki(state_dir / "pki")
         self.supervisor = Supervisor(state_dir, env=self.process_env, progress=progress)
         self.builds: list[BuildRecord] = []
+        self.build_jobs = _build_jobs(self.process_env)
 
     # -- building -----------------------------------------------------------------------------
 
@@ -294,14 +296,15 @@ class LocalStack:
                 raise UsageError("local-stack", name, f"not buildable; one of {', '.join(BUILDS)}")
             if comp not in wanted:
                 wanted.append(comp)
-        records = [
-            build_component(
-                self.repo, self.cache_dir, c, env=self.process_env, progress=self.progress
-            )
-            for c in wanted
-        ]
-        self.builds = records
-        return records
+        self.builds = build_components(
+            self.repo,
+            self.cache_dir,
+            wanted,
+            env=self.process_env,
+            progress=self.progress,
+            jobs=self.build_jobs,
+        )
+        return self.builds
 
     def binary(self, name: str) -> Path:
         """Path of ``name`` (etcd, prometheus, promtool, otelcol, kube-apiserver,
@@ -655,6 +658,19 @@ class LocalStack:
     def env(self) -> dict[str, str]:
         """Exports for a shell: the generated kubeconfig and this state directory."""
         return {"KUBECONFIG": str(self.kubeconfig), "TRACECHECK_STATE_DIR": str(self.state_dir)}
+
+
+def _build_jobs(env: Mapping[str, str]) -> int:
+    """Components built at once: ``$TRACECHECK_BUILD_JOBS``, default 1 (each ``go build``
+    already uses every core; see stack/local/README.md for the measurements)."""
+    raw = env.get("TRACECHECK_BUILD_JOBS", "1")
+    try:
+        jobs = int(raw)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise UsageError("local-stack", "TRACECHECK_BUILD_JOBS", f"a positive number, not {raw!r}")
+    return jobs
 
 
 def _write_if_changed(path: Path, text: str) -> Path:
