@@ -15,7 +15,9 @@ Run on demand; prints a table and asserts nothing.
     .venv/bin/python tests/bench/bench_cold_build.py up [--runs 3]
 
 Each line carries the load average (1 min) before and after, since the host may be shared: a
-figure taken under load says so.
+figure taken under load says so. With one job at a time each row also gives the CPU seconds the
+build used (user + system of build.sh and everything it ran): less sensitive to other load than
+the wall time, and on an idle machine with N cores the wall time is at least CPU / N.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -69,10 +72,19 @@ class Row:
     load_after: float
     status: int
     note: str = ""
+    cpu: float | None = None  # user + system seconds of the build's processes (one job only)
 
 
-def build_one(repo: Path, component: str, out: Path, logs: Path, env: dict[str, str]) -> Row:
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def build_one(
+    repo: Path, component: str, out: Path, logs: Path, env: dict[str, str], *, cpu: bool
+) -> Row:
     before = load()
+    cpu0 = children_cpu()
     t0 = time.monotonic()
     log = logs / f"build-{component}.log"
     with log.open("wb") as fh:
@@ -87,7 +99,8 @@ def build_one(repo: Path, component: str, out: Path, logs: Path, env: dict[str, 
     seconds = time.monotonic() - t0
     binaries = sorted(p.name for p in (out / component).iterdir() if p.is_file())
     note = ", ".join(binaries) if proc.returncode == 0 else f"FAILED, see {log}"
-    return Row(component, seconds, before, load(), proc.returncode, note)
+    used = children_cpu() - cpu0 if cpu else None
+    return Row(component, seconds, before, load(), proc.returncode, note, used)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -124,20 +137,36 @@ def cmd_build(args: argparse.Namespace) -> int:
     rows: list[Row] = []
     if args.jobs > 1:
         with ThreadPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(build_one, repo, c, out, logs, env) for c in components]
+            futures = [
+                pool.submit(build_one, repo, c, out, logs, env, cpu=False) for c in components
+            ]
             for future in futures:
                 rows.append(future.result())
                 print(f"  {rows[-1].name}: {rows[-1].seconds:.0f}s", flush=True)
     else:
         for component in components:
-            rows.append(build_one(repo, component, out, logs, env))
+            rows.append(build_one(repo, component, out, logs, env, cpu=True))
             print(f"  {component}: {rows[-1].seconds:.0f}s", flush=True)
     total = time.monotonic() - t0
     print()
-    print(f"{'component':<16}{'seconds':>9}{'load before':>13}{'load after':>12}  binaries")
+    print(
+        f"{'component':<16}{'seconds':>9}{'cpu s':>9}{'load before':>13}{'load after':>12}"
+        "  binaries"
+    )
+
+    def cpu_cell(value: float | None) -> str:
+        return f"{value:>9.1f}" if value is not None else f"{'-':>9}"
+
     for r in rows:
-        print(f"{r.name:<16}{r.seconds:>9.1f}{r.load_before:>13.2f}{r.load_after:>12.2f}  {r.note}")
-    print(f"{'total (wall)':<16}{total:>9.1f}{start_load:>13.2f}{load():>12.2f}")
+        print(
+            f"{r.name:<16}{r.seconds:>9.1f}{cpu_cell(r.cpu)}{r.load_before:>13.2f}"
+            f"{r.load_after:>12.2f}  {r.note}"
+        )
+    cpus = [r.cpu for r in rows if r.cpu is not None]
+    cpu_total = sum(cpus) if len(cpus) == len(rows) else None
+    print(
+        f"{'total (wall)':<16}{total:>9.1f}{cpu_cell(cpu_total)}{start_load:>13.2f}{load():>12.2f}"
+    )
     print(
         f"downloaded modules: {du_mb(work / 'gomodcache'):.0f} MB; "
         f"build cache: {du_mb(work / 'gocache'):.0f} MB"
