@@ -1,7 +1,12 @@
-"""Shared fixtures: the local pipeline (real parts) for integration tests.
+"""Shared fixtures: real test servers and ports for the client tests, and the local pipeline
+(real parts) for the integration tests.
+
+``free_port`` (nothing listens: connections are refused), ``stalled_port`` (connections are
+accepted, nothing answers), ``http_server`` / ``https_server`` (the one threaded test server of
+:mod:`servers`, plain or TLS with ``self_signed``).
 
 ``local_pipeline`` brings the whole pipeline up once per session with
-:meth:`tracecheck.localstack.LocalStack.up` (idempotent: components already ready are left
+:meth:`tracecheck.stack.local.LocalStack.up` (idempotent: components already ready are left
 alone, so after ``tracecheck stack local up`` or ``.ci/run`` it costs about a second). It never
 skips: if ``up`` fails, every test using it errors with the one-line cause. It is not torn down
 at session end (``.ci/run`` calls ``tracecheck stack local down`` afterwards; keeping it up
@@ -23,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from servers import SelfSigned, TestServer, free_port, make_self_signed, tls_context
 
-from tracecheck.localstack import LocalStack, default_cache_dir, default_state_dir, find_repo_root
-from tracecheck.localstack.stack import _ADDRESSES
+from tracecheck.stack.local import LocalStack, default_cache_dir, default_state_dir, find_repo_root
+from tracecheck.stack.local.pipeline import _ADDRESSES
 
 _AT = _ADDRESSES  # the supervisor's own table, so the tests cannot drift from it
 
@@ -107,3 +113,46 @@ def stopped_component(
         return stopped(local_pipeline, component)
 
     return use
+
+
+# -- servers and ports for the client tests --------------------------------------------------------
+
+
+@pytest.fixture(name="free_port")
+def free_port_fixture() -> int:
+    """A port nothing listens on: connecting is refused."""
+    return free_port()
+
+
+@pytest.fixture
+def stalled_port() -> Iterator[int]:
+    """A listening socket that never accepts: connects succeed (kernel backlog), no answer."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> SelfSigned:
+    """A self-signed certificate for 127.0.0.1 (its own CA), written to PEM files."""
+    return make_self_signed(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def http_server() -> Iterator[TestServer]:
+    """A real HTTP/1.1 server; set ``.handler``; ``.requests`` records what arrived."""
+    with TestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def https_server(self_signed: SelfSigned) -> Iterator[TestServer]:
+    """The same server behind TLS with the ``self_signed`` certificate."""
+    with TestServer(tls=tls_context(self_signed.cert, self_signed.key)) as server:
+        yield server

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from tracecheck._version import __version__ as __version__
 
 __all__ = [
     "CheckResult",
@@ -26,23 +26,22 @@ __all__ = [
 ]
 
 _WHERE = {
-    "CheckResult": "tracecheck.report",
-    "Report": "tracecheck.report",
-    "Status": "tracecheck.report",
+    "CheckResult": "tracecheck.results",
+    "Report": "tracecheck.results",
+    "Status": "tracecheck.results",
     "ExitCode": "tracecheck.errors",
     "TracecheckError": "tracecheck.errors",
     "Settings": "tracecheck.config",
     "load_settings": "tracecheck.config",
-    "smoke": "tracecheck.plan",
-    "probe": "tracecheck.apiserver_checks",
+    "smoke": "tracecheck.smoke.plan",
+    "probe": "tracecheck.smoke.plan",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tracecheck.apiserver_checks import probe
     from tracecheck.config import Settings, load_settings
     from tracecheck.errors import ExitCode, TracecheckError
-    from tracecheck.plan import smoke
-    from tracecheck.report import CheckResult, Report, Status
+    from tracecheck.results import CheckResult, Report, Status
+    from tracecheck.smoke.plan import probe, smoke
 
 
 def __getattr__(name: str) -> Any:

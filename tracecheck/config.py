@@ -7,13 +7,17 @@ Every setting lives in a section; the same setting is spelled
 * ``--tempo-url`` on the command line (where the command offers it).
 
 Defaults are the ports of the local pipeline (``tracecheck stack local up``), so commands need
-no flags against it. Core code receives a frozen :class:`Settings` and never reads ``os.environ``.
+no flags against it. Core code receives a frozen :class:`Settings` and never reads ``os.environ``:
+what depends on the environment is resolved here, from an ``env`` mapping the caller passes (the
+CLI passes ``os.environ``): the settings themselves, where tracecheck keeps its state and its
+build cache (:func:`default_state_dir`, :func:`default_cache_dir`), and which kubeconfig the
+apiserver leg uses (:func:`resolve_kubeconfig`, :func:`with_kubeconfig`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+import re
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -32,8 +36,13 @@ __all__ = [
     "Settings",
     "SmokeSettings",
     "TempoSettings",
+    "default_cache_dir",
+    "default_state_dir",
     "describe_settings",
     "load_settings",
+    "local_kubeconfig",
+    "resolve_kubeconfig",
+    "with_kubeconfig",
 ]
 
 Headers = tuple[tuple[str, str], ...]
@@ -69,6 +78,9 @@ class CollectorSettings:
 @dataclass(frozen=True, slots=True)
 class TempoSettings:
     url: str = _f("http://localhost:3200", "Tempo HTTP API base URL")
+    api_prefix: str = _f(
+        "", "Tempo's http_api_prefix: the API under <url><prefix>, /ready and /metrics at <url>"
+    )
     tenant: str = _f("", "X-Scope-OrgID (tenant) for every request")
     headers: Headers = _f((), "extra headers, e.g. Authorization=Bearer ... (k=v,...)", secret=True)
     ca_file: str = _f("", "CA bundle for HTTPS")
@@ -112,7 +124,8 @@ class ApiserverSettings:
 
 @dataclass(frozen=True, slots=True)
 class DeadlineSettings:
-    """Per-check deadlines in seconds; defaults from Tempo 2.9's polling budget (tempo-api §10)."""
+    """Per-check deadlines in seconds; defaults from Tempo 2.9's polling budget
+    (docs/reference/tempo.md §10)."""
 
     preflight: float = _f(5.0, "readiness of collector, Tempo, Prometheus, apiserver")
     send: float = _f(15.0, "synthetic trace accepted by the collector, retries included")
@@ -134,6 +147,11 @@ class SmokeSettings:
     client_service: str = _f("tracecheck-client", "service.name of the synthetic CLIENT span")
     server_service: str = _f("tracecheck-server", "service.name of the synthetic SERVER span")
     seed: int = _f(0, "seed for the synthetic trace (0: derived from the run start time)")
+    wait_ready: float = _f(
+        0.0,
+        "after a deploy: keep asking the preflight checks through connection refused and 503 "
+        "for up to this long (e.g. 5m; 0: no wait)",
+    )
     poll_initial: float = _f(0.05, "first poll interval, seconds")
     poll_max: float = _f(0.7, "poll interval cap, seconds")
 
@@ -234,6 +252,8 @@ def _env_key(name: str) -> str | None:
 
 
 def _read_toml(path: Path) -> dict[str, tuple[Any, str]]:
+    import tomllib
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -296,13 +316,13 @@ def _coerce(raw: Any, typ: Any, key: str, source: str) -> Any:
             return int(raw)
         except (TypeError, ValueError):
             raise bad("an integer") from None
-    if typ is float:
+    if typ is float:  # every float setting is seconds: a number, or a duration such as 5m
         if isinstance(raw, bool):
             raise bad("a number")
         try:
-            value = float(raw)
+            value = _seconds(raw) if isinstance(raw, str) else float(raw)
         except (TypeError, ValueError):
-            raise bad("a number") from None
+            raise bad("seconds or a duration such as 90s, 5m, 1h30m") from None
         if value != value or value < 0:
             raise bad("a non-negative number")
         return value
@@ -323,6 +343,20 @@ def _coerce(raw: Any, typ: Any, key: str, source: str) -> Any:
     if isinstance(typ, types.UnionType):  # pragma: no cover - no such fields today
         raise bad(str(typ))
     raise bad(str(typ))  # pragma: no cover
+
+
+_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _seconds(text: str) -> float:
+    """Seconds from ``"30"``, ``"2.5"`` or a duration ``"90s"``, ``"5m"``, ``"1h30m"``,
+    ``"500ms"``; ValueError otherwise."""
+    text = text.strip()
+    if _DURATION.match(text):
+        return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    return float(text)
 
 
 def _headers(raw: Any, bad: Any) -> tuple[tuple[str, str], ...]:
@@ -396,5 +430,75 @@ def _validate(s: Settings) -> None:
         *((("collector.metrics_url", s.collector.metrics_url),) if s.collector.metrics_url else ()),
     ):
         _check_url(key, url)
+    prefix = s.tempo.api_prefix
+    if prefix and (not prefix.startswith("/") or any(c in prefix for c in "?# \t")):
+        raise ConfigError(
+            "config", "tempo.api_prefix", f"must be a path such as /tempo, not {prefix!r}"
+        )
     if s.apiserver.requests < 1 or s.apiserver.burst < 1:
         raise ConfigError("config", "apiserver.requests", "must be at least 1")
+
+
+# -- what depends on the environment ---------------------------------------------------------
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    home = env.get("HOME")
+    return Path(home) if home else Path.home()
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    """``$TRACECHECK_STATE_DIR``, else ``${XDG_STATE_HOME:-~/.local/state}/tracecheck/local``.
+
+    The local pipeline keeps its logs, pid records, PKI, kubeconfig, rendered configs and data
+    directories under it.
+    """
+    if env.get("TRACECHECK_STATE_DIR"):
+        return Path(env["TRACECHECK_STATE_DIR"]).expanduser()
+    base = env.get("XDG_STATE_HOME") or str(_home(env) / ".local" / "state")
+    return Path(base).expanduser() / "tracecheck" / "local"
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    """``$TRACECHECK_CACHE_DIR``, else ``${XDG_CACHE_HOME:-~/.cache}/tracecheck``.
+
+    Built binaries go to ``<cache>/bin/<component>-<version>-<hash12>/``, outside the repository.
+    """
+    if env.get("TRACECHECK_CACHE_DIR"):
+        return Path(env["TRACECHECK_CACHE_DIR"]).expanduser()
+    base = env.get("XDG_CACHE_HOME") or str(_home(env) / ".cache")
+    return Path(base).expanduser() / "tracecheck"
+
+
+def local_kubeconfig(env: Mapping[str, str]) -> Path:
+    """The kubeconfig the local pipeline writes (``<state dir>/kubeconfig``)."""
+    return default_state_dir(env) / "kubeconfig"
+
+
+def resolve_kubeconfig(
+    explicit: str, env: Mapping[str, str], local_kubeconfig: Path | None
+) -> str | None:
+    """Which kubeconfig to use; None means "none: use the in-cluster service account".
+
+    In order: ``explicit`` (``--kubeconfig``), ``KUBECONFIG`` from ``env`` (may be a
+    ``:``-separated list, as kubectl reads it), ``local_kubeconfig`` (the local pipeline's) if
+    that file exists, ``~/.kube/config`` (``HOME`` from ``env``) if it exists.
+    """
+    if explicit:
+        return explicit
+    if env.get("KUBECONFIG", "").strip(":"):
+        return env["KUBECONFIG"]
+    if local_kubeconfig is not None and local_kubeconfig.is_file():
+        return str(local_kubeconfig)
+    default = _home(env) / ".kube" / "config"
+    return str(default) if default.is_file() else None
+
+
+def with_kubeconfig(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """``settings`` with ``apiserver.kubeconfig`` filled when neither ``--kubeconfig``, the TOML
+    file nor ``TRACECHECK_APISERVER_KUBECONFIG`` chose one: ``KUBECONFIG``, the local pipeline's
+    kubeconfig, ``~/.kube/config`` (still empty: the in-cluster service account)."""
+    if settings.apiserver.kubeconfig:
+        return settings
+    found = resolve_kubeconfig("", env, local_kubeconfig(env))
+    return settings.replace(**{"apiserver.kubeconfig": found}) if found else settings

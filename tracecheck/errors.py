@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import enum
 import re
-from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "AuthError",
@@ -149,6 +148,8 @@ def excerpt(body: bytes | str, limit: int = 200) -> str:
 
 def redact_url(url: str) -> str:
     """Drop userinfo (``user:password@``) and the query string's values from a URL for display."""
+    from urllib.parse import urlsplit, urlunsplit
+
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -4,10 +4,10 @@ One trace ID travels through the pipeline in three spellings:
 
 * OTLP protobuf: 16 raw bytes (span IDs: 8);
 * Tempo's trace-by-ID JSON: proto3 JSON, so **base64** (``"CSCPj2v0UkJjHavLBtfJxg=="``;
-  tempo-api.md §4.2, grafana/tempo#5437);
+  docs/reference/tempo.md §4.2, grafana/tempo#5437);
 * Tempo's search JSON and exemplar labels: **hex with leading zeros stripped**
-  (``util.TraceIDToHexString`` trims ``"0"``; tempo-api.md §5.3 and §11.3), so about one random
-  ID in 256 does not equal its 32-character form as a string.
+  (``util.TraceIDToHexString`` trims ``"0"``; docs/reference/tempo.md §5.3 and §11.3), so
+  about one random ID in 256 does not equal its 32-character form as a string.
 
 Comparing strings is therefore wrong; :func:`parse_trace_id` turns every spelling into the same
 16 bytes, and :func:`same_id` compares those. Hex parsing follows Tempo's ``hexStringToID``: case

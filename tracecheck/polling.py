@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from tracecheck.errors import BackendError
+from tracecheck.errors import AuthError, BackendError
 
 __all__ = ["Clock", "FakeClock", "PollOutcome", "Probe", "SystemClock", "poll_until"]
 
@@ -101,6 +101,8 @@ def poll_until(
 
     A :class:`BackendError` raised by the probe does not end the wait (the backend may recover
     within the deadline); it is kept, and returned in ``error`` if the last probe also failed.
+    An :class:`AuthError` (401/403) ends the wait at once, returned in ``error``: credentials
+    do not fix themselves, and waiting out the deadline would only hide the cause.
     Any other exception propagates. The last probe is never later than the deadline, and the
     function returns at most one request time after it.
     """
@@ -115,6 +117,8 @@ def poll_until(
         began = clock.monotonic()
         try:
             result = probe()
+        except AuthError as exc:
+            return PollOutcome(False, None, attempts, clock.monotonic() - start, str(exc), exc)
         except BackendError as exc:
             error = exc
             seen = str(exc)

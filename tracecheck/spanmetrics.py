@@ -6,9 +6,10 @@
   ``traces_span_metrics_duration_milliseconds_bucket`` (or ``..._seconds_bucket``);
 * service label: ``service`` vs ``service_name``; exemplar label: ``traceID`` vs ``trace_id``.
 
-(collector-otlp.md §7, tempo-api.md §11.1.) Which family exists is discovered from Prometheus
-(``/api/v1/label/__name__/values``) and can be forced with ``--span-metrics-naming``. Both
-produce ``traces_service_graph_request_total`` with labels ``client`` and ``server``.
+(docs/reference/collector.md §7, docs/reference/tempo.md §11.1.) Which family exists is discovered
+from Prometheus (``/api/v1/label/__name__/values``) and can be forced with
+``--span-metrics-naming``. Both produce ``traces_service_graph_request_total`` with labels
+``client`` and ``server``.
 """
 
 from __future__ import annotations

@@ -38,12 +38,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tracecheck.localstack import (  # noqa: E402
+from tracecheck.stack.local import (  # noqa: E402
     LocalStack,
     default_cache_dir,
     find_repo_root,
 )
-from tracecheck.localstack.build import cached_build  # noqa: E402
+from tracecheck.stack.local.build import cached_build  # noqa: E402
 
 # What `stack local up` builds, and in which order (promtool only serves the tests).
 UP_COMPONENTS = ("etcd", "prometheus", "otelcol", "kube-apiserver", "kwok")

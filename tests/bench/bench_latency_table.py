@@ -4,9 +4,9 @@ Run on demand, not collected by pytest (pyproject ``norecursedirs``)::
 
     .venv/bin/python tests/bench/bench_latency_table.py [--spans 100000] [--repeat 3]
 
-The spans are :class:`tracecheck.tempo.SearchSpan` values as a TraceQL search returns them
+The spans are :class:`tracecheck.backends.tempo.SearchSpan` values as a TraceQL search returns them
 (``http.method``, ``http.target``, ``http.status_code`` selected), over 60 endpoints with
-log-normal durations, 2 % WATCH requests and 1 % 5xx. Timed: :func:`tracecheck.latency.
+log-normal durations, 2 % WATCH requests and 1 % 5xx. Timed: :func:`tracecheck.latency.table.
 spans_frame` + :func:`latency_table` (WATCH excluded), i.e. what ``tracecheck report apiserver``
 does with the search results. Memory: the peak of Python and numpy allocations during the timed
 part (tracemalloc; numpy reports its buffers to it) and the process's peak RSS, which includes
@@ -24,8 +24,8 @@ import sys
 import time
 import tracemalloc
 
-from tracecheck.latency import latency_table, spans_frame
-from tracecheck.tempo import SearchSpan
+from tracecheck.backends.tempo import SearchSpan
+from tracecheck.latency.table import latency_table, spans_frame
 
 RESOURCES = ["pods", "configmaps", "secrets", "services", "deployments", "leases", "events",
              "serviceaccounts", "endpoints", "replicasets"]  # fmt: skip

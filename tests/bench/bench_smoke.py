@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tracecheck.localstack import default_state_dir  # noqa: E402
+from tracecheck.stack.local import default_state_dir  # noqa: E402
 
 VISIBLE = re.compile(r"trace ([0-9a-f]{32}) visible by id at ([0-9.]+)")
 SEARCHABLE = re.compile(r"trace ([0-9a-f]{32}) searchable at ([0-9.]+)")

@@ -1,7 +1,7 @@
 """The apiserver leg against the real local kube-apiserver 1.34, collector, Tempo stand-in and
 Prometheus (the ``local_pipeline`` fixture), in each credential mode, and its failures.
 
-Contexts of the generated kubeconfig (tracecheck/localstack/pki.py): ``privileged`` (client
+Contexts of the generated kubeconfig (tracecheck/stack/local/pki.py): ``privileged`` (client
 certificate, O=system:masters), ``viewer`` (plain user bound to ClusterRole view), ``monitoring``
 (a token for a user in group system:monitoring).
 """
@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tracecheck.apiserver import ApiserverClient, load_credentials
-from tracecheck.apiserver_checks import LATENCY_TABLE, leg_ids, probe
+from tracecheck.backends.apiserver import ApiserverClient, load_credentials
+from tracecheck.backends.tempo import TempoClient
 from tracecheck.config import Settings, load_settings
 from tracecheck.errors import ConfigError, ExitCode
-from tracecheck.localstack import LocalStack
-from tracecheck.plan import smoke
-from tracecheck.report import Report, Status
-from tracecheck.tempo import TempoClient
-from tracecheck.tracingconfig import check_tracing_config
+from tracecheck.results import Report, Status
+from tracecheck.smoke.apiserver_checks import LATENCY_TABLE, leg_ids
+from tracecheck.smoke.plan import probe, smoke
+from tracecheck.stack.local import LocalStack
+from tracecheck.stack.tracingconfig import check_tracing_config
 
 APISERVER = "https://127.0.0.1:6443"
 REQUEST_SPANS = {

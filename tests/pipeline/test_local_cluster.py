@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tracecheck.localstack import LocalStack
-from tracecheck.localstack.cluster import NODE_CAPACITY, NODES
 from tracecheck.polling import Probe, SystemClock, poll_until
+from tracecheck.stack.local import LocalStack
+from tracecheck.stack.local.cluster import NODE_CAPACITY, NODES
 
 NODE_NAMES = {name for name, _ in NODES}
 

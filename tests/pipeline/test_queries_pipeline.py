@@ -22,13 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from settle import settled
 
 from tracecheck.config import Settings, load_settings
 from tracecheck.errors import ExitCode, QueryError
-from tracecheck.localstack import LocalStack
+from tracecheck.output import render_table
 from tracecheck.polling import Probe, SystemClock, poll_until
-from tracecheck.queries import get_query, load_queries, run_saved
-from tracecheck.query import PromQLSyntaxError, ResultTable, run_promql, run_traceql
+from tracecheck.query.adhoc import run_promql, run_traceql
+from tracecheck.query.saved import get_query, load_queries, run_saved
+from tracecheck.query.syntax import PromQLSyntaxError
+from tracecheck.results import ResultTable
+from tracecheck.stack.local import LocalStack
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
 
@@ -83,7 +87,7 @@ def build_request(service: str, client: str | None, audit_id: str) -> Any:
         client_rs.resource.attributes.append(_attr("service.name", client))
         client_spans = client_rs.scope_spans.add().spans
     # End times a little in the past: the generator drops spans ending outside +-30 s of its
-    # clock (tempo-api.md §11.3).
+    # clock (docs/reference/tempo.md §11.3).
     end_ns = time.time_ns() - 2 * 10**9
     items = [(PODS, ms, 200) for ms in PODS_MS] + [(NODE, ms, 500) for ms in NODE_MS]
     for i, (name, ms, status) in enumerate(items):
@@ -122,8 +126,8 @@ def wait_for(what: str, probe: Any, deadline: float = 120.0) -> Any:
 
 @pytest.fixture(scope="module")
 def sent(local_pipeline: LocalStack) -> Sent:
-    from tracecheck.apiserver import ApiserverClient, load_credentials, traceparent
-    from tracecheck.collector import CollectorClient
+    from tracecheck.backends.apiserver import ApiserverClient, load_credentials, traceparent
+    from tracecheck.backends.collector import CollectorClient
 
     settings = load_settings(flags={"apiserver.kubeconfig": str(local_pipeline.kubeconfig)})
     audit_id = str(uuid.uuid4())
@@ -134,7 +138,7 @@ def sent(local_pipeline: LocalStack) -> Sent:
     with CollectorClient(spanmetrics.collector) as collector:
         collector.export(build_request(OTEL_SERVICE, None, str(uuid.uuid4())))
     # Real apiserver requests for the apiserver_request_duration_seconds query (sampled: a
-    # trusted traceparent is always traced, apiserver-tracing.md §4).
+    # trusted traceparent is always traced, docs/reference/apiserver.md §4).
     creds = load_credentials(str(local_pipeline.kubeconfig))
     with ApiserverClient(creds) as api:
         for _ in range(10):
@@ -156,12 +160,18 @@ def sent(local_pipeline: LocalStack) -> Sent:
 
     wait_for("spans in Tempo search", searchable, 60.0)
     wait_for("span-metrics, connector metrics and service graph in Prometheus", in_prometheus)
-    # One more collection after the first samples, so rate() over the window has two points;
-    # then a time to evaluate PromQL at, and a pause so that every sample stamped before it
-    # has arrived by remote write (batches of up to 5 s, tempo-api.md §11.3).
-    time.sleep(16)
-    at = int(time.time())
-    time.sleep(10)
+    # rate() over the window needs two samples of each series, and PromQL is evaluated at a
+    # time before which every sample has arrived by remote write (docs/reference/tempo.md
+    # §11.3): polled, not slept.
+    at = settled(
+        settings,
+        [
+            f'traces_spanmetrics_calls_total{{service="{SERVICE}"}}',
+            f'traces_span_metrics_calls_total{{service_name="{OTEL_SERVICE}"}}',
+            f'traces_service_graph_request_total{{server="{SERVICE}"}}',
+            'apiserver_request_duration_seconds_count{resource="configmaps"}',
+        ],
+    )
     return Sent(settings, audit_id, local_pipeline.binary("promtool"), at)
 
 
@@ -320,10 +330,13 @@ def test_traceql_metrics_range_rows(sent: Sent) -> None:
     assert per_name == {PODS: len(PODS_MS), NODE: len(NODE_MS)}
 
 
-def test_invalid_promql_is_refused_locally_with_its_position(sent: Sent) -> None:
+def test_invalid_promql_is_refused_by_prometheus_at_its_position(sent: Sent) -> None:
     with pytest.raises(PromQLSyntaxError) as err:
         run_promql(sent.settings, "sum(rate(up[5m])) by (job")
-    assert (err.value.line, err.value.col) == (1, 22)  # the unclosed "(" of by (job
+    # Prometheus's verdict and position (the end of input), not a local parser's.
+    assert (err.value.line, err.value.col) == (1, 26)
+    assert err.value.message == "parse error: unclosed left parenthesis"
+    assert str(err.value).startswith("prometheus at http://localhost:9090/api/v1/query: bad_data:")
 
 
 def test_promql_prometheus_refuses_is_one_line(sent: Sent) -> None:
@@ -354,7 +367,7 @@ def test_range_query_rows(sent: Sent) -> None:
 def test_empty_results_are_no_data_not_errors(sent: Sent) -> None:
     table = run_promql(sent.settings, f'up{{job="nobody-{RUN}"}}')
     assert table.empty and table.notes[0].startswith("no data: the query returned no series")
-    assert table.render("table").startswith("no data:")
+    assert render_table(table, "table").startswith("no data:")
     saved = run_saved(sent.settings, "apiserver-error-spans", {"service": f"nobody-{RUN}"},
                       since="5m", queries=SHIPPED)  # fmt: skip
     assert saved.empty and saved.notes[0].startswith("no data: no trace matched")

@@ -24,12 +24,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from settle import settled
 
-from tracecheck.config import Settings, load_settings
-from tracecheck.localstack import LocalStack
+from tracecheck.config import Settings, load_settings, with_kubeconfig
+from tracecheck.latency.charts import render_html, write_png
+from tracecheck.latency.report import ApiserverReport, apiserver_report
 from tracecheck.polling import Probe, SystemClock, poll_until
-from tracecheck.query import run_promql, run_traceql
-from tracecheck.reports import ApiserverReport, apiserver_report, render_html, write_png
+from tracecheck.query.adhoc import run_promql, run_traceql
+from tracecheck.smoke.plan import smoke as run_smoke
+from tracecheck.stack.local import LocalStack
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
 
@@ -97,8 +100,8 @@ def _wait(what: str, probe: Any, deadline: float = 120.0) -> None:
 
 @pytest.fixture(scope="module")
 def data(local_pipeline: LocalStack) -> Data:
-    from tracecheck.apiserver import ApiserverClient, load_credentials, traceparent
-    from tracecheck.collector import CollectorClient
+    from tracecheck.backends.apiserver import ApiserverClient, load_credentials, traceparent
+    from tracecheck.backends.collector import CollectorClient
 
     settings = load_settings()
     with CollectorClient(settings.collector) as collector:
@@ -124,9 +127,15 @@ def data(local_pipeline: LocalStack) -> Data:
                      "Prometheus")  # fmt: skip
 
     _wait("the spans in Tempo and span-metrics in Prometheus", ready)
-    time.sleep(16)  # one more collection: increase() over the window needs two samples
-    at = int(time.time())
-    time.sleep(10)  # samples stamped before `at` arrive by remote write within ~5 s
+    # increase() over the window needs two samples, and `at` must be a time before which every
+    # sample has arrived by remote write: polled, not slept.
+    at = settled(
+        settings,
+        [
+            f'traces_spanmetrics_calls_total{{service="{SERVICE}"}}',
+            'apiserver_request_duration_seconds_count{resource="configmaps"}',
+        ],
+    )
     return Data(settings, local_pipeline.binary("promtool"), at)
 
 
@@ -181,7 +190,7 @@ def test_span_metric_columns_equal_promtool(data: Data, report: ApiserverReport)
 
 def test_span_metric_and_trace_p99_agree_within_one_bucket(report: ApiserverReport) -> None:
     # Both sides saw exactly the same spans, so the interpolated p99 lies in the bucket that
-    # holds the exact one (tempo-api.md §11.1: 2 ms * 2^n buckets).
+    # holds the exact one (docs/reference/tempo.md §11.1: 2 ms * 2^n buckets).
     for endpoint in DURATIONS:
         row = _row(report, endpoint)
         assert row["p99_within_bucket"] == "yes", row
@@ -211,7 +220,7 @@ def test_apiserver_column_equals_prometheus_histogram_quantile(data: Data) -> No
     assert row["apiserver_n"] == pytest.approx(count[""], rel=1e-9)
     assert row["apiserver_n"] >= APISERVER_REQUESTS * 0.9  # increase() extrapolates
     # The traced requests are in the trace columns too (a trusted sampled parent is always
-    # traced, apiserver-tracing.md §4).
+    # traced, docs/reference/apiserver.md §4).
     assert row["traces_n"] >= APISERVER_REQUESTS
 
 
@@ -228,7 +237,11 @@ def test_html_and_png(report: ApiserverReport, tmp_path: Path) -> None:
 
 
 def test_probe_adds_every_stage_of_a_smoke_run(data: Data) -> None:
-    report = apiserver_report(data.settings, service=SERVICE, since="10m", probe=True)
+    # The CLI's --probe: a smoke run first, whose delays the report shows.
+    smoke_report = run_smoke(with_kubeconfig(data.settings, os.environ))
+    report = apiserver_report(
+        data.settings, service=SERVICE, since="10m", smoke_report=smoke_report
+    )
     smoke = report.delays[report.delays["source"] == "smoke"]
     stages = " ".join(smoke["stage"])
     for stage in ("tempo.trace_by_id", "tempo.search", "prometheus.span_metrics"):

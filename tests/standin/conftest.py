@@ -42,6 +42,8 @@ def make_standin() -> Iterator[Callable[..., Running]]:
             collection_interval=3600.0,  # tests call collect_and_write() themselves
             external_labels=(("source", "tempo"),),
             instance="standin-test",
+            min_ready_duration=0.0,  # Tempo's 15s not-ready period has its own tests
+            remote_write_flush_deadline=2.0,
         )
         config = base.with_overrides(**overrides)
         lines: list[str] = []
@@ -88,7 +90,7 @@ def prometheus_binary(request: pytest.FixtureRequest, tmp_path_factory: Any) -> 
     try:
         pipeline = request.getfixturevalue("local_pipeline")
     except pytest.FixtureLookupError:
-        from tracecheck.localstack import LocalStack, default_cache_dir, find_repo_root
+        from tracecheck.stack.local import LocalStack, default_cache_dir, find_repo_root
 
         stack = LocalStack(
             repo=find_repo_root(REPO),

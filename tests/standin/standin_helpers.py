@@ -333,3 +333,93 @@ class Running:
 
     def log_matching(self, prefix: str) -> list[str]:
         return [line for line in list(self.lines) if line.startswith(prefix)]
+
+
+# --- the stand-in as a process ----------------------------------------------------------------
+
+
+@dataclass
+class StandinProcess:
+    """``python -m tempo_standin --config FILE`` on free ports (see :func:`start_process`)."""
+
+    proc: Any
+    http_port: int
+    grpc_port: int
+    otlp_http_port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def otlp_http_url(self) -> str:
+        return f"http://127.0.0.1:{self.otlp_http_port}/v1/traces"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is not None:
+            return int(self.proc.returncode)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return int(self.proc.wait(timeout=20))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+
+def start_process(tmp: Path, config_yaml: str) -> StandinProcess:
+    """Start the stand-in with ``config_yaml`` plus free ports for the HTTP API and the OTLP
+    receivers (``server`` and ``distributor`` are added; the text must not set them), and wait
+    until its HTTP API accepts connections (not until it is ready)."""
+    import os
+    import subprocess
+    import sys
+
+    http, grpc_port, otlp_http = free_port(), free_port(), free_port()
+    text = (
+        f"server:\n  http_listen_port: {http}\n"
+        "distributor:\n  receivers:\n    otlp:\n      protocols:\n"
+        f"        grpc:\n          endpoint: 127.0.0.1:{grpc_port}\n"
+        f"        http:\n          endpoint: 127.0.0.1:{otlp_http}\n" + config_yaml
+    )
+    config = tmp / "tempo.yaml"
+    config.write_text(text)
+    log = tmp / "standin.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tempo_standin", "--config", str(config)],
+        env={**os.environ, "PYTHONPATH": str(STANDIN_PATH)},
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+    running = StandinProcess(proc, http, grpc_port, otlp_http, log)
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"the stand-in exited: {running.log_text()[-2000:]}")
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", http)) == 0
+
+    try:
+        poll(listening, timeout=30, interval=0.02)
+    except BaseException:
+        running.stop()
+        raise
+    return running
+
+
+def send_grpc_as(
+    port: int, req: trace_service_pb2.ExportTraceServiceRequest, org_id: str | None
+) -> None:
+    """Export with ``x-scope-orgid: org_id`` (no header when None)."""
+    metadata = (("x-scope-orgid", org_id),) if org_id is not None else ()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        trace_service_pb2_grpc.TraceServiceStub(ch).Export(  # type: ignore[no-untyped-call]
+            req, timeout=10, metadata=metadata
+        )

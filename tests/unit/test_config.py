@@ -38,7 +38,10 @@ def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"TRACECHECK_TEMPO_TIMEOUT": "soon"}, "tempo.timeout: expected a number, got 'soon'"),
+        (
+            {"TRACECHECK_TEMPO_TIMEOUT": "soon"},
+            "tempo.timeout: expected seconds or a duration such as 90s, 5m, 1h30m",
+        ),
         ({"TRACECHECK_COLLECTOR_INSECURE": "maybe"}, "expected true or false"),
         ({"TRACECHECK_NO_SUCH_THING": "1"}, "unknown setting in the environment"),
         ({"TRACECHECK_COLLECTOR_PROTOCOL": "carrier-pigeon"}, "must be grpc or http"),

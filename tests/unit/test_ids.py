@@ -17,7 +17,7 @@ from tracecheck.ids import (
     trace_id_hex,
 )
 
-# From tempo-vulture's testdata (tempo-api.md §4.2): base64 of a 16-byte trace ID.
+# From tempo-vulture's testdata (docs/reference/tempo.md §4.2): base64 of a 16-byte trace ID.
 TEMPO_B64 = "CSCPj2v0UkJjHavLBtfJxg=="
 TEMPO_HEX = base64.b64decode(TEMPO_B64).hex()
 
@@ -30,7 +30,7 @@ def test_base64_from_tempo_by_id_json_equals_its_hex() -> None:
 
 def test_search_ids_with_leading_zeros_stripped_compare_equal() -> None:
     full = "00000af7651916cd43dd8448eb211c80"
-    stripped = full.lstrip("0")  # what /api/search prints (tempo-api.md §5.3)
+    stripped = full.lstrip("0")  # what /api/search prints (docs/reference/tempo.md §5.3)
     assert stripped == "af7651916cd43dd8448eb211c80"
     assert parse_trace_id(stripped) == bytes.fromhex(full)
     assert same_id(stripped, full)

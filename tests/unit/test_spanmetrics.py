@@ -1,4 +1,5 @@
-"""Span-metric family choice (collector-otlp.md §7, tempo-api.md §11.1) and PromQL quoting."""
+"""Span-metric family choice (docs/reference/collector.md §7, docs/reference/tempo.md §11.1)
+and PromQL quoting."""
 
 from __future__ import annotations
 

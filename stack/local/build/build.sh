@@ -5,7 +5,7 @@
 #
 # The wrapper modules next to this script pin every version (go.mod + go.sum are committed, so
 # a build never edits them: -mod=readonly). OUTDIR is a cache directory outside the repository,
-# keyed by version by the caller (tracecheck/localstack/build.py); nothing built lands in git.
+# keyed by version by the caller (tracecheck/stack/local/build.py); nothing built lands in git.
 #
 # Every build uses -trimpath and the same CGO_ENABLED=0, so one Go build cache (GOCACHE) serves
 # all wrapper modules: a package at the same version with the same dependencies compiles once.

@@ -1,57 +1,93 @@
-"""Tempo's HTTP API (port 3200): health, identity, trace by ID, search, tags, TraceQL metrics.
+"""Tempo's HTTP API (port 3200): health, identity, status, trace by ID, search, tags, metrics.
 
-Each handler cites the tempo-api.md section it reproduces. Responses that Tempo marshals with
-gogo jsonpb follow proto3 JSON rules (§4.2): int64/uint64 as strings, enum names, zero values
-omitted, IDs base64 in traces and hex in search results (§5.3).
+Routes and middleware follow cmd/tempo/app/app.go and cmd/tempo/app/modules.go (grafana/tempo
+at tag v2.9.0; read for facts, nothing copied):
+
+* ``/ready``, ``/status``, ``/status/{endpoint}`` and ``/metrics`` are served at the root. The
+  query API (trace by ID, search, tags, TraceQL metrics), ``/api/echo`` and
+  ``/api/status/buildinfo`` move under ``http_api_prefix`` (``addHTTPAPIPrefix``, Go's
+  ``path.Join(prefix, route)``).
+* The query API runs behind the auth middleware: with multitenancy on, a request without
+  ``X-Scope-OrgID`` gets 401 ``no org id`` (dskit middleware/http_auth.go ``AuthenticateUser``,
+  user/id.go ``ErrNoOrgID``); with it off every request reads ``single-tenant``. Then the gzip
+  middleware.
+
+Responses that Tempo marshals with gogo jsonpb follow proto3 JSON rules: int64/uint64 as
+strings, enum names, zero values omitted, IDs base64 in traces and hex in search results.
+
+This module reaches the rest of the stand-in only through the :class:`ServerBackend` and
+:class:`TenantBackend` protocols, so it does not import app.py.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import gzip
 import json
-import math
+import posixpath
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from tempo_standin import REVISION, VERSION
-from tempo_standin.config import parse_go_duration
-from tempo_standin.model import SpanRecord, trace_id_to_search_hex
+from tempo_standin import REVISION, TENANT, VERSION
+from tempo_standin.config import StandinConfig, format_go_duration
+from tempo_standin.generator import Generator
+from tempo_standin.model import SpanRecord
 from tempo_standin.otlp import varint
-from tempo_standin.tqlmetrics import compute
-from tempo_standin.traceql import (
-    MISSING,
-    Attribute,
-    Intrinsic,
-    Kind,
-    Query,
-    Status,
-    TraceQLError,
-    TraceView,
-    evaluate,
-    field_value,
-    parse,
-    parse_field,
-    referenced_fields,
-)
+from tempo_standin.store import TraceStore
 
-if TYPE_CHECKING:
-    from tempo_standin.app import Standin
+__all__ = [
+    "ApiServer",
+    "HttpError",
+    "ServerBackend",
+    "TenantBackend",
+    "format_go_duration",
+    "make_api_server",
+]
 
-__all__ = ["ApiServer", "HttpError", "format_go_duration", "make_api_server"]
 
-MAX_LIMIT = 256 * 1024  # §5.1: max_result_limit default since 2.9.2
-MAX_SPSS = 100  # §5.1: max_spans_per_span_set
-MAX_SEARCH_RANGE = 168 * 3600  # §5.1: query_frontend.search.max_duration 168h
+class TenantBackend(Protocol):
+    """One tenant's data, as the query handlers read it."""
+
+    @property
+    def store(self) -> TraceStore: ...
+
+    @property
+    def generator(self) -> Generator: ...
+
+    def metrics_dataset(self) -> list[tuple[bytes, list[SpanRecord]]]: ...
+
+    def count_query(self, op: str, result: str) -> None: ...
+
+
+class ServerBackend(Protocol):
+    """The process, as the root endpoints read it; ``query_tenant`` gives a tenant's data."""
+
+    @property
+    def config(self) -> StandinConfig: ...
+
+    @property
+    def started_at(self) -> str: ...
+
+    @property
+    def http_port(self) -> int: ...
+
+    def log(self, line: str) -> None: ...
+
+    def ready(self) -> tuple[int, str]: ...
+
+    def services(self) -> list[tuple[str, str]]: ...
+
+    def metrics_exposition(self) -> str: ...
+
+    def query_tenant(self, org_id: str) -> TenantBackend: ...
+
+
 INGESTER_WINDOW = 30 * 60  # §5.1/§10: query_ingesters_until 30m
 GZIP_MIN = 1400  # gzip middleware: small bodies are sent plain
 
@@ -69,25 +105,6 @@ class Response:
     body: bytes
     content_type: str | None
     gzip_ok: bool = True
-
-
-def format_go_duration(seconds: float) -> str:
-    """Go's ``time.Duration.String()`` for error texts (``1h0m0s``, ``15s``, ``100ms``)."""
-    ns = round(seconds * 1e9)
-    if ns == 0:
-        return "0s"
-    neg = ns < 0
-    ns = abs(ns)
-    if ns < 1_000_000_000:
-        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
-            if ns >= size:
-                text = f"{ns / size:.9f}".rstrip("0").rstrip(".") + unit
-                return ("-" if neg else "") + text
-    h, rem = divmod(ns, 3600 * 10**9)
-    m, rem = divmod(rem, 60 * 10**9)
-    s = f"{rem / 1e9:.9f}".rstrip("0").rstrip(".")
-    out = (f"{h}h{m}m" if h else (f"{m}m" if m else "")) + f"{s}s"
-    return ("-" if neg else "") + out
 
 
 def _go_parse_int_error(name: str, value: str, func: str) -> HttpError:
@@ -108,35 +125,6 @@ def _parse_int(name: str, value: str, bits: int, func: str = "ParseInt") -> int:
     return n
 
 
-def any_value_json(v: Any) -> dict[str, Any]:
-    """A Python attribute value as OTLP AnyValue proto3 JSON (oneof: zero values written)."""
-    if isinstance(v, bool):
-        return {"boolValue": v}
-    if isinstance(v, int):
-        return {"intValue": str(v)}
-    if isinstance(v, float):
-        if math.isnan(v) or math.isinf(v):
-            return {
-                "doubleValue": "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
-            }
-        return {"doubleValue": v}
-    if isinstance(v, str):
-        return {"stringValue": v}
-    if isinstance(v, bytes):
-        return {"bytesValue": base64.b64encode(v).decode()}
-    if isinstance(v, list):
-        return {"arrayValue": {"values": [any_value_json(x) for x in v]}}
-    if isinstance(v, dict):
-        return {
-            "kvlistValue": {
-                "values": [{"key": k, "value": any_value_json(x)} for k, x in v.items()]
-            }
-        }
-    if isinstance(v, (Status, Kind)):
-        return {"stringValue": v.name}
-    return {}
-
-
 def _json(doc: Any, status: int = 200) -> Response:
     return Response(status, json.dumps(doc, separators=(",", ":")).encode(), "application/json")
 
@@ -145,66 +133,115 @@ def _text(body: str, status: int = 200) -> Response:
     return Response(status, body.encode(), "text/plain; charset=utf-8", gzip_ok=False)
 
 
+# (pattern, handler, kind): "root" routes stay at the root; "api" routes move under
+# http_api_prefix; "query" routes also run behind the auth and gzip middleware
+# (cmd/tempo/app/modules.go initQueryFrontend, app.go Run).
+_ROUTES: list[tuple[str, str, str]] = [
+    (r"/ready", "ready", "root"),
+    (r"/metrics", "metrics", "root"),
+    (r"/status", "status", "root"),
+    (r"/status/(?P<endpoint>[^/]+)", "status", "root"),
+    (r"/api/echo", "echo", "api"),
+    (r"/api/status/buildinfo", "buildinfo", "api"),
+    (r"/api/traces/(?P<tid>[^/]+)", "trace_v1", "query"),
+    (r"/api/v2/traces/(?P<tid>[^/]+)", "trace_v2", "query"),
+    (r"/api/search", "search", "query"),
+    (r"/api/search/tags", "tags_v1", "query"),
+    (r"/api/v2/search/tags", "tags_v2", "query"),
+    (r"/api/search/tag/(?P<tag>[^/]+)/values", "tag_values_v1", "query"),
+    (r"/api/v2/search/tag/(?P<tag>[^/]+)/values", "tag_values_v2", "query"),
+    (r"/api/metrics/query_range", "metrics_query_range", "query"),
+    (r"/api/metrics/query", "metrics_query_instant", "query"),
+]
+
+_STATUS_ENDPOINTS = ("version", "services", "endpoints", "runtime_config", "config")
+
+
+def go_path_join(prefix: str, path: str) -> str:
+    """Go's ``path.Join(prefix, path)``: joined with one slash and cleaned."""
+    if not prefix:
+        return path
+    joined = posixpath.normpath(f"{prefix}/{path}")
+    return "/" + joined.lstrip("/") if joined.startswith("//") else joined
+
+
+def compile_routes(prefix: str) -> list[tuple[re.Pattern[str], str, str]]:
+    """The route table with ``http_api_prefix`` applied. A prefix without a leading ``/``
+    gives routes no request path can match, as in Tempo."""
+    out = []
+    for pattern, handler, kind in _ROUTES:
+        if kind != "root" and prefix:
+            pattern = re.escape(go_path_join(prefix, "/")).rstrip("/") + pattern
+            if not prefix.startswith("/"):
+                pattern = "(?!)" + pattern
+        out.append((re.compile(pattern), handler, kind))
+    return out
+
+
 class Api:
-    """Route table and handlers; ``app`` gives the store, generator, config and counters."""
+    """The handlers of one request. ``server`` is the process; ``app`` is the tenant that a
+    query route reads (single-tenant, or the ``X-Scope-OrgID`` tenant with multitenancy on)."""
 
-    def __init__(self, app: Standin) -> None:
+    def __init__(self, server: ServerBackend, app: TenantBackend) -> None:
+        self.server = server
         self.app = app
-        self.routes: list[tuple[re.Pattern[str], Callable[..., Response]]] = [
-            (re.compile(r"/ready"), self.ready),
-            (re.compile(r"/api/echo"), self.echo),
-            (re.compile(r"/api/status/buildinfo"), self.buildinfo),
-            (re.compile(r"/metrics"), self.metrics),
-            (re.compile(r"/status"), self.status),
-            (re.compile(r"/status/config"), self.status_config),
-            (re.compile(r"/status/buildinfo"), self.status_buildinfo),
-            (re.compile(r"/api/traces/(?P<tid>[^/]+)"), self.trace_v1),
-            (re.compile(r"/api/v2/traces/(?P<tid>[^/]+)"), self.trace_v2),
-            (re.compile(r"/api/search"), self.search),
-            (re.compile(r"/api/search/tags"), self.tags_v1),
-            (re.compile(r"/api/v2/search/tags"), self.tags_v2),
-            (re.compile(r"/api/search/tag/(?P<tag>[^/]+)/values"), self.tag_values_v1),
-            (re.compile(r"/api/v2/search/tag/(?P<tag>[^/]+)/values"), self.tag_values_v2),
-            (re.compile(r"/api/metrics/query_range"), self.metrics_query_range),
-            (re.compile(r"/api/metrics/query"), self.metrics_query_instant),
-        ]
 
-    def dispatch(self, path: str, params: dict[str, str], headers: dict[str, str]) -> Response:
-        for pattern, handler in self.routes:
+    @staticmethod
+    def dispatch(
+        server: ServerBackend,
+        routes: list[tuple[re.Pattern[str], str, str]],
+        path: str,
+        params: dict[str, str],
+        headers: dict[str, str],
+    ) -> Response:
+        for pattern, name, kind in routes:
             m = pattern.fullmatch(path)
-            if m:
-                try:
-                    return handler(
-                        params=params,
-                        headers=headers,
-                        **{k: unquote(v) for k, v in m.groupdict().items()},
-                    )
-                except HttpError as exc:
-                    body = exc.body.encode()
-                    return Response(exc.status, body, exc.content_type, gzip_ok=False)
+            if m is None:
+                continue
+            org_id = TENANT
+            if kind == "query" and server.config.multitenancy:
+                # dskit middleware.AuthenticateUser: http.Error(w, "no org id", 401).
+                org_id = headers.get("x-scope-orgid", "")
+                if not org_id:
+                    return _text("no org id\n", 401)
+            tenant = server.query_tenant(org_id) if kind == "query" else _NoTenant()
+            api = Api(server, tenant)
+            handler: Callable[..., Response] = getattr(api, name)
+            try:
+                resp = handler(
+                    params=params,
+                    headers=headers,
+                    **{k: unquote(v) for k, v in m.groupdict().items()},
+                )
+            except HttpError as exc:
+                body = exc.body.encode()
+                return Response(exc.status, body, exc.content_type, gzip_ok=False)
+            if kind != "query":
+                resp.gzip_ok = False  # the gzip middleware wraps the query API only
+            return resp
         # Go's http.NotFound text.
         return _text("404 page not found\n", 404)
 
-    # --- §3 health and identity ---------------------------------------------------------------
+    # --- health, identity and status (cmd/tempo/app/app.go) ---------------------------------
 
     def ready(self, **_: Any) -> Response:
-        # §3: 200 "ready" via http.Error (text/plain, trailing newline); 503 while stopping.
-        if self.app.stopping:
-            return _text("Application is stopping\n", 503)
-        return _text("ready\n")
+        # readyHandler: http.Error, so text/plain with a trailing newline.
+        status, body = self.server.ready()
+        return _text(body, status)
 
     def echo(self, **_: Any) -> Response:
-        return _text("echo\n")  # §3: http.Error(w, "echo", 200)
+        return _text("echo\n")  # modules.go echoHandler: http.Error(w, "echo", 200)
 
     def buildinfo(self, **_: Any) -> Response:
-        # §3: the PrometheusVersion struct; the revision names the stand-in.
+        # buildinfoHandler: build.GetVersion(), the PrometheusVersion struct; the revision
+        # names the stand-in.
         return _json(
             {
                 "version": VERSION,
                 "revision": REVISION,
                 "branch": "standin",
                 "buildUser": "tracecheck",
-                "buildDate": self.app.started_at,
+                "buildDate": self.server.started_at,
                 "goVersion": "none (Python stand-in)",
             }
         )
@@ -212,65 +249,81 @@ class Api:
     def metrics(self, **_: Any) -> Response:
         return Response(
             200,
-            self.app.metrics.exposition().encode(),
+            self.server.metrics_exposition().encode(),
             "text/plain; version=0.0.4; charset=utf-8",
         )
 
-    def status(self, **_: Any) -> Response:
-        lines = [
-            "Tempo 2.9 stand-in (tracecheck); endpoints:",
-            "/status/config  effective configuration (keys the stand-in honours)",
-        ]
-        return _text("\n".join(lines) + "\n")
+    def status(self, params: dict[str, str], endpoint: str | None = None, **_: Any) -> Response:
+        """statusHandler: ``GET /status/<endpoint>\n`` then the section; ``/status`` gives all
+        five. An error gives 500 with the error line before the text. An endpoint that is not
+        one of the five calls a nil function in Tempo: the connection is dropped."""
+        names = [endpoint] if endpoint is not None else list(_STATUS_ENDPOINTS)
+        if endpoint is not None and endpoint not in _STATUS_ENDPOINTS:
+            return Response(0, b"", None, gzip_ok=False)  # a dropped connection
+        out: list[str] = []
+        errors: list[str] = []
+        for name in names:
+            out.append(f"GET /status/{name}\n")
+            try:
+                out.append(self._status_section(name, params))
+            except ValueError as exc:
+                errors.append(str(exc))
+        body = "".join(out)
+        if errors:
+            return Response(500, ("; ".join(errors) + "\n" + body).encode(), "text/plain")
+        return Response(200, body.encode(), "text/plain", gzip_ok=False)
 
-    def status_config(self, **_: Any) -> Response:
-        c = self.app.config
-        doc = {
-            "server": {"http_listen_port": self.app.http_port},
-            "ingester": {
-                "trace_idle_period": format_go_duration(c.trace_idle_period),
-                "trace_live_period": format_go_duration(c.trace_live_period),
-                "flush_check_period": format_go_duration(c.flush_check_period),
-            },
-            "metrics_generator": {
-                "registry": {
-                    "collection_interval": format_go_duration(c.collection_interval),
-                    "external_labels": dict(c.external_labels),
-                    "stale_duration": format_go_duration(c.stale_duration),
-                },
-                "metrics_ingestion_time_range_slack": format_go_duration(c.ingestion_slack),
-                "storage": {
-                    "remote_write": [
-                        {"url": rw.shown_url, "send_exemplars": rw.send_exemplars}
-                        for rw in c.remote_write
-                    ]
-                },
-                "processor": {
-                    "local_blocks": {"filter_server_spans": c.filter_server_spans},
-                    "service_graphs": {"wait": format_go_duration(c.service_graph_wait)},
-                },
-            },
-            "overrides": {"defaults": {"metrics_generator": {"processors": list(c.processors)}}},
-        }
-        return _text(yaml.safe_dump(doc, sort_keys=False))
+    def _status_section(self, name: str, params: dict[str, str]) -> str:
+        if name == "version":
+            # prometheus/common version.Print("tempo").
+            return (
+                f"tempo, version {VERSION} (branch: standin, revision: {REVISION})\n"
+                "  build user:       tracecheck\n"
+                f"  build date:       {self.server.started_at}\n"
+                "  go version:       none (Python stand-in)\n"
+                "  platform:         python\n"
+                "  tags:             unknown\n"
+            )
+        if name == "services":
+            return _table(
+                ["SERVICE NAME", "STATUS", "FAILURE CASE"],
+                [[svc, state, ""] for svc, state in self.server.services()],
+            )
+        if name == "endpoints":
+            prefix = self.server.config.http_api_prefix
+            rows = []
+            for pattern, _handler, kind in _ROUTES:
+                template = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern)
+                if kind != "root":
+                    template = go_path_join(prefix, template)
+                rows.append([template, pattern])
+            table = _table(["NAME", "REGEX"], sorted(rows))
+            return (
+                table + "\nAPI documentation: https://grafana.com/docs/tempo/latest/api_docs/\n\n"
+            )
+        if name == "runtime_config":
+            doc = {"defaults": overrides_defaults(self.server.config), "overrides": {}}
+            return "---\n" + yaml.safe_dump(doc, sort_keys=False)
+        mode = params.get("mode", "")
+        c = self.server.config
+        if mode == "":
+            doc = effective_config(c, self.server.http_port)
+        elif mode == "defaults":
+            doc = effective_config(StandinConfig(), StandinConfig().http_port)
+        elif mode == "diff":
+            default = effective_config(StandinConfig(), StandinConfig().http_port)
+            doc = diff_config(default, effective_config(c, self.server.http_port))
+        else:
+            raise ValueError(f"unknown value for mode query parameter: {mode}")
+        return "---\n" + yaml.safe_dump(doc, sort_keys=False)
 
-    def status_buildinfo(self, **_: Any) -> Response:
-        # §3: Tempo routes /status/buildinfo to a nil handler (a dropped connection or a 5xx).
-        return _text(
-            "/status/buildinfo is not a Tempo endpoint (tempo-api.md §3); "
-            "use /api/status/buildinfo\n",
-            500,
-        )
-
-    # --- §4 trace by ID -----------------------------------------------------------------------
+    # --- trace by ID --------------------------------------------------------------------------
 
     @staticmethod
     def parse_trace_id(text: str) -> bytes:
-        """§4.1: hex, case-insensitive, at most 32 characters, left-padded.
-
-        As ``pkg/util/traceid.go`` does: the characters are checked first (positions 1-based),
-        then the length, so a long ID with a bad character reports the character.
-        """
+        """Hex, case-insensitive, at most 32 characters, left-padded (pkg/util/traceid.go
+        HexStringToTraceID at v2.9.0): the characters are checked first (positions 1-based),
+        then the length, so a long ID with a bad character reports the character."""
         for i, ch in enumerate(text):
             if ch not in "0123456789abcdefABCDEF":
                 raise HttpError(
@@ -282,7 +335,8 @@ class Api:
             raise HttpError(400, "trace IDs can't be larger than 128 bits")
         return bytes.fromhex(text.rjust(32, "0"))
 
-    def _lookup_trace(self, tid: str, params: dict[str, str]) -> list[SpanRecord]:
+    def _lookup_trace(self, tid: str, params: dict[str, str]) -> tuple[list[SpanRecord], bool, int]:
+        """(spans, partial, inspected bytes) for the ID within ``start``/``end``."""
         trace_id = self.parse_trace_id(tid)
         start = _parse_int("start", params["start"], 64) if params.get("start") else None
         end = _parse_int("end", params["end"], 64) if params.get("end") else None
@@ -292,19 +346,20 @@ class Api:
                 400,
                 f"http parameter start must be before end. received start={start} end={end}",
             )
-        spans = self.app.store.get(trace_id)
+        found = self.app.store.read(trace_id, self.server.config.max_bytes_per_trace)
+        spans = found.spans
         if spans and (start is not None or end is not None):
             now = time.time()
             lo = start if start is not None else 0
             hi = end if end is not None else int(now) + 1
             # Recent data lives in the ingesters, which are asked whenever the range reaches the
-            # last query_ingesters_until (30m) and return the trace whatever its timestamps;
-            # older ranges only see blocks whose time range overlaps (§5.1, §10).
+            # last query_ingesters_until (30m, modules/frontend/config.go) and return the trace
+            # whatever its timestamps; older ranges only see blocks whose time range overlaps.
             t0 = min(s.start_ns for s in spans) / 1e9
             t1 = max(s.end_ns for s in spans) / 1e9
             if hi < now - INGESTER_WINDOW and not (t0 <= hi and t1 >= lo):
-                spans = []
-        return spans
+                return [], False, 0
+        return spans, found.partial, found.inspected_bytes
 
     def _traces_data(self, spans: list[SpanRecord]) -> Any:
         from opentelemetry.proto.trace.v1 import trace_pb2
@@ -332,509 +387,263 @@ class Api:
 
     @staticmethod
     def _wants_protobuf(headers: dict[str, str]) -> bool:
-        return "application/protobuf" in headers.get("accept", "")  # §4.1
+        # pkg/api/http.go HeaderAcceptProtobuf.
+        return "application/protobuf" in headers.get("accept", "")
 
     def trace_v1(self, tid: str, params: dict[str, str], headers: dict[str, str]) -> Response:
         from google.protobuf import json_format
 
-        spans = self._lookup_trace(tid, params)
+        spans, partial, _inspected = self._lookup_trace(tid, params)
         self.app.count_query("traces", "completed")
+        if partial:
+            # v1 does not allow partial traces: the querier's combiner fails and
+            # modules/querier/http.go handleError answers 422 with the error text.
+            max_bytes = self.server.config.max_bytes_per_trace
+            c = self.server.config
+            raise HttpError(
+                422,
+                "error querying ingesters in Querier.FindTraceByID: failed to execute f() for "
+                f"{c.http_host}:{c.grpc_port}: rpc error: code = Unknown desc = trace exceeds "
+                f"max size (max bytes: {max_bytes})\n",
+            )
         if not spans:
-            # §4.3: v1 answers 404 with an empty body when the trace is missing.
+            # combiner/trace_by_id.go: 404 with an empty body when the trace is missing.
             return Response(404, b"", None, gzip_ok=False)
         td = self._traces_data(spans)
         if self._wants_protobuf(headers):
             # tempopb.Trace{resourceSpans=1} is wire-identical to TracesData.
             return Response(200, td.SerializeToString(), "application/protobuf")
         doc = json_format.MessageToDict(td)
-        # §4.3: MarshalToJSONV1 renames the top-level resourceSpans to batches.
+        # pkg/tempopb/trace_utils.go MarshalToJSONV1 renames resourceSpans to batches.
         return _json({"batches": doc.get("resourceSpans", [])})
 
     def trace_v2(self, tid: str, params: dict[str, str], headers: dict[str, str]) -> Response:
         from google.protobuf import json_format
 
-        spans = self._lookup_trace(tid, params)
+        spans, partial, inspected = self._lookup_trace(tid, params)
         self.app.count_query("traces", "completed")
         td = self._traces_data(spans)
-        inspected = sum(s.size for s in spans)
+        message = ""
+        if partial:
+            # modules/querier/querier.go FindTraceByID, combiner/trace_by_id_v2.go.
+            message = (
+                f"Trace exceeds maximum size of {self.server.config.max_bytes_per_trace} bytes, "
+                "a partial trace is returned"
+            )
         if self._wants_protobuf(headers):
-            # TraceByIDResponse{trace=1, metrics=2{inspectedBytes=1}}; COMPLETE status omitted.
+            # TraceByIDResponse{trace=1, metrics=2{inspectedBytes=1}, status=3, message=4};
+            # COMPLETE (0) and an empty message are omitted.
             trace_bytes = td.SerializeToString()
             metrics = (b"\x08" + varint(inspected)) if inspected else b""
             body = b"\x0a" + varint(len(trace_bytes)) + trace_bytes
             body += b"\x12" + varint(len(metrics)) + metrics
+            if partial:
+                text = message.encode()
+                body += b"\x18\x01" + b"\x22" + varint(len(text)) + text
             return Response(200, body, "application/protobuf")
-        # §4.3: 200 with {"trace":{}} when missing; found means non-empty resourceSpans.
-        metrics_doc = {"inspectedBytes": str(inspected)} if inspected else {}
-        return _json({"trace": json_format.MessageToDict(td), "metrics": metrics_doc})
+        # querier/http.go TraceByIDHandlerV2: 200 with {"trace":{}} when missing; found means
+        # non-empty resourceSpans.
+        doc: dict[str, Any] = {
+            "trace": json_format.MessageToDict(td),
+            "metrics": {"inspectedBytes": str(inspected)} if inspected else {},
+        }
+        if partial:
+            doc["status"] = "PARTIAL"
+            doc["message"] = message
+        return _json(doc)
 
-    # --- §5 search ----------------------------------------------------------------------------
-
-    def _time_range(self, params: dict[str, str]) -> tuple[int, int] | None:
-        """§5.1 start/end: unix seconds parsed as int32, end > start, at most 168h apart."""
-        if not params.get("start") and not params.get("end"):
-            return None
-        start = _parse_int("start", params.get("start") or "0", 32)
-        end = _parse_int("end", params.get("end") or "0", 32)
-        if end <= start:
-            raise HttpError(
-                400,
-                f"http parameter start must be before end. received start={start} end={end}",
-            )
-        if end - start > MAX_SEARCH_RANGE:
-            raise HttpError(
-                400,
-                f"range specified by start and end exceeds {format_go_duration(MAX_SEARCH_RANGE)}."
-                f" received start={start} end={end}",
-            )
-        return start, end
-
-    def _searchable_views(self, rng: tuple[int, int] | None) -> list[TraceView]:
-        views = []
-        for trace_id, spans in self.app.store.searchable():
-            view = TraceView.of(trace_id, spans)
-            if rng is not None:
-                lo, hi = rng[0] * 10**9, rng[1] * 10**9
-                if view.start_ns > hi or view.end_ns < lo:
-                    continue
-            views.append(view)
-        return views
+    # --- §5 search, §6 tags, §7 TraceQL metrics: queryapi.py ---------------------------------
 
     def search(self, params: dict[str, str], **_: Any) -> Response:
-        q = params.get("q", "")
-        tags = params.get("tags", "")
-        if q and tags:
-            raise HttpError(400, "invalid request: can't specify tags and q in the same query")
-        limit = self._positive("limit", params.get("limit"), 20)
-        if limit > MAX_LIMIT:
-            raise HttpError(400, f"limit {limit} exceeds max limit {MAX_LIMIT}")
-        spss = self._positive("spss", params.get("spss"), 3)
-        if spss > MAX_SPSS:
-            raise HttpError(400, f"spans per span set exceeds {MAX_SPSS}. received {spss}")
-        min_d = self._duration_param("minDuration", params.get("minDuration"))
-        max_d = self._duration_param("maxDuration", params.get("maxDuration"))
-        if min_d is not None and max_d is not None and max_d <= min_d:
-            raise HttpError(400, "invalid maxDuration: must be greater than minDuration")
-        rng = self._time_range(params)
-        query: Query | None = None
-        if not tags:
-            try:
-                query = parse(q or "{}")
-                if query.metrics is not None:
-                    raise TraceQLError(
-                        1, "unsupported by the Tempo stand-in: a metrics query on /api/search"
-                    )
-            except TraceQLError as exc:
-                self.app.count_query("search", "failed")
-                # §8.1: 400, no Content-Type, "invalid TraceQL query: parse error at ...".
-                raise HttpError(400, f"invalid TraceQL query: {exc}", None) from exc
-        tag_filter = _parse_logfmt(tags) if tags else []
-        views = self._searchable_views(rng)
-        results: list[tuple[TraceView, list[SpanRecord] | None]] = []
-        inspected_bytes = 0
-        for view in views:
-            inspected_bytes += sum(s.size for s in view.spans)
-            duration_s = (view.end_ns - view.start_ns) / 1e9
-            if query is None:
-                if min_d is not None and duration_s < min_d:
-                    continue
-                if max_d is not None and duration_s > max_d:
-                    continue
-                if not all(_tag_match(view, k, v) for k, v in tag_filter):
-                    continue
-                results.append((view, None))
-            else:
-                matched = evaluate(query, view)
-                if matched:
-                    results.append((view, matched))
-            if len(results) >= limit and not (query is not None and query.most_recent):
-                break
-        if query is not None and query.most_recent:
-            results.sort(key=lambda r: r[0].start_ns, reverse=True)  # §5.3: most_recent=true
-            results = results[:limit]
-        fields = referenced_fields(query) if query is not None else []
-        traces = [self._trace_metadata(view, matched, spss, fields) for view, matched in results]
-        self.app.count_query("search", "completed")
-        metrics: dict[str, Any] = {"completedJobs": 1, "totalJobs": 1}
-        if views:
-            metrics["inspectedTraces"] = len(views)
-        if inspected_bytes:
-            metrics["inspectedBytes"] = str(inspected_bytes)
-        return _json({"traces": traces, "metrics": metrics})
+        from tempo_standin import queryapi
 
-    @staticmethod
-    def _positive(name: str, value: str | None, default: int) -> int:
-        if value is None or value == "":
-            return default
-        # pkg/api/http.go reads limit and spss with strconv.Atoi, then rejects n <= 0.
-        n = _parse_int(name, value, 64, "Atoi")
-        if n <= 0:
-            raise HttpError(400, f"invalid {name}: must be a positive number")
-        return n
-
-    @staticmethod
-    def _duration_param(name: str, value: str | None) -> float | None:
-        if not value:
-            return None
-        try:
-            return parse_go_duration(value)
-        except ValueError as exc:
-            raise HttpError(400, f"invalid {name}: {exc}") from exc
-
-    def _trace_metadata(
-        self,
-        view: TraceView,
-        matched: list[SpanRecord] | None,
-        spss: int,
-        fields: list[Attribute | Intrinsic],
-    ) -> dict[str, Any]:
-        doc: dict[str, Any] = {"traceID": trace_id_to_search_hex(view.trace_id)}
-        if view.root is not None:
-            doc["rootServiceName"] = view.root.service
-            if view.root.name:
-                doc["rootTraceName"] = view.root.name
-        else:
-            doc["rootServiceName"] = "<root span not yet received>"  # §5.3
-        doc["startTimeUnixNano"] = str(view.start_ns)
-        duration_ms = (view.end_ns - view.start_ns) // 1_000_000
-        if duration_ms:
-            doc["durationMs"] = duration_ms  # §5.3: uint32, omitted when 0
-        if matched is not None:
-            spanset = {
-                "spans": [self._span_json(s, view, fields) for s in matched[:spss]],
-                "matched": len(matched),
-            }
-            doc["spanSet"] = spanset  # §5.3: deprecated, equals spanSets[0]
-            doc["spanSets"] = [spanset]
-        stats: dict[str, dict[str, int]] = {}
-        for s in view.spans:
-            st = stats.setdefault(s.service, {"spanCount": 0})
-            st["spanCount"] += 1
-            if s.status_code == 2:
-                st["errorCount"] = st.get("errorCount", 0) + 1
-        doc["serviceStats"] = stats
-        return doc
-
-    @staticmethod
-    def _span_json(
-        s: SpanRecord, view: TraceView, fields: list[Attribute | Intrinsic]
-    ) -> dict[str, Any]:
-        doc: dict[str, Any] = {"spanID": s.span_id.hex().rjust(16, "0")}  # §5.3: padded to 16
-        if s.name:
-            doc["name"] = s.name
-        doc["startTimeUnixNano"] = str(s.start_ns)
-        if s.duration_ns:
-            doc["durationNanos"] = str(s.duration_ns)
-        attrs = []
-        for f in fields:
-            if isinstance(f, Intrinsic):
-                key = {
-                    "span:status": "status",
-                    "span:kind": "kind",
-                    "span:statusMessage": "statusMessage",
-                }.get(f.name)
-                if key is None:
-                    continue
-            else:
-                key = f.name
-            v = field_value(f, s, view)
-            if v is MISSING:
-                continue
-            if isinstance(f, Attribute) and f.scope == "link":
-                continue
-            attrs.append({"key": key, "value": any_value_json(v)})
-        if attrs:
-            doc["attributes"] = attrs
-        return doc
-
-    # --- §6 tags ------------------------------------------------------------------------------
-
-    _INTRINSIC_TAGS = (
-        "duration",
-        "kind",
-        "name",
-        "rootName",
-        "rootServiceName",
-        "status",
-        "statusMessage",
-        "traceDuration",
-        "span:duration",
-        "span:id",
-        "span:kind",
-        "span:name",
-        "span:parentID",
-        "span:status",
-        "span:statusMessage",
-        "trace:duration",
-        "trace:id",
-        "trace:rootName",
-        "trace:rootService",
-    )
-
-    def _tag_spans(
-        self, params: dict[str, str], q: str | None
-    ) -> list[tuple[SpanRecord, TraceView]]:
-        rng = self._time_range(params)
-        query = None
-        if q:
-            try:
-                query = parse(q)
-            except TraceQLError:
-                query = None  # §6: an invalid q is silently ignored
-        out: list[tuple[SpanRecord, TraceView]] = []
-        for view in self._searchable_views(rng):
-            spans = evaluate(query, view) if query is not None else view.spans
-            out.extend((s, view) for s in spans)
-        return out
-
-    def _scoped_tags(
-        self, params: dict[str, str], q: str | None
-    ) -> tuple[dict[str, list[str]], int]:
-        scope = params.get("scope", "") or "all"
-        valid = ("all", "resource", "span", "intrinsic", "event", "link", "instrumentation")
-        if scope not in valid:
-            raise HttpError(400, f"invalid scope: {scope}")
-        res: set[str] = set()
-        span: set[str] = set()
-        link: set[str] = set()
-        inspected = 0
-        for s, _view in self._tag_spans(params, q):
-            inspected += s.size
-            res.update(s.resource_attributes)
-            span.update(s.attributes)
-            for lk in s.links:
-                link.update(lk.attributes)
-        scopes = {
-            "resource": sorted(res),
-            "span": sorted(span),
-            "link": sorted(link),
-            "intrinsic": list(self._INTRINSIC_TAGS),
-        }
-        if scope == "all":
-            return {k: v for k, v in scopes.items() if v}, inspected
-        return {scope: scopes.get(scope, [])}, inspected
-
-    @staticmethod
-    def _metrics_doc(inspected: int) -> dict[str, Any]:
-        return {"inspectedBytes": str(inspected)} if inspected else {}
+        return queryapi.search(self, params)
 
     def tags_v1(self, params: dict[str, str], **_: Any) -> Response:
-        scopes, inspected = self._scoped_tags(params, None)
-        if (params.get("scope") or "all") == "all":
-            names = sorted(set(scopes.get("resource", [])) | set(scopes.get("span", [])))
-        else:
-            names = next(iter(scopes.values()))
-        self.app.count_query("metadata", "completed")
-        return _json({"tagNames": names, "metrics": self._metrics_doc(inspected)})
+        from tempo_standin import queryapi
+
+        return queryapi.tags_v1(self, params)
 
     def tags_v2(self, params: dict[str, str], **_: Any) -> Response:
-        scopes, inspected = self._scoped_tags(params, params.get("q"))
-        self.app.count_query("metadata", "completed")
-        order = ("resource", "span", "link", "intrinsic")
-        doc = [{"name": n, "tags": scopes[n]} for n in order if scopes.get(n)]
-        return _json({"scopes": doc, "metrics": self._metrics_doc(inspected)})
+        from tempo_standin import queryapi
+
+        return queryapi.tags_v2(self, params)
 
     def tag_values_v1(self, tag: str, params: dict[str, str], **_: Any) -> Response:
-        values: set[str] = set()
-        inspected = 0
-        for s, _view in self._tag_spans(params, None):
-            inspected += s.size
-            for attrs in (s.attributes, s.resource_attributes):
-                if tag in attrs:
-                    v = attrs[tag]
-                    if isinstance(v, (str, int, float)):
-                        values.add(_plain(v))
-        self.app.count_query("metadata", "completed")
-        return _json({"tagValues": sorted(values), "metrics": self._metrics_doc(inspected)})
+        from tempo_standin import queryapi
+
+        return queryapi.tag_values_v1(self, tag, params)
 
     def tag_values_v2(self, tag: str, params: dict[str, str], **_: Any) -> Response:
-        field = _parse_identifier(tag)
-        if field is None:
-            # §6: an invalid tag name gives 400 (#5493, 2.9.0).
-            raise HttpError(400, f"tag name is not valid intrinsic or scoped attribute: {tag}")
-        seen: dict[tuple[str, str], None] = {}
-        inspected = 0
-        for s, view in self._tag_spans(params, params.get("q")):
-            inspected += s.size
-            v = field_value(field, s, view)
-            if v is MISSING:
-                continue
-            for item in v if isinstance(v, list) else [v]:
-                typed = _typed_value(item)
-                if typed is not None:
-                    seen[typed] = None
-        self.app.count_query("metadata", "completed")
-        values = [{"type": t, "value": v} for t, v in sorted(seen)]
-        return _json({"tagValues": values, "metrics": self._metrics_doc(inspected)})
+        from tempo_standin import queryapi
 
-    # --- §7 TraceQL metrics -------------------------------------------------------------------
-
-    def _metrics_query(self, params: dict[str, str], instant: bool) -> Response:
-        q = params.get("q") or params.get("query") or ""
-        try:
-            query = parse(q)
-        except TraceQLError as exc:
-            self.app.count_query("metrics", "failed")
-            raise HttpError(400, f"compiling query: {exc}") from exc  # §8.2
-        if query.metrics is None:
-            self.app.count_query("metrics", "failed")
-            raise HttpError(400, "not a metrics query")  # §8.2
-        if not self.app.generator.local_blocks:
-            # §8.3: local-blocks missing from the tenant's processors.
-            raise HttpError(500, "localblocks processor not found")
-        now_ns = time.time_ns()
-        end = _parse_timestamp(params.get("end")) or now_ns
-        start = _parse_timestamp(params.get("start"))
-        if start is None:
-            since = 3600.0
-            if params.get("since"):
-                # §7.1: parse errors in start/end/since are ignored.
-                with contextlib.suppress(ValueError):
-                    since = parse_go_duration(params["since"])
-            start = end - int(since * 1e9)
-        if end <= start:
-            raise HttpError(400, "end must be after start")
-        step = _parse_step(params.get("step")) if not instant else None
-        if not instant:
-            if step is None:
-                step = _default_step(end - start)
-            if (end - start) / step > 10_000:
-                minimum = -(-(end - start) // 10_000)
-                raise HttpError(
-                    400,
-                    f"step of {format_go_duration(step / 1e9)} is too small, minimum step for "
-                    f"given range is {format_go_duration(minimum / 1e9)}",
-                )
-        traces = self.app.metrics_dataset()
-        result = compute(query, traces, start, end, step or (end - start), instant=instant)
-        self.app.count_query("metrics", "completed")
-        metrics: dict[str, Any] = {"completedJobs": 1, "totalJobs": 1}
-        if result.inspected_traces:
-            metrics["inspectedTraces"] = result.inspected_traces
-        if result.inspected_spans:
-            metrics["inspectedSpans"] = str(result.inspected_spans)
-        series_docs = []
-        for labels, samples in result.series:
-            if instant:
-                doc: dict[str, Any] = {"labels": labels}
-                value = samples[-1][1]
-                if value:
-                    doc["value"] = value
-                series_docs.append(doc)
-                continue
-            sample_docs = []
-            for ts_ms, value in samples:
-                sdoc: dict[str, Any] = {"timestampMs": str(ts_ms)}
-                if value:
-                    sdoc["value"] = value  # jsonpb omits a zero double
-                sample_docs.append(sdoc)
-            series_docs.append({"labels": labels, "samples": sample_docs})
-        return _json({"series": series_docs, "metrics": metrics})
+        return queryapi.tag_values_v2(self, tag, params)
 
     def metrics_query_range(self, params: dict[str, str], **_: Any) -> Response:
-        return self._metrics_query(params, instant=False)
+        from tempo_standin import queryapi
+
+        return queryapi.metrics_query(self, params, instant=False)
 
     def metrics_query_instant(self, params: dict[str, str], **_: Any) -> Response:
-        return self._metrics_query(params, instant=True)
+        from tempo_standin import queryapi
+
+        return queryapi.metrics_query(self, params, instant=True)
 
 
-def _plain(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
+class _NoTenant:
+    """The tenant of a root route: root handlers never read tenant data."""
+
+    @property
+    def store(self) -> TraceStore:
+        raise RuntimeError("a root route read tenant data")
+
+    @property
+    def generator(self) -> Generator:
+        raise RuntimeError("a root route read tenant data")
+
+    def metrics_dataset(self) -> list[tuple[bytes, list[SpanRecord]]]:
+        raise RuntimeError("a root route read tenant data")
+
+    def count_query(self, op: str, result: str) -> None:
+        raise RuntimeError("a root route read tenant data")
 
 
-def _typed_value(v: Any) -> tuple[str, str] | None:
-    """§6 v2 tag values: {"type": ..., "value": ...}."""
-    if isinstance(v, bool):
-        return ("bool", "true" if v else "false")
-    if isinstance(v, int):
-        return ("int", str(v))
-    if isinstance(v, float):
-        return ("float", repr(v))
-    if isinstance(v, str):
-        return ("string", v)
-    if isinstance(v, (Status, Kind)):
-        return ("keyword", v.name)
-    if hasattr(v, "ns"):
-        return ("duration", format_go_duration(v.ns / 1e9))
-    if hasattr(v, "raw"):
-        return ("string", v.raw.hex())
-    return None
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """A go-pretty table in its default style, as /status/services and /status/endpoints
+    render theirs."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+\n"
+
+    def line(cells: list[str]) -> str:
+        return "|" + "|".join(f" {c.ljust(w)} " for c, w in zip(cells, widths, strict=True)) + "|\n"
+
+    return rule + line(header) + rule + "".join(line(r) for r in rows) + rule
 
 
-def _parse_identifier(tag: str) -> Attribute | Intrinsic | None:
-    """A TraceQL identifier for the v2 tag-values endpoint (``resource.service.name``, ``name``)."""
-    try:
-        return parse_field(tag)
-    except TraceQLError:
-        return None
+_SECRET = "<secret>"  # how Prometheus's config.Secret marshals
 
 
-def _parse_logfmt(text: str) -> list[tuple[str, str]]:
-    """``k=v k2="v 2"`` (the legacy tag search, §5.1)."""
-    out: list[tuple[str, str]] = []
-    for m in re.finditer(r'([^\s=]+)=("((?:[^"\\]|\\.)*)"|\S*)', text):
-        value = m.group(3) if m.group(3) is not None else m.group(2)
-        out.append((m.group(1), value.replace('\\"', '"')))
+def overrides_defaults(c: StandinConfig) -> dict[str, Any]:
+    """``overrides.defaults`` as the stand-in applies them (modules/overrides/config.go keys;
+    ``processors`` is omitted when empty, as listtomap.ListToMap marshals)."""
+    generator: dict[str, Any] = {}
+    if c.processors:
+        generator["processors"] = list(c.processors)
+    if c.max_active_series:
+        generator["max_active_series"] = c.max_active_series
+    generator["generate_native_histograms"] = "classic"
+    return {
+        "ingestion": {
+            "rate_strategy": "local",
+            "rate_limit_bytes": 15_000_000,
+            "burst_size_bytes": 20_000_000,
+            "max_traces_per_user": c.max_traces_per_user,
+        },
+        "read": {"max_bytes_per_tag_values_query": 1_000_000},
+        "metrics_generator": generator,
+        "global": {"max_bytes_per_trace": c.max_bytes_per_trace},
+    }
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = _merge(base.get(k), v)
+        return out
+    return over
+
+
+def effective_config(c: StandinConfig, http_port: int) -> dict[str, Any]:
+    """What /status/config shows: the file as given, with the effective value of every key the
+    stand-in reads laid over it (durations as Go writes them, secrets hidden)."""
+    d = format_go_duration
+    known: dict[str, Any] = {
+        "http_api_prefix": c.http_api_prefix,
+        "server": {
+            "http_listen_address": c.http_host,
+            "http_listen_port": http_port,
+            "grpc_listen_port": c.grpc_port,
+        },
+        "ingester": {
+            "lifecycler": {"min_ready_duration": d(c.min_ready_duration)},
+            "flush_check_period": d(c.flush_check_period),
+            "trace_idle_period": d(c.trace_idle_period),
+            "trace_live_period": d(c.trace_live_period),
+            "max_block_duration": d(c.max_block_duration),
+        },
+        "metrics_generator": {
+            "registry": {
+                "collection_interval": d(c.collection_interval),
+                "stale_duration": d(c.stale_duration),
+                "external_labels": dict(c.external_labels),
+            },
+            "storage": {
+                "remote_write_flush_deadline": d(c.remote_write_flush_deadline),
+                "remote_write_add_org_id_header": c.remote_write_add_org_id_header,
+                "remote_write": [
+                    {
+                        "url": rw.shown_url,
+                        "remote_timeout": d(rw.remote_timeout),
+                        "headers": {k: _SECRET for k, _v in rw.headers},
+                        "name": rw.name,
+                        "send_exemplars": rw.send_exemplars,
+                        "queue_config": {
+                            "retry_on_http_429": rw.retry_on_http_429,
+                            "batch_send_deadline": d(rw.batch_send_deadline),
+                        },
+                    }
+                    for rw in c.remote_write
+                ],
+            },
+            "processor": {
+                "local_blocks": {"filter_server_spans": c.filter_server_spans},
+                "service_graphs": {
+                    "wait": d(c.service_graph_wait),
+                    "peer_attributes": list(c.peer_attributes),
+                },
+            },
+            "metrics_ingestion_time_range_slack": d(c.ingestion_slack),
+        },
+        "overrides": {"defaults": overrides_defaults(c)},
+    }
+    if c.multitenancy:
+        known = {"multitenancy_enabled": True, **known}  # omitempty in cmd/tempo/app/config.go
+    distributor: dict[str, Any] = {}
+    if c.otlp_grpc is not None:
+        distributor["grpc"] = {"endpoint": c.otlp_grpc}
+    if c.otlp_http is not None:
+        distributor["http"] = {"endpoint": c.otlp_http}
+    known["distributor"] = {"receivers": {"otlp": {"protocols": distributor}}}
+    doc = c.document if isinstance(c.document, dict) else {}
+    file_doc = _merge({}, doc)
+    # The file's remote_write entries carry header values and URL passwords: replaced whole.
+    storage = (file_doc.get("metrics_generator") or {}).get("storage")
+    if isinstance(storage, dict):
+        storage.pop("remote_write", None)
+    merged: dict[str, Any] = _merge(file_doc, known)
+    return merged
+
+
+def diff_config(default: Any, actual: Any) -> Any:
+    """pkg/util/config.go DiffConfig: the keys whose value differs from the default."""
+    out: dict[Any, Any] = {}
+    for key, value in actual.items():
+        if key not in default:
+            out[key] = value
+        elif isinstance(value, dict):
+            sub = diff_config(default[key] if isinstance(default[key], dict) else {}, value)
+            if sub:
+                out[key] = sub
+        elif value != default[key]:
+            out[key] = value
     return out
-
-
-def _tag_match(view: TraceView, key: str, value: str) -> bool:
-    """Legacy tag search: a case-insensitive substring match on a span or resource attribute
-    (``name`` matches the span name)."""
-    needle = value.lower()
-    for s in view.spans:
-        candidates = []
-        if key == "name":
-            candidates.append(s.name)
-        for attrs in (s.attributes, s.resource_attributes):
-            if key in attrs:
-                candidates.append(_plain(attrs[key]))
-        if any(needle in c.lower() for c in candidates):
-            return True
-    return False
-
-
-def _parse_timestamp(value: str | None) -> int | None:
-    """§7.1: unix seconds (<=10 digits), unix nanoseconds (>10 digits), float seconds, RFC3339."""
-    if not value:
-        return None
-    v = value.strip()
-    if re.fullmatch(r"\d+", v):
-        return int(v) * 10**9 if len(v) <= 10 else int(v)
-    try:
-        return int(float(v) * 1e9)
-    except ValueError:
-        pass
-    try:
-        return int(datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() * 1e9)
-    except ValueError:
-        return None
-
-
-def _parse_step(value: str | None) -> int | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parse_go_duration(value)
-        except ValueError:
-            return None
-    return int(seconds * 1e9) if seconds > 0 else None
-
-
-def _default_step(range_ns: int) -> int:
-    """About range/240, rounded up to a multiple of 5 s (README "TraceQL metrics")."""
-    five = 5 * 10**9
-    return max(five, -(-(range_ns // 240) // five) * five)
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    api: Api
+    server_backend: ServerBackend
+    routes: list[tuple[re.Pattern[str], str, str]]
 
     def log_message(self, format: str, *args: Any) -> None:
         return  # requests are not logged; the stand-in logs events (README "Logs")
@@ -847,10 +656,14 @@ class _Handler(BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
         try:
-            resp = self.api.dispatch(parts.path, params, headers)
+            resp = Api.dispatch(self.server_backend, self.routes, parts.path, params, headers)
         except Exception as exc:  # a bug must not kill the server thread; Tempo answers 500
             resp = _text(f"internal error: {type(exc).__name__}: {exc}\n", 500)
-            self.api.app.log(f"http {parts.path} failed: {type(exc).__name__}: {exc}")
+            self.server_backend.log(f"http {parts.path} failed: {type(exc).__name__}: {exc}")
+        if resp.status == 0:
+            # A Go handler that panics: net/http closes the connection without an answer.
+            self.close_connection = True
+            return
         body = resp.body
         gz = resp.gzip_ok and len(body) >= GZIP_MIN and "gzip" in headers.get("accept-encoding", "")
         if gz:
@@ -881,6 +694,10 @@ class ApiServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-def make_api_server(app: Standin, host: str, port: int) -> ApiServer:
-    handler = type("ApiHandler", (_Handler,), {"api": Api(app)})
+def make_api_server(server: ServerBackend, host: str, port: int) -> ApiServer:
+    attrs = {
+        "server_backend": server,
+        "routes": compile_routes(server.config.http_api_prefix),
+    }
+    handler = type("ApiHandler", (_Handler,), attrs)
     return ApiServer((host, port), handler)

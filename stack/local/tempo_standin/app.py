@@ -1,12 +1,22 @@
-"""Wiring: the receivers, the store, the generator, the HTTP API and the background loops.
+"""Wiring: the receivers, the tenants (ingester and generator instances), the HTTP API and the
+background loops.
 
 :class:`Standin` runs in-process (tests) or from ``__main__`` (the local pipeline). ``start()``
 binds every listener (a configured port 0 picks a free port; the bound ports are attributes and
-are logged), ``stop()`` shuts everything down and makes a last remote write.
+are logged), ``stop()`` shuts everything down.
+
+Tenancy follows cmd/tempo/app/app.go (grafana/tempo v2.9.0) ``setupAuthMiddleware``: with
+multitenancy off every push and query belongs to ``single-tenant`` and ``X-Scope-OrgID`` is
+ignored; with ``multitenancy_enabled: true`` the header names the tenant, and each tenant has its
+own traces, generator series, remote-write queues and self-metrics series.
+
+The HTTP API (api.py) sees this module only through the ``ServerBackend`` and ``TenantBackend``
+protocols it declares, so api.py does not import app.py.
 """
 
 from __future__ import annotations
 
+import platform
 import socket
 import sys
 import threading
@@ -17,24 +27,49 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
-from tempo_standin import TENANT, VERSION
+from tempo_standin import REVISION, TENANT, VERSION
 from tempo_standin.api import ApiServer, make_api_server
-from tempo_standin.config import StandinConfig, endpoint_host_port
+from tempo_standin.config import StandinConfig, endpoint_host_port, format_go_duration
 from tempo_standin.generator import Generator
 from tempo_standin.model import SpanRecord
 from tempo_standin.otlp import (
+    IngestError,
+    NoOrgID,
     TraceServicer,
     decode_http_body,
     decode_json_request,
-    records_from_request,
     rpc_status_bytes,
+    segments_from_request,
+    validate_ids,
 )
-from tempo_standin.selfmetrics import MetricsRegistry
+from tempo_standin.selfmetrics import Child, MetricsRegistry
 from tempo_standin.store import TraceStore
 
-__all__ = ["Standin", "stderr_logger"]
+__all__ = ["Standin", "Tenant", "stderr_logger"]
 
 _S = TypeVar("_S")
+
+# cmd/tempo/app/modules.go: the services the "all" (monolithic) target runs, as /status/services
+# lists them (module names; the stand-in reports them Running once started).
+SERVICES = (
+    "cache-provider",
+    "compactor",
+    "distributor",
+    "ingester",
+    "internal-server",
+    "memberlist-kv",
+    "metrics-generator",
+    "metrics-generator-ring",
+    "overrides",
+    "overrides-api",
+    "querier",
+    "query-frontend",
+    "ring",
+    "secondary-ring",
+    "server",
+    "store",
+    "usage-report",
+)
 
 
 def stderr_logger(line: str) -> None:
@@ -44,81 +79,61 @@ def stderr_logger(line: str) -> None:
     sys.stderr.flush()
 
 
-class Standin:
-    """One stand-in process: ``start()``, then ``stop()``."""
+class Tenant:
+    """One tenant: its ingester instance (``store``), its metrics-generator instance
+    (``generator``) and its self-metric series. Implements api.py's ``TenantBackend``."""
 
-    def __init__(self, config: StandinConfig, log: Callable[[str], None] = stderr_logger) -> None:
-        if not config.instance:
-            config = config.with_overrides(instance=socket.gethostname())
+    def __init__(
+        self,
+        org_id: str,
+        config: StandinConfig,
+        metrics: MetricsRegistry,
+        log: Callable[[str], None],
+    ) -> None:
+        self.org_id = org_id
         self.config = config
         self.log = log
-        self.metrics = MetricsRegistry()
+        self._metrics = metrics
         self.store = TraceStore(
             idle_period=config.trace_idle_period,
             live_period=config.trace_live_period,
             retention=config.retention,
             max_spans=config.max_spans,
             max_spans_per_trace=config.max_spans_per_trace,
+            max_bytes_per_trace=config.max_bytes_per_trace,
+            max_live_traces=config.max_traces_per_user,
+            max_block_duration=config.max_block_duration,
+            now=time.time(),
         )
-        self.generator = Generator(config, self.metrics, log)
-        self.started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self.stopping = False
-        self.http_port = 0
-        self.otlp_grpc_port = 0
-        self.otlp_http_port = 0
-        self._api: ApiServer | None = None
-        self._otlp_http: ThreadingHTTPServer | None = None
-        self._grpc: Any = None
-        self._threads: list[threading.Thread] = []
-        self._stop = threading.Event()
-        self.metrics.set(
-            "tempo_build_info", 1.0, version=VERSION, revision="standin", branch="standin"
-        )
-        self.metrics.gauge_func(
-            "tempo_ingester_live_traces", lambda: float(self.store.live_traces()), tenant=TENANT
-        )
+        self.generator = Generator(config, metrics, log, tenant=org_id)
 
-    # --- ingest -----------------------------------------------------------------------------
-
-    def ingest(self, request: Any, transport: str, size: int) -> None:
-        """One OTLP export request (already decoded) from either receiver."""
-        now = time.time()
-        records, groups, bad = records_from_request(request, now)
-        total = len(records) + bad
-        receiver = {"receiver": "otlp", "transport": transport}
-        self.metrics.inc("tempo_receiver_accepted_spans", total, **receiver)
-        self.metrics.inc("tempo_distributor_spans_received_total", total, tenant=TENANT)
-        self.metrics.inc("tempo_distributor_bytes_received_total", size, tenant=TENANT)
-        self.metrics.inc("tempo_distributor_ingress_bytes_total", size, tenant=TENANT)
-        self.metrics.inc("tempo_ingester_bytes_received_total", size, data_type="trace")
-        if bad:
-            self.metrics.inc(
-                "tempo_discarded_spans_total", bad, reason="unknown_error", tenant=TENANT
-            )
-        for key, resource, scope, rs_url, ss_url in groups:
-            self.store.intern_group(key, resource, scope, rs_url, ss_url)
-        # The generator marks the spans it accepts before the store makes them visible.
-        self.generator.push(records)
-        created, _stored, too_large = self.store.append(records, now)
-        if too_large:
-            self.metrics.inc(
-                "tempo_discarded_spans_total", too_large, reason="trace_too_large", tenant=TENANT
-            )
-        if created:
-            self.metrics.inc("tempo_ingester_traces_created_total", len(created), tenant=TENANT)
-            for trace_id in created:
-                self.log(f"trace {trace_id.hex()} visible by id at {now:.6f}")
-
-    def refuse(self, request: Any, transport: str, exc: Exception) -> None:
-        """Count a request the pipeline failed on (tempo_receiver_refused_spans, §12)."""
-        spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-        self.metrics.inc(
-            "tempo_receiver_refused_spans", spans, receiver="otlp", transport=transport
+    def expose(self) -> None:
+        """The series Tempo creates with the tenant's distributor and ingester state (at 0)."""
+        m, t = self._metrics, self.org_id
+        self.ingress_bytes = m.counter("tempo_distributor_ingress_bytes_total", tenant=t)
+        self.spans_received = m.counter("tempo_distributor_spans_received_total", tenant=t)
+        self.bytes_received = m.counter("tempo_distributor_bytes_received_total", tenant=t)
+        self.ingester_bytes = m.counter(
+            "tempo_ingester_bytes_received_total", tenant=t, data_type="trace"
         )
-        self.log(f"ingest failed ({transport}, {spans} spans): {type(exc).__name__}: {exc}")
+        self.traces_created = m.counter("tempo_ingester_traces_created_total", tenant=t)
+        self.live_traces = m.gauge("tempo_ingester_live_traces", tenant=t)
+        self.live_trace_bytes = m.gauge("tempo_ingester_live_trace_bytes", tenant=t)
+        discarded = "tempo_discarded_spans_total"
+        self.discarded_live = m.counter(discarded, reason="live_traces_exceeded", tenant=t)
+        self.discarded_too_large = m.counter(discarded, reason="trace_too_large", tenant=t)
+        self.discarded_unknown = m.counter(discarded, reason="unknown_error", tenant=t)
+
+    # --- api.py TenantBackend -------------------------------------------------------------
 
     def count_query(self, op: str, result: str) -> None:
-        self.metrics.inc("tempo_query_frontend_queries_total", op=op, result=result)
+        """``tempo_query_frontend_queries_total{tenant,op,result}``. Tempo's result is
+        ``completed`` for every answer, errors included, unless the client canceled
+        (modules/frontend/slos.go sloHook)."""
+        outcome = "canceled" if result == "canceled" else "completed"
+        self._metrics.inc(
+            "tempo_query_frontend_queries_total", tenant=self.org_id, op=op, result=outcome
+        )
 
     def metrics_dataset(self) -> list[tuple[bytes, list[SpanRecord]]]:
         """Spans the local-blocks processor holds (tqlmetrics module docstring)."""
@@ -134,6 +149,194 @@ class Standin:
                 out.append((trace_id, keep))
         return out
 
+
+class Standin:
+    """One stand-in process: ``start()``, then ``stop()``. Implements api.py's
+    ``ServerBackend``."""
+
+    def __init__(
+        self,
+        config: StandinConfig,
+        log: Callable[[str], None] = stderr_logger,
+    ) -> None:
+        if not config.instance:
+            config = config.with_overrides(instance=socket.gethostname())
+        self.config = config
+        self.log = log
+        self.metrics = MetricsRegistry()
+        self._tenants: dict[str, Tenant] = {}
+        self._tenants_lock = threading.Lock()
+        self.started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.stopping = False
+        self.http_port = 0
+        self.otlp_grpc_port = 0
+        self.otlp_http_port = 0
+        self._api: ApiServer | None = None
+        self._otlp_http: ThreadingHTTPServer | None = None
+        self._grpc: Any = None
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._ready_lock = threading.Lock()
+        self._ready_since: float | None = None
+        self._ingester_ready = False
+        self._receiver: dict[str, tuple[Child, Child]] = {}
+        self.metrics.set(
+            "tempo_build_info",
+            1.0,
+            branch="standin",
+            goarch=platform.machine(),
+            goos=sys.platform,
+            goversion="none (Python stand-in)",
+            revision=REVISION,
+            tags="",
+            version=VERSION,
+        )
+        self.metrics.set("process_start_time_seconds", float(int(time.time())))
+        # modules/overrides/config.go Collect: the default limits (block_retention not shown).
+        for name, value in (
+            ("max_local_traces_per_user", config.max_traces_per_user),
+            ("max_global_traces_per_user", 0),
+            ("ingestion_rate_limit_bytes", 15_000_000),
+            ("ingestion_burst_size_bytes", 20_000_000),
+            ("max_bytes_per_tag_values_query", 1_000_000),
+            ("max_blocks_per_tag_values_query", 0),
+            ("max_bytes_per_trace", config.max_bytes_per_trace),
+            ("metrics_generator_max_active_series", config.max_active_series),
+        ):
+            self.metrics.set("tempo_limits_defaults", float(value), limit_name=name)
+
+    # --- tenants ----------------------------------------------------------------------------
+
+    @property
+    def store(self) -> TraceStore:
+        """The single tenant's store (tests; with multitenancy use ``tenant(org_id)``)."""
+        return self.tenant(TENANT).store
+
+    @property
+    def generator(self) -> Generator:
+        """The single tenant's generator (tests; with multitenancy use ``tenant(org_id)``)."""
+        return self.tenant(TENANT).generator
+
+    def tenant(self, org_id: str) -> Tenant:
+        """The tenant's instances, created (and exposed) on first use."""
+        with self._tenants_lock:
+            t = self._tenants.get(org_id)
+            if t is None:
+                t = Tenant(org_id, self.config, self.metrics, self.log)
+                t.expose()
+                self._tenants[org_id] = t
+            return t
+
+    def query_tenant(self, org_id: str) -> Tenant:
+        """The tenant a query reads: an existing one, or an empty one that is not kept (Tempo
+        creates instances on writes only)."""
+        with self._tenants_lock:
+            t = self._tenants.get(org_id)
+        if t is None:
+            t = Tenant(org_id, self.config, self.metrics, self.log)
+        return t
+
+    def tenants(self) -> list[Tenant]:
+        with self._tenants_lock:
+            return list(self._tenants.values())
+
+    def resolve_org_id(self, org_ids: list[str]) -> str:
+        """The tenant of a push: ``single-tenant`` with multitenancy off; else the one
+        ``X-Scope-OrgID`` value (none, an empty one or several: ``no org id``)."""
+        if not self.config.multitenancy:
+            return TENANT
+        if len(org_ids) != 1 or not org_ids[0]:
+            raise NoOrgID()
+        return org_ids[0]
+
+    # --- ingest -----------------------------------------------------------------------------
+
+    def _receiver_counters(self, transport: str) -> tuple[Child, Child]:
+        pair = self._receiver.get(transport)
+        if pair is None:
+            labels = {"receiver": "otlp", "transport": transport}
+            pair = (
+                self.metrics.counter("tempo_receiver_accepted_spans", **labels),
+                self.metrics.counter("tempo_receiver_refused_spans", **labels),
+            )
+            self._receiver[transport] = pair
+        return pair
+
+    def ingest(self, request: Any, transport: str, org_ids: list[str] | None = None) -> None:
+        """One OTLP export request from either receiver. Raises :class:`IngestError` (or any
+        exception for a stand-in bug) when the push is refused; the receiver counters follow
+        the collector's receiverhelper (obsreport endOp: accepted or refused, the other +0)."""
+        spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        if spans == 0:
+            return  # otlpreceiver trace.Receiver.Export: nothing to consume, nothing counted
+        accepted, refused = self._receiver_counters(transport)
+        try:
+            self._push(request, spans, org_ids or [])
+        except Exception:
+            accepted.inc(0)
+            refused.inc(spans)
+            raise
+        accepted.inc(spans)
+        refused.inc(0)
+
+    def _push(self, request: Any, spans: int, org_ids: list[str]) -> None:
+        """modules/distributor/distributor.go PushTraces, then the ingester and the generator."""
+        org_id = self.resolve_org_id(org_ids)
+        t = self.tenant(org_id)
+        size = request.ByteSize()
+        t.ingress_bytes.inc(size)
+        t.spans_received.inc(spans)
+        t.bytes_received.inc(size)
+        validate_ids(request)  # requestsByTraceID: after the counters above
+        now = time.time()
+        segments, groups = segments_from_request(request, now)
+        for key, resource, scope, rs_url, ss_url in groups:
+            t.store.intern_group(key, resource, scope, rs_url, ss_url)
+        # The generator marks the spans it accepts before the store makes them visible. It gets
+        # every span, also those the ingester refuses (the distributor forwards them anyway).
+        t.generator.push(
+            [r for seg in segments for r in seg.records], sum(s.size for s in segments)
+        )
+        result = t.store.append_segments(
+            [(seg.trace_id, seg.records, seg.size) for seg in segments], now
+        )
+        t.ingester_bytes.inc(result.received_bytes)
+        t.discarded_live.inc(result.live_exceeded)
+        t.discarded_too_large.inc(result.too_large)
+        t.discarded_unknown.inc(0)
+        for trace_id in result.created:
+            self.log(f"trace {trace_id.hex()} visible by id at {now:.6f}")
+
+    # --- api.py ServerBackend ---------------------------------------------------------------
+
+    def ready(self) -> tuple[int, str]:
+        """cmd/tempo/app/app.go readyHandler: 503 while stopping; the ingester's lifecycler
+        (dskit ring/lifecycler.go CheckReady) answers not ready until ``min_ready_duration``
+        has passed since the first check that found the ring healthy, then stays ready."""
+        if self.stopping:
+            return 503, "Application is stopping\n"
+        with self._ready_lock:
+            if not self._ingester_ready:
+                now = time.monotonic()
+                if self._ready_since is None:
+                    self._ready_since = now
+                if now - self._ready_since < self.config.min_ready_duration:
+                    wait = format_go_duration(self.config.min_ready_duration)
+                    return (
+                        503,
+                        "Ingester not ready: ingester check ready failed: waiting for "
+                        f"{wait} after being ready\n",
+                    )
+                self._ingester_ready = True
+        return 200, "ready\n"
+
+    def services(self) -> list[tuple[str, str]]:
+        state = "Stopping" if self.stopping else "Running"
+        return [(name, state) for name in SERVICES]
+
+    def metrics_exposition(self) -> str:
+        return self.metrics.exposition()
+
     # --- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -148,7 +351,7 @@ class Standin:
                 options=[("grpc.so_reuseport", 0)],
             )
             trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-                TraceServicer(self.ingest, lambda req, exc: self.refuse(req, "grpc", exc)), server
+                TraceServicer(self.ingest, self.log), server
             )
             try:
                 bound = server.add_insecure_port(f"{host}:{port}")
@@ -184,7 +387,9 @@ class Standin:
         self._spawn(self._ingester_loop, "ingester")
         self._spawn(self._collector_loop, "generator")
         self.log(
-            f"tempo stand-in {VERSION} ready: http={c.http_host}:{self.http_port} "
+            f"tempo stand-in {VERSION} started: http={c.http_host}:{self.http_port} "
+            f"api_prefix={c.http_api_prefix or '/'} multitenancy={str(c.multitenancy).lower()} "
+            f"min_ready_duration={format_go_duration(c.min_ready_duration)} "
             f"trace_idle_period={c.trace_idle_period}s collection_interval="
             f"{c.collection_interval}s processors={','.join(c.processors) or 'none'} "
             f"remote_write={','.join(rw.shown_url for rw in c.remote_write) or 'none'}"
@@ -200,33 +405,41 @@ class Standin:
         last_expire = 0.0
         while not self._stop.wait(period):
             now = time.time()
-            for cut in self.store.cut(now):
-                if cut.first:
+            for t in self.tenants():
+                # instance.go tracesToCut sets the gauges before cutting.
+                t.live_traces.set(float(t.store.live_traces()))
+                t.live_trace_bytes.set(float(t.store.live_trace_bytes()))
+                for cut in t.store.cut(now):
+                    t.traces_created.inc()  # writeTraceToHeadBlock: one per cut
+                    more = "" if cut.first else "more spans "
                     self.log(
-                        f"trace {cut.trace_id.hex()} searchable at {now:.6f} spans={cut.spans}"
-                    )
-                else:
-                    self.log(
-                        f"trace {cut.trace_id.hex()} more spans searchable at {now:.6f} "
+                        f"trace {cut.trace_id.hex()} {more}searchable at {now:.6f} "
                         f"spans={cut.spans}"
                     )
+                if t.store.cut_block_if_ready(now):
+                    self.log(f"block cut tenant={t.org_id} at {now:.6f}")
             if now - last_expire >= 1.0:
                 last_expire = now
-                self.generator.expire_edges(now)
-                dropped = self.store.evict(now)
-                if dropped:
-                    self.log(f"evicted {dropped} traces (retention or max_spans)")
+                for t in self.tenants():
+                    t.generator.expire_edges(now)
+                    dropped = t.store.evict(now)
+                    if dropped:
+                        self.log(f"evicted {dropped} traces (retention or max_spans)")
 
     def _collector_loop(self) -> None:
-        interval = self.config.collection_interval
-        while not self._stop.wait(interval):
-            try:
-                self.generator.collect_and_write()
-            except Exception as exc:  # a collection bug must not stop later collections
-                self.log(f"collection failed: {type(exc).__name__}: {exc}")
+        while not self._stop.wait(0.05):
+            now = time.time()
+            for t in self.tenants():
+                if not t.generator.due(now):
+                    continue
+                try:
+                    t.generator.collect()
+                except Exception as exc:  # a collection bug must not stop later collections
+                    self.log(f"collection failed: {type(exc).__name__}: {exc}")
 
     def stop(self) -> None:
-        """Stop listeners and loops; one last collection is written (flush at shutdown)."""
+        """Stop listeners and loops; queued remote writes are sent within
+        ``remote_write_flush_deadline``. No last collection is made (as in Tempo)."""
         self.stopping = True
         self._stop.set()
         if self._grpc is not None:
@@ -235,12 +448,10 @@ class Standin:
             if srv is not None:
                 srv.shutdown()
                 srv.server_close()
-        for t in self._threads:
-            t.join(timeout=5.0)
-        try:
-            self.generator.collect_and_write(timeout=2.0)
-        except Exception as exc:
-            self.log(f"final collection failed: {type(exc).__name__}: {exc}")
+        for th in self._threads:
+            th.join(timeout=5.0)
+        for t in self.tenants():
+            t.generator.close()
         self.log("tempo stand-in stopped")
 
 
@@ -259,7 +470,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class _OtlpHttpHandler(BaseHTTPRequestHandler):
-    """OTLP/HTTP receiver (collector-otlp.md §2)."""
+    """OTLP/HTTP receiver (the collector's otlpreceiver otlphttp.go, v0.132.0)."""
 
     protocol_version = "HTTP/1.1"
     app: Standin
@@ -273,6 +484,16 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _status(self, http_status: int, code: int, message: str, is_json: bool) -> None:
+        """A ``google.rpc.Status`` in the request's encoding."""
+        if is_json:
+            import json
+
+            body = json.dumps({"code": code, "message": message}).encode()
+            self._reply(http_status, body, "application/json")
+        else:
+            self._reply(http_status, rpc_status_bytes(code, message), "application/x-protobuf")
 
     def _not_post(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -311,25 +532,17 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
                 req = trace_service_pb2.ExportTraceServiceRequest()
                 req.ParseFromString(raw)
         except Exception as exc:
-            message = f"{type(exc).__name__}: {exc}"
-            if is_json:
-                import json
-
-                self._reply(400, json.dumps({"code": 3, "message": message}).encode(), ctype)
-            else:
-                self._reply(400, rpc_status_bytes(3, message), ctype)
+            self._status(400, 3, f"{type(exc).__name__}: {exc}", is_json)
             return
+        org_ids = self.headers.get_all("X-Scope-OrgID") or []
         try:
-            self.app.ingest(req, "http", len(raw))
+            self.app.ingest(req, "http", list(org_ids))
+        except IngestError as exc:
+            self._status(exc.http_status, exc.rpc_code, str(exc), is_json)
+            return
         except Exception as exc:  # a stand-in bug: refused like a failed pipeline push (500)
-            self.app.refuse(req, "http", exc)
-            message = f"{type(exc).__name__}: {exc}"
-            if is_json:
-                import json
-
-                self._reply(500, json.dumps({"code": 13, "message": message}).encode(), ctype)
-            else:
-                self._reply(500, rpc_status_bytes(13, message), ctype)
+            self.app.log(f"ingest failed (http): {type(exc).__name__}: {exc}")
+            self._status(500, 13, f"{type(exc).__name__}: {exc}", is_json)
             return
         if is_json:
             self._reply(200, b"{}", "application/json")

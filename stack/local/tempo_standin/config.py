@@ -7,15 +7,23 @@ Flags given on the command line override the file.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-__all__ = ["ConfigError", "RemoteWrite", "StandinConfig", "load_config", "parse_go_duration"]
+__all__ = [
+    "ConfigError",
+    "RemoteWrite",
+    "StandinConfig",
+    "format_go_duration",
+    "load_config",
+    "parse_go_duration",
+]
 
 
 class ConfigError(Exception):
@@ -60,59 +68,129 @@ def parse_go_duration(text: str) -> float:
     return sign * total
 
 
+def format_go_duration(seconds: float) -> str:
+    """Go's ``time.Duration.String()`` for error texts (``1h0m0s``, ``15s``, ``100ms``)."""
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    neg = ns < 0
+    ns = abs(ns)
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if ns >= size:
+                text = f"{ns / size:.9f}".rstrip("0").rstrip(".") + unit
+                return ("-" if neg else "") + text
+    h, rem = divmod(ns, 3600 * 10**9)
+    m, rem = divmod(rem, 60 * 10**9)
+    s = f"{rem / 1e9:.9f}".rstrip("0").rstrip(".")
+    out = (f"{h}h{m}m" if h else (f"{m}m" if m else "")) + f"{s}s"
+    return ("-" if neg else "") + out
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteWrite:
-    """One ``metrics_generator.storage.remote_write[]`` entry."""
+    """One ``metrics_generator.storage.remote_write[]`` entry (a Prometheus ``remote_write``)."""
 
     url: str
+    # Read for /status/config only: Tempo 2.9 forces ``SendExemplars = true`` on every entry
+    # (modules/generator/storage/config_util.go:53 at v2.9.0), so exemplars are always sent.
     send_exemplars: bool = False
     headers: tuple[tuple[str, str], ...] = ()
     name: str = ""
+    # queue_config.retry_on_http_429 (Prometheus default false: a 429 is then not retried).
+    retry_on_http_429: bool = False
+    # queue_config.batch_send_deadline (prometheus/config/config.go DefaultQueueConfig: 5s).
+    batch_send_deadline: float = 5.0
+    remote_timeout: float = 30.0  # Prometheus default 30s
 
     @property
     def shown_url(self) -> str:
         """``url`` for logs, labels and /status/config: a password in it becomes ``xxxxx``
-        (Go's ``url.URL.Redacted``, which Prometheus uses for its ``url`` label)."""
+        (Go's ``url.URL.Redacted``, as Prometheus's config marshalling shows it)."""
         parts = urlsplit(self.url)
         if parts.password is None:
             return self.url
         netloc = f"{parts.username}:xxxxx@{parts.netloc.rsplit('@', 1)[1]}"
         return urlunsplit(parts._replace(netloc=netloc))
 
+    @property
+    def remote_name(self) -> str:
+        """The ``remote_name`` label: ``name``, else six hex characters of a hash of the entry.
+        Prometheus uses ``md5(json(config))[:6]`` (storage/remote/write.go ApplyConfig); the
+        stand-in hashes the URL instead, so the value differs from Tempo's: match on ``url``."""
+        if self.name:
+            return self.name
+        return hashlib.md5(self.url.encode(), usedforsecurity=False).hexdigest()[:6]
+
 
 @dataclass(frozen=True, slots=True)
 class StandinConfig:
-    """Effective configuration (file keys in the field comments)."""
+    """Effective configuration (file keys in the field comments).
 
-    http_host: str = "127.0.0.1"  # server.http_listen_address (Tempo's default is all interfaces)
-    http_port: int = 3200  # server.http_listen_port (tempo-api.md §2: 3200 since 2.8)
+    Defaults are Tempo 2.9.0's unless the comment says otherwise; the upstream file that sets
+    each default is named (paths in grafana/tempo at tag v2.9.0).
+    """
+
+    # server.http_listen_address; Tempo binds all interfaces, the stand-in loopback.
+    http_host: str = "127.0.0.1"
+    http_port: int = 3200  # server.http_listen_port (cmd/tempo/app/config.go: 3200)
+    grpc_port: int = 9095  # server.grpc_listen_port (named in error texts only; not served)
     # distributor.receivers.otlp.protocols.{grpc,http}.endpoint; None = receiver not configured.
     otlp_grpc: str | None = "localhost:4317"
     otlp_http: str | None = "localhost:4318"
-    trace_idle_period: float = 5.0  # ingester.trace_idle_period (tempo-api.md §10: 5s in 2.9)
-    trace_live_period: float = 30.0  # ingester.trace_live_period (§10: 30s, #5346)
-    # ingester.flush_check_period. Tempo's default is 10s (§10); the stand-in checks every 0.25 s
+    # multitenancy_enabled (or the deprecated auth_enabled): X-Scope-OrgID is required
+    # (cmd/tempo/app/app.go setupAuthMiddleware).
+    multitenancy: bool = False
+    # http_api_prefix: the query API moves under it; /ready, /status and /metrics stay at the
+    # root (cmd/tempo/app/modules.go addHTTPAPIPrefix).
+    http_api_prefix: str = ""
+    # ingester.lifecycler.min_ready_duration (dskit ring/lifecycler.go: 15s): /ready answers 503
+    # for this long after the first readiness check that found the ring healthy.
+    min_ready_duration: float = 15.0
+    trace_idle_period: float = 5.0  # ingester.trace_idle_period (modules/ingester/config.go)
+    trace_live_period: float = 30.0  # ingester.trace_live_period (modules/ingester/config.go)
+    # ingester.flush_check_period. Tempo's default is 10s; the stand-in checks every 0.25 s
     # unless the file sets it, so it shows the earliest moment a real Tempo could cut a trace.
     flush_check_period: float = 0.25
-    collection_interval: float = 15.0  # metrics_generator.registry.collection_interval (§11.3)
+    # ingester.max_block_duration (30m): a block cut resets the per-trace size tracker for
+    # traces idle since the previous cut (modules/ingester/instance.go CutBlockIfReady).
+    max_block_duration: float = 1800.0
+    # overrides.defaults.global.max_bytes_per_trace (modules/overrides/config.go: 5000000;
+    # 0 = no limit).
+    max_bytes_per_trace: int = 5_000_000
+    # overrides.defaults.ingestion.max_traces_per_user (modules/overrides/config.go: 10000;
+    # 0 = no limit): live traces per tenant before pushes are refused (live_traces_exceeded).
+    max_traces_per_user: int = 10_000
+    # metrics_generator.registry.collection_interval (modules/generator/registry/config.go).
+    collection_interval: float = 15.0
     external_labels: tuple[tuple[str, str], ...] = ()  # ...registry.external_labels
     remote_write: tuple[RemoteWrite, ...] = ()  # metrics_generator.storage.remote_write
+    # metrics_generator.storage.remote_write_add_org_id_header (storage/config.go: true). The
+    # header is added only for a tenant other than single-tenant (storage/config_util.go).
+    remote_write_add_org_id_header: bool = True
+    # metrics_generator.storage.remote_write_flush_deadline (storage/config.go: 1m): how long
+    # pending samples are still sent at shutdown.
+    remote_write_flush_deadline: float = 60.0
     processors: tuple[str, ...] = ()  # overrides.defaults.metrics_generator.processors
-    # metrics_generator.metrics_ingestion_time_range_slack (§11.3: 30s).
+    # overrides.defaults.metrics_generator.max_active_series (0 = no limit).
+    max_active_series: int = 0
+    # metrics_generator.metrics_ingestion_time_range_slack (modules/generator/config.go: 30s).
     ingestion_slack: float = 30.0
-    # metrics_generator.processor.local_blocks.filter_server_spans (§7.4: default true).
+    # metrics_generator.processor.local_blocks.filter_server_spans (default true).
     filter_server_spans: bool = True
-    # metrics_generator.processor.service_graphs.wait (§11.2: 10s).
+    # metrics_generator.processor.service_graphs.wait (servicegraphs/config.go: 10s).
     service_graph_wait: float = 10.0
-    # metrics_generator.processor.service_graphs.peer_attributes (§11.2 defaults).
+    # metrics_generator.processor.service_graphs.peer_attributes (servicegraphs/config.go).
     peer_attributes: tuple[str, ...] = ("peer.service", "db.name", "db.system")
-    stale_duration: float = 900.0  # metrics_generator.registry.stale_duration (§11.3: 15m)
-    instance: str = ""  # value of __metrics_gen_instance (§11.3: the hostname)
+    stale_duration: float = 900.0  # metrics_generator.registry.stale_duration (15m)
+    instance: str = ""  # value of __metrics_gen_instance (registry.go: the hostname)
     # Memory bounds of the stand-in (not Tempo settings; README "Memory").
     retention: float = 3600.0
     max_spans: int = 500_000
     max_spans_per_trace: int = 50_000
     data_dir: str = ""
+    # The parsed file, for /status/config (keys the stand-in does not read are shown as given).
+    document: Any = field(default=None, compare=False, hash=False, repr=False)
 
     def with_overrides(self, **changes: Any) -> StandinConfig:
         """A copy with the given fields replaced (flags over the file)."""
@@ -149,6 +227,33 @@ def _split_host_port(endpoint: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _int(doc: dict[str, Any], dotted: str, default: int) -> int:
+    value = _get(doc, dotted)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{dotted}: {value!r} is not an integer")
+    return value
+
+
+def _bool(doc: dict[str, Any], dotted: str, default: bool) -> bool:
+    value = _get(doc, dotted)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigError(f"{dotted}: {value!r} is not true or false")
+    return value
+
+
+def _override(doc: dict[str, Any], new: str, legacy: str) -> Any:
+    """An overrides key in the 2.x format (``overrides.defaults.<new>``) or, failing that, the
+    legacy flat format (``overrides.<legacy>``), as modules/overrides/config.go accepts both."""
+    value = _get(doc, f"overrides.defaults.{new}")
+    if value is None:
+        value = _get(doc, f"overrides.{legacy}")
+    return value
+
+
 def load_config(path: str | Path | None) -> StandinConfig:
     """Read a tempo.yaml (None: defaults only)."""
     if path is None:
@@ -170,8 +275,8 @@ def load_config(path: str | Path | None) -> StandinConfig:
     grpc_ep: str | None = None
     http_ep: str | None = None
     if isinstance(protocols, dict):
-        # An empty block (`grpc:`) means "on, default endpoint" (collector receiver semantics;
-        # tempo-api.md §2: localhost:4317 / localhost:4318 since 2.7).
+        # An empty block (`grpc:`) means "on, default endpoint" (the collector's otlpreceiver:
+        # localhost:4317 / localhost:4318, the default since Tempo 2.7, CHANGELOG #4466).
         if "grpc" in protocols:
             grpc_ep = str(_get(protocols, "grpc.endpoint") or "localhost:4317")
         if "http" in protocols:
@@ -193,34 +298,70 @@ def load_config(path: str | Path | None) -> StandinConfig:
         if not isinstance(entry, dict) or not entry.get("url"):
             raise ConfigError(f"metrics_generator.storage.remote_write[{i}] has no url")
         headers = entry.get("headers") or {}
+        queue = entry.get("queue_config") or {}
         remote_writes.append(
             RemoteWrite(
                 url=str(entry["url"]),
                 send_exemplars=bool(entry.get("send_exemplars", False)),
                 headers=tuple((str(k), str(v)) for k, v in headers.items()),
                 name=str(entry.get("name", "")),
+                retry_on_http_429=bool(queue.get("retry_on_http_429", False)),
+                batch_send_deadline=_duration(queue, "batch_send_deadline", 5.0),
+                remote_timeout=_duration(entry, "remote_timeout", 30.0),
             )
         )
-    processors = _get(doc, "overrides.defaults.metrics_generator.processors") or []
+    processors = _override(doc, "metrics_generator.processors", "metrics_generator_processors")
+    processors = processors or []
     if not isinstance(processors, list):
         raise ConfigError("overrides.defaults.metrics_generator.processors is not a list")
     fss = _get(doc, "metrics_generator.processor.local_blocks.filter_server_spans")
     peers = _get(doc, "metrics_generator.processor.service_graphs.peer_attributes")
+    prefix = _get(doc, "http_api_prefix")
+    max_bytes = _override(doc, "global.max_bytes_per_trace", "max_bytes_per_trace")
+    max_traces = _override(doc, "ingestion.max_traces_per_user", "max_traces_per_user")
+    max_series = _override(
+        doc, "metrics_generator.max_active_series", "metrics_generator_max_active_series"
+    )
+    for key, value in (
+        ("max_bytes_per_trace", max_bytes),
+        ("max_traces_per_user", max_traces),
+        ("max_active_series", max_series),
+    ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"overrides: {key}: {value!r} is not an integer")
 
     return StandinConfig(
         http_host=str(host) if host else base.http_host,
         http_port=int(port) if port is not None else base.http_port,
+        grpc_port=_int(doc, "server.grpc_listen_port", base.grpc_port),
         otlp_grpc=grpc_ep,
         otlp_http=http_ep,
+        multitenancy=_bool(doc, "multitenancy_enabled", False) or _bool(doc, "auth_enabled", False),
+        http_api_prefix=str(prefix) if prefix else "",
+        min_ready_duration=_duration(
+            doc, "ingester.lifecycler.min_ready_duration", base.min_ready_duration
+        ),
         trace_idle_period=_duration(doc, "ingester.trace_idle_period", base.trace_idle_period),
         trace_live_period=_duration(doc, "ingester.trace_live_period", base.trace_live_period),
         flush_check_period=_duration(doc, "ingester.flush_check_period", base.flush_check_period),
+        max_block_duration=_duration(doc, "ingester.max_block_duration", base.max_block_duration),
+        max_bytes_per_trace=base.max_bytes_per_trace if max_bytes is None else max_bytes,
+        max_traces_per_user=base.max_traces_per_user if max_traces is None else max_traces,
         collection_interval=_duration(
             doc, "metrics_generator.registry.collection_interval", base.collection_interval
         ),
         external_labels=tuple(sorted((str(k), str(v)) for k, v in ext.items())),
         remote_write=tuple(remote_writes),
+        remote_write_add_org_id_header=_bool(
+            doc, "metrics_generator.storage.remote_write_add_org_id_header", True
+        ),
+        remote_write_flush_deadline=_duration(
+            doc,
+            "metrics_generator.storage.remote_write_flush_deadline",
+            base.remote_write_flush_deadline,
+        ),
         processors=tuple(str(p) for p in processors),
+        max_active_series=base.max_active_series if max_series is None else max_series,
         ingestion_slack=_duration(
             doc, "metrics_generator.metrics_ingestion_time_range_slack", base.ingestion_slack
         ),
@@ -232,6 +373,7 @@ def load_config(path: str | Path | None) -> StandinConfig:
         stale_duration=_duration(
             doc, "metrics_generator.registry.stale_duration", base.stale_duration
         ),
+        document=doc,
     )
 
 

@@ -1,25 +1,35 @@
-"""The metrics-generator equivalent: span-metrics, service graphs, registry and remote write.
+"""One tenant's metrics-generator instance: span-metrics, service graphs, registry, remote write.
 
-Behaviour reproduced (tempo-api.md):
+Behaviour reproduced (paths in grafana/tempo at tag v2.9.0; read for facts, nothing copied):
 
-* §11.3 ingestion slack: a span whose end time is more than ``metrics_ingestion_time_range_slack``
-  (30 s) before or after now is dropped from every processor (local-blocks included) and counted
-  in ``tempo_metrics_generator_spans_discarded_total{reason="outside_metrics_ingestion_slack"}``.
-* §11.1 span-metrics: ``traces_spanmetrics_calls_total``, ``traces_spanmetrics_latency`` (classic
-  histogram in seconds, buckets 0.002*2^n for n=0..13 then +Inf; a negative latency counts as 0),
-  ``traces_spanmetrics_size_total`` (proto size of the span); labels service, span_name,
-  span_kind, status_code.
-* §11.2 service graphs: CLIENT (traceID, spanID) paired with SERVER (traceID, parentSpanID)
-  (PRODUCER/CONSUMER likewise, connection_type="messaging_system") within ``wait`` (10 s);
-  expired root SERVER spans become ``client="user"``, expired CLIENT spans with a peer attribute
-  become ``server=<peer>`` (connection_type="virtual_node", or "database" for db.* spans);
-  request_total, request_failed_total (either side STATUS_CODE_ERROR), request_server_seconds
-  and request_client_seconds (buckets 0.1*2^n, n=0..7).
-* §11.3 registry: every ``collection_interval`` all active series are written with the
-  collection timestamp, plus ``external_labels`` and ``__metrics_gen_instance``; a new series
-  first gets a 0 sample at the end of the previous minute; exemplars (label ``traceID``, hex with
-  leading zeros trimmed) only on ``_bucket`` series, at most one per bucket per collection, then
-  cleared; series idle for ``stale_duration`` (15 m) are dropped.
+* Instance (modules/generator/instance.go, generator.go): created on the tenant's first span;
+  ``preprocessSpans`` drops spans whose end time lies more than
+  ``metrics_ingestion_time_range_slack`` (30 s) before or after now, from every processor,
+  counted in ``tempo_metrics_generator_spans_discarded_total`` with reason
+  ``outside_metrics_ingestion_slack``.
+* Span metrics (processor/spanmetrics): ``traces_spanmetrics_calls_total``,
+  ``traces_spanmetrics_latency`` (classic histogram in seconds, ``ExponentialBuckets(0.002, 2,
+  14)`` then +Inf; a negative latency counts as 0), ``traces_spanmetrics_size_total`` (the span's
+  proto size); labels service, span_name, span_kind, status_code.
+* Service graphs (processor/servicegraphs): CLIENT (traceID, spanID) paired with SERVER
+  (traceID, parentSpanID), PRODUCER/CONSUMER likewise with connection_type="messaging_system",
+  within ``wait`` (10 s); an expired root SERVER span becomes ``client="user"``, an expired
+  CLIENT span with a peer attribute ``server=<peer>``; histogram buckets
+  ``ExponentialBuckets(0.1, 2, 8)``.
+* Registry (registry/registry.go, counter.go, histogram.go): every ``collection_interval``
+  (a ticker started with the instance) all series are appended with the collection time; a
+  series seen for the first time is preceded by a 0 sample at the end of the previous minute
+  (``getEndOfLastMinuteMs``: the collection time truncated to the minute, minus one second), for
+  counters and for a histogram's ``_count`` and ``_bucket`` series, not ``_sum``; exemplars
+  (label ``traceID``) only on ``_bucket`` series, the latest per bucket, cleared at every
+  collection; ``max_active_series`` refuses new series (``series_limited_total``); a sweep every
+  5 minutes drops series not updated for ``stale_duration``. A collection never fails because of
+  remote write: it appends to a WAL that the queue reads (storage/instance.go).
+* Storage (storage/instance.go, config_util.go): one Prometheus remote-write queue per target
+  (:class:`RemoteWriteQueue`), exemplars always sent (``SendExemplars = true``),
+  ``X-Scope-OrgID`` only for a tenant other than ``single-tenant``. No collection is made at
+  shutdown (registry/job.go stops the ticker); what is queued is sent within
+  ``remote_write_flush_deadline``.
 """
 
 from __future__ import annotations
@@ -32,15 +42,33 @@ from dataclasses import dataclass, field
 from tempo_standin import TENANT
 from tempo_standin.config import StandinConfig
 from tempo_standin.model import SPAN_KIND_ENUM, STATUS_CODE_ENUM, SpanRecord
-from tempo_standin.remote_write import Series, build_write_request, push
-from tempo_standin.selfmetrics import MetricsRegistry
+from tempo_standin.remote_write import RemoteWriteQueue, Series
+from tempo_standin.selfmetrics import Child, MetricsRegistry
 
-__all__ = ["SERVICE_GRAPH_BUCKETS", "SPANMETRICS_BUCKETS", "Generator", "format_le"]
+__all__ = [
+    "SERVICE_GRAPH_BUCKETS",
+    "SPANMETRICS_BUCKETS",
+    "SUPPORTED_PROCESSORS",
+    "Generator",
+    "end_of_last_minute_ms",
+    "format_le",
+]
 
-# tempo-api.md §11.1: ExponentialBuckets(0.002, 2, 14) = 0.002 .. 16.384.
+# processor/spanmetrics/config.go: ExponentialBuckets(0.002, 2, 14) = 0.002 .. 16.384.
 SPANMETRICS_BUCKETS: tuple[float, ...] = tuple(0.002 * 2**n for n in range(14))
-# tempo-api.md §11.2: ExponentialBuckets(0.1, 2, 8) = 0.1 .. 12.8.
+# processor/servicegraphs/config.go: ExponentialBuckets(0.1, 2, 8) = 0.1 .. 12.8.
 SERVICE_GRAPH_BUCKETS: tuple[float, ...] = tuple(0.1 * 2**n for n in range(8))
+# instance.go SupportedProcessors: the processor label of tempo_metrics_generator_active_processors.
+SUPPORTED_PROCESSORS = (
+    "service-graphs",
+    "span-metrics",
+    "local-blocks",
+    "span-metrics-count",
+    "span-metrics-latency",
+    "span-metrics-size",
+    "host-info",
+)
+STALE_SWEEP_PERIOD = 300.0  # registry.go: removeStaleSeries runs every 5 minutes
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -56,8 +84,9 @@ def format_le(bound: float) -> str:
 
 
 def end_of_last_minute_ms(now_ms: int) -> int:
-    """The last millisecond of the minute before ``now_ms`` (§11.3 first-sample behaviour)."""
-    return now_ms - now_ms % 60_000 - 1
+    """registry.go ``getEndOfLastMinuteMs``: ``now`` truncated to the minute, minus one second
+    (a collection at 12:35:20.123 gives 12:34:59.000)."""
+    return now_ms - now_ms % 60_000 - 1_000
 
 
 @dataclass(slots=True)
@@ -82,7 +111,7 @@ class _Histogram:
             self.counts = [0] * (len(self.bounds) + 1)
 
     def observe(self, value: float, trace_hex: str) -> None:
-        idx = len(self.bounds)
+        idx = len(self.bounds)  # sort.SearchFloat64s: the first bound >= value
         for i, b in enumerate(self.bounds):
             if value <= b:
                 idx = i
@@ -91,23 +120,84 @@ class _Histogram:
         self.total += value
         self.count += 1
         if trace_hex:
-            self.exemplars[idx] = (trace_hex, value)  # the latest per bucket (§11.3)
+            self.exemplars[idx] = (trace_hex, value)  # the latest per bucket
+
+
+@dataclass
+class RegistryMetrics:
+    """The registry's self-metrics for one tenant (registry.go)."""
+
+    active: Child
+    max_active: Child
+    added: Child
+    removed: Child
+    limited: Child
+    collections: Child
+    collections_failed: Child
+
+    @classmethod
+    def create(cls, metrics: MetricsRegistry, tenant: str) -> RegistryMetrics:
+        p = "tempo_metrics_generator_registry_"
+        return cls(
+            active=metrics.gauge(p + "active_series", tenant=tenant),
+            max_active=metrics.gauge(p + "max_active_series", tenant=tenant),
+            added=metrics.counter(p + "series_added_total", tenant=tenant),
+            removed=metrics.counter(p + "series_removed_total", tenant=tenant),
+            limited=metrics.counter(p + "series_limited_total", tenant=tenant),
+            collections=metrics.counter(p + "collections_total", tenant=tenant),
+            collections_failed=metrics.counter(p + "collections_failed_total", tenant=tenant),
+        )
+
+    @classmethod
+    def detached(cls) -> RegistryMetrics:
+        """Children that are not exposed (a registry used before its instance exists)."""
+        return cls(*(Child() for _ in range(7)))
 
 
 class Registry:
-    """Series of the generator, collected into remote-write series."""
+    """Series of the generator (registry.go ManagedRegistry), collected into remote-write
+    series."""
 
-    def __init__(self, *, external: Labels, instance: str, stale_after: float) -> None:
+    def __init__(
+        self,
+        *,
+        external: Labels,
+        instance: str,
+        stale_after: float,
+        max_active_series: int = 0,
+        metrics: RegistryMetrics | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._counters: dict[tuple[str, Labels], _Counter] = {}
         self._hists: dict[tuple[str, Labels], _Histogram] = {}
         self._const: Labels = (*external, ("__metrics_gen_instance", instance))
         self._stale_after = stale_after
+        self._max_active = max_active_series
+        self._active = 0
+        self._last_sweep: float | None = None
+        self.m = metrics or RegistryMetrics.detached()
+
+    def _add_series(self, count: int) -> bool:
+        """registry.go onAddMetricSeries: refuse when the limit would be passed."""
+        if self._max_active and self._active + count > self._max_active:
+            self.m.limited.inc()
+            return False
+        self._active += count
+        self.m.added.inc(count)
+        self.m.active.inc(count)
+        return True
+
+    def _remove_series(self, count: int) -> None:
+        self._active -= count
+        self.m.removed.inc(count)
+        self.m.active.dec(count)
 
     def inc(self, name: str, labels: Labels, amount: float, now: float) -> None:
         with self._lock:
             c = self._counters.get((name, labels))
             if c is None:
+                if not self._add_series(1):
+                    return
                 c = self._counters[(name, labels)] = _Counter()
             c.value += amount
             c.last_update = now
@@ -124,33 +214,53 @@ class Registry:
         with self._lock:
             h = self._hists.get((name, labels))
             if h is None:
+                # histogram.go activeSeriesPerHistogramSerie: sum + count + buckets incl. +Inf.
+                if not self._add_series(len(bounds) + 3):
+                    return
                 h = self._hists[(name, labels)] = _Histogram(bounds)
             h.observe(value, trace_hex)
             h.last_update = now
 
     def active_series(self) -> int:
         with self._lock:
-            return len(self._counters) + sum(len(h.bounds) + 3 for h in self._hists.values())
+            return self._active
+
+    def _sweep(self, now: float) -> None:
+        """registry.go removeStaleSeries (every 5 minutes): series idle for stale_duration."""
+        if self._last_sweep is None:
+            self._last_sweep = now
+        if now - self._last_sweep < STALE_SWEEP_PERIOD:
+            return
+        self._last_sweep = now
+        for key in [
+            k for k, c in self._counters.items() if now - c.last_update > self._stale_after
+        ]:
+            del self._counters[key]
+            self._remove_series(1)
+        for key in [k for k, h in self._hists.items() if now - h.last_update > self._stale_after]:
+            h = self._hists.pop(key)
+            self._remove_series(len(h.bounds) + 3)
 
     def collect(self, now: float) -> list[Series]:
-        """All active series at ``now`` (ms precision); clears exemplars and 'new' flags."""
+        """All series at ``now`` (ms precision); clears exemplars and 'new' flags."""
         now_ms = int(now * 1000)
         zero_ms = end_of_last_minute_ms(now_ms)
         out: list[Series] = []
         with self._lock:
-            for key in [
-                k for k, c in self._counters.items() if now - c.last_update > self._stale_after
-            ]:
-                del self._counters[key]
-            for key in [
-                k for k, h in self._hists.items() if now - h.last_update > self._stale_after
-            ]:
-                del self._hists[key]
+            self._sweep(now)
             for (name, labels), c in self._counters.items():
                 samples = ((0.0, zero_ms), (c.value, now_ms)) if c.new else ((c.value, now_ms),)
                 c.new = False
                 out.append(Series(self._labels(name, labels), samples))
             for (name, labels), h in self._hists.items():
+                zero = ((0.0, zero_ms),) if h.new else ()
+                out.append(Series(self._labels(f"{name}_sum", labels), ((h.total, now_ms),)))
+                out.append(
+                    Series(
+                        self._labels(f"{name}_count", labels),
+                        (*zero, (float(h.count), now_ms)),
+                    )
+                )
                 cumulative = 0
                 for i in range(len(h.bounds) + 1):
                     cumulative += h.counts[i]
@@ -162,31 +272,16 @@ class Registry:
                     out.append(
                         Series(
                             self._labels(f"{name}_bucket", (*labels, ("le", le))),
-                            self._samples(h.new, float(cumulative), zero_ms, now_ms),
+                            (*zero, (float(cumulative), now_ms)),
                             exemplars,
                         )
                     )
-                out.append(
-                    Series(
-                        self._labels(f"{name}_sum", labels),
-                        self._samples(h.new, h.total, zero_ms, now_ms),
-                    )
-                )
-                out.append(
-                    Series(
-                        self._labels(f"{name}_count", labels),
-                        self._samples(h.new, float(h.count), zero_ms, now_ms),
-                    )
-                )
                 h.exemplars.clear()
                 h.new = False
+            # registry.go CollectMetrics: the gauges are set from what was collected.
+            self.m.active.set(float(self._active))
+            self.m.max_active.set(float(self._max_active))
         return out
-
-    @staticmethod
-    def _samples(
-        new: bool, value: float, zero_ms: int, now_ms: int
-    ) -> tuple[tuple[float, int], ...]:
-        return ((0.0, zero_ms), (value, now_ms)) if new else ((value, now_ms),)
 
     def _labels(self, name: str, labels: Labels) -> Labels:
         # Empty label values are dropped: Prometheus treats an empty label as absent.
@@ -206,7 +301,9 @@ class _Edge:
 
 
 class Generator:
-    """Feeds spans to the enabled processors and ships the registry by remote write."""
+    """One tenant's metrics-generator instance: feeds spans to the enabled processors and ships
+    the registry by remote write. Nothing is exposed or started before the first span
+    (generator.go getOrCreateInstance)."""
 
     def __init__(
         self,
@@ -214,47 +311,94 @@ class Generator:
         metrics: MetricsRegistry,
         log: Callable[[str], None],
         clock: Callable[[], float] = time.time,
+        *,
+        tenant: str = TENANT,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self.log = log
         self.clock = clock
+        self.tenant = tenant
         procs = set(config.processors)
         self.span_metrics = "span-metrics" in procs
         self.service_graphs = "service-graphs" in procs
         self.local_blocks = "local-blocks" in procs
+        # The distributor forwards to the generator only when the tenant has processors
+        # (distributor.go PushTraces: len(MetricsGeneratorProcessors) > 0).
         self.enabled = bool(procs)
         self.registry = Registry(
             external=config.external_labels,
             instance=config.instance,
             stale_after=config.stale_duration,
+            max_active_series=config.max_active_series,
         )
         self._edges: dict[tuple[bytes, bytes], _Edge] = {}
         self._edges_lock = threading.Lock()
-        self._max_edges = 10_000  # §11.2 max_items
-        self._pending: dict[str, list[list[Series]]] = {rw.url: [] for rw in config.remote_write}
-        self._started = False  # §11.3: the tenant's instance starts with its first span
+        self._max_edges = 10_000  # processor/servicegraphs/config.go max_items
+        self.queues: list[RemoteWriteQueue] = []
+        self._start_lock = threading.Lock()
+        self.started_at: float | None = None
+        self._next_collection = 0.0
         self._collect_lock = threading.Lock()
-        metrics.gauge_func(
-            "tempo_metrics_generator_registry_active_series",
-            lambda: float(self.registry.active_series()),
-            tenant=TENANT,
-        )
+        self._closed = False
+
+    # --- instance lifecycle -----------------------------------------------------------------
+
+    def _start(self, now: float) -> None:
+        """generator.go createInstance: the WAL, the queues and the instance's metrics."""
+        with self._start_lock:
+            if self.started_at is not None:
+                return
+            m, t = self.metrics, self.tenant
+            self.registry.m = RegistryMetrics.create(m, t)
+            self._received = m.counter("tempo_metrics_generator_spans_received_total", tenant=t)
+            self._received_bytes = m.counter(
+                "tempo_metrics_generator_bytes_received_total", tenant=t
+            )
+            discarded = "tempo_metrics_generator_spans_discarded_total"
+            self._slack = m.counter(discarded, tenant=t, reason="outside_metrics_ingestion_slack")
+            if self.span_metrics:
+                # instance.go addProcessor creates these two with the span-metrics processor.
+                m.counter(discarded, tenant=t, reason="span_metrics_filtered")
+                m.counter(discarded, tenant=t, reason="invalid_utf8")
+            if self.service_graphs:
+                p = "tempo_metrics_generator_processor_service_graphs_"
+                self._sg_dropped = m.counter(p + "dropped_spans", tenant=t)
+                self._sg_edges = m.counter(p + "edges", tenant=t)
+                self._sg_expired = m.counter(p + "expired_edges", tenant=t)
+            for name in SUPPORTED_PROCESSORS:
+                m.gauge("tempo_metrics_generator_active_processors", tenant=t, processor=name).set(
+                    1.0 if name in self.config.processors else 0.0
+                )
+            self._highest = m.gauge(
+                "prometheus_remote_storage_highest_timestamp_in_seconds", tenant=t
+            )
+            add_org = self.config.remote_write_add_org_id_header and t != TENANT
+            self.queues = [
+                RemoteWriteQueue(
+                    rw,
+                    tenant=t,
+                    org_id=t if add_org else None,
+                    metrics=m,
+                    log=self.log,
+                )
+                for rw in self.config.remote_write
+            ]
+            self._next_collection = now + self.config.collection_interval
+            self.started_at = now
 
     # --- ingest -----------------------------------------------------------------------------
 
-    def push(self, spans: list[SpanRecord]) -> None:
-        """Offer spans to the generator; sets ``in_generator`` on those it accepts."""
-        if not self.enabled or not spans:
+    def push(self, spans: list[SpanRecord], size: int | None = None) -> None:
+        """Offer spans to the generator; sets ``in_generator`` on those it accepts. ``size`` is
+        the proto size of the batches pushed (defaults to the spans' sizes)."""
+        if not self.enabled or not spans or self._closed:
             return
         now = self.clock()
-        self._started = True
-        self.metrics.inc("tempo_metrics_generator_spans_received_total", len(spans), tenant=TENANT)
-        self.metrics.inc(
-            "tempo_metrics_generator_bytes_received_total",
-            sum(s.size for s in spans),
-            tenant=TENANT,
-        )
+        if self.started_at is None:
+            self._start(now)
+        self._received.inc(len(spans))
+        self._received_bytes.inc(sum(s.size for s in spans) if size is None else size)
         slack = self.config.ingestion_slack
         discarded = 0
         for s in spans:
@@ -266,13 +410,7 @@ class Generator:
                 self._span_metrics(s, now)
             if self.service_graphs:
                 self._service_graph(s, now)
-        if discarded:
-            self.metrics.inc(
-                "tempo_metrics_generator_spans_discarded_total",
-                discarded,
-                tenant=TENANT,
-                reason="outside_metrics_ingestion_slack",
-            )
+        self._slack.inc(discarded)  # instance.go updatePushMetrics adds 0 too
 
     def _span_metrics(self, s: SpanRecord, now: float) -> None:
         labels: Labels = (
@@ -305,12 +443,10 @@ class Generator:
             edge = self._edges.get(key)
             if edge is None:
                 if len(self._edges) >= self._max_edges:
-                    self.metrics.inc(
-                        "tempo_metrics_generator_processor_service_graphs_dropped_spans",
-                        tenant=TENANT,
-                    )
+                    self._sg_dropped.inc()
                     return
                 edge = self._edges[key] = _Edge(s.trace_id, now, conn)
+                self._sg_edges.inc()  # servicegraphs.go: a new edge in the store
             setattr(edge, side, s)
             if edge.client is not None and edge.server is not None:
                 complete = self._edges.pop(key)
@@ -318,7 +454,10 @@ class Generator:
             self._record_edge(complete, now)
 
     def expire_edges(self, now: float) -> None:
-        """Turn edges older than ``wait`` into virtual-node edges or drop them (§11.2)."""
+        """Turn edges older than ``wait`` into virtual-node edges, or drop them and count them
+        as expired (servicegraphs.go onExpire: only edges that could not be counted)."""
+        if self.started_at is None or not self.service_graphs:
+            return
         expired: list[_Edge] = []
         with self._edges_lock:
             for key in [
@@ -328,9 +467,6 @@ class Generator:
             ]:
                 expired.append(self._edges.pop(key))
         for e in expired:
-            self.metrics.inc(
-                "tempo_metrics_generator_processor_service_graphs_expired_edges", tenant=TENANT
-            )
             if e.server is not None and e.client is None and e.server.is_root:
                 self._record_edge(e, now, client_name="user", conn="virtual_node")
             elif e.client is not None and e.server is None:
@@ -343,11 +479,14 @@ class Generator:
                     "",
                 )
                 if not peer:
+                    self._sg_expired.inc()
                     continue
                 db = any(k in e.client.attributes for k in ("db.namespace", "db.name", "db.system"))
                 self._record_edge(
                     e, now, server_name=peer, conn="database" if db else "virtual_node"
                 )
+            else:
+                self._sg_expired.inc()
 
     def _record_edge(
         self,
@@ -391,64 +530,53 @@ class Generator:
             trace_hex,
             now,
         )
-        self.metrics.inc("tempo_metrics_generator_processor_service_graphs_edges", tenant=TENANT)
 
     # --- collection -------------------------------------------------------------------------
 
-    def collect_and_write(self, timeout: float = 10.0) -> None:
-        """One collection: expire edges, collect the registry, remote-write to every URL."""
+    def due(self, now: float) -> bool:
+        """True when the instance's collection ticker has fired (registry.go New: ``job``)."""
+        return self.started_at is not None and not self._closed and now >= self._next_collection
+
+    def collect(self) -> list[Series]:
+        """One collection (registry.go CollectMetrics): expire edges, collect the registry and
+        append it to every remote-write queue. Returns what was collected."""
         with self._collect_lock:
-            if not self._started:
-                return
+            if self.started_at is None or self._closed:
+                return []
             now = self.clock()
+            interval = self.config.collection_interval
+            while self._next_collection <= now:
+                self._next_collection += interval
             self.expire_edges(now)
             series = self.registry.collect(now)
-            self.metrics.inc("tempo_metrics_generator_registry_collections_total", tenant=TENANT)
+            self.registry.m.collections.inc()
             n_samples = sum(len(s.samples) for s in series)
             n_ex = sum(len(s.exemplars) for s in series)
-            self.log(f"collection series={len(series)} samples={n_samples} exemplars={n_ex}")
-            if not series:
-                return
-            failed_any = False
-            for rw in self.config.remote_write:
-                batches = [*self._pending[rw.url], series]
-                payload_series = [s for b in batches for s in b]
-                samples = sum(len(s.samples) for s in payload_series)
-                exemplars = (
-                    sum(len(s.exemplars) for s in payload_series) if rw.send_exemplars else 0
-                )
-                payload = build_write_request(payload_series, with_exemplars=rw.send_exemplars)
-                started = time.monotonic()
-                result = push(rw.url, payload, tenant=TENANT, headers=rw.headers, timeout=timeout)
-                took = time.monotonic() - started
-                url = rw.shown_url
-                lbl = {"tenant": TENANT, "remote_name": rw.name or "default", "url": url}
-                if not result.error:
-                    self._pending[rw.url] = []
-                    self.metrics.inc("prometheus_remote_storage_samples_total", samples, **lbl)
-                    self.metrics.inc("prometheus_remote_storage_exemplars_total", exemplars, **lbl)
-                    self.metrics.set(
-                        "prometheus_remote_storage_highest_timestamp_in_seconds", now, **lbl
-                    )
-                    self.log(
-                        f"remote_write url={url} status={result.status} series="
-                        f"{len(payload_series)} samples={samples} exemplars={exemplars} "
-                        f"seconds={took:.3f}"
-                    )
-                    continue
-                failed_any = True
-                self.metrics.inc("prometheus_remote_storage_samples_failed_total", samples, **lbl)
-                self.metrics.inc(
-                    "prometheus_remote_storage_exemplars_failed_total", exemplars, **lbl
-                )
-                # Prometheus's queue retries 5xx/429/connection errors and drops other 4xx;
-                # here the retry is the next collection, bounded to 5 batches.
-                self._pending[rw.url] = batches[-5:] if result.retryable else []
-                self.log(
-                    f"remote_write url={url} failed samples={samples} "
-                    f"retry={'yes' if result.retryable else 'no'}: {result.error}"
-                )
-            if failed_any:
-                self.metrics.inc(
-                    "tempo_metrics_generator_registry_collections_failed_total", tenant=TENANT
-                )
+            self.log(
+                f"collection tenant={self.tenant} series={len(series)} samples={n_samples} "
+                f"exemplars={n_ex}"
+            )
+            if series:
+                # storage/remote/write.go: the appender's commit records the highest timestamp.
+                self._highest.set_max(float(int(now * 1000) // 1000))
+                for q in self.queues:
+                    q.enqueue(series)
+            return series
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Send what the queues hold now and wait until they are empty (tests, benchmarks)."""
+        end = time.monotonic() + timeout
+        return all(q.flush(max(0.0, end - time.monotonic())) for q in self.queues)
+
+    def collect_and_write(self, timeout: float = 10.0) -> None:
+        """``collect()`` then ``flush()``: one collection delivered (or retried) before return."""
+        self.collect()
+        self.flush(timeout)
+
+    def close(self) -> None:
+        """Shutdown: no last collection (the registry's ticker just stops); the queues send what
+        they hold within ``remote_write_flush_deadline``."""
+        with self._collect_lock:
+            self._closed = True
+        for q in self.queues:
+            q.close(self.config.remote_write_flush_deadline)

@@ -25,8 +25,9 @@ KIND_NAMES = {
     4: "producer",
     5: "consumer",
 }
-# OTLP enum names as Tempo's jsonpb and the span-metrics labels spell them (tempo-api.md §4.2,
-# §11.1).
+# OTLP enum names as Tempo's jsonpb and the span-metrics labels spell them (gogo jsonpb writes
+# enum names; modules/generator/processor/spanmetrics/spanmetrics.go labels span_kind and
+# status_code with the enum's String()).
 SPAN_KIND_ENUM = {
     0: "SPAN_KIND_UNSPECIFIED",
     1: "SPAN_KIND_INTERNAL",
@@ -56,7 +57,8 @@ def decode_attributes(kvs: Any) -> dict[str, Any]:
 
 
 def trace_id_to_search_hex(trace_id: bytes) -> str:
-    """Search-response trace ID: hex with leading zeros stripped (tempo-api.md §5.3)."""
+    """Search-response trace ID: hex with leading zeros stripped (pkg/util/traceid.go
+    TraceIDToHexString at v2.9.0)."""
     return trace_id.hex().lstrip("0")
 
 
@@ -69,7 +71,7 @@ class LinkRecord:
 
 @dataclass(slots=True, eq=False)
 class SpanRecord:
-    """One span with its resource context. ``searchable`` flips when the trace is cut (§10)."""
+    """One span with its resource context. ``searchable`` flips when the trace is cut."""
 
     trace_id: bytes
     span_id: bytes
@@ -89,7 +91,8 @@ class SpanRecord:
     group_key: bytes  # serialized (Resource, InstrumentationScope, schema URLs)
     received: float
     searchable: bool = False
-    in_generator: bool = False  # accepted by the metrics-generator (ingestion slack, §11.3)
+    in_generator: bool = False  # accepted by the metrics-generator (ingestion slack)
+    segment: int = 0  # index of the push (segment) of its trace that brought it
 
     @property
     def duration_ns(self) -> int:

@@ -1,0 +1,96 @@
+"""``tracecheck smoke``."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from tracecheck.cli.shared import (
+    APISERVER,
+    COLLECTOR,
+    PROMETHEUS,
+    TEMPO,
+    Done,
+    Flag,
+    ProgressLine,
+    color,
+    csv_items,
+    deadline_flag,
+    outputs_option,
+    term_width,
+    uses_settings,
+    write,
+)
+from tracecheck.output import REPORT_FORMATS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tracecheck.config import Settings
+
+__all__ = ["SMOKE_FLAGS", "smoke"]
+
+
+#: The settings of the plan itself (``[smoke]``, ``[deadlines]``).
+SMOKE_FLAGS = (
+    Flag(
+        ("--only",),
+        ("smoke.only",),
+        "Run only these checks or groups.",
+        multiple=True,
+        parse=csv_items,
+    ),
+    Flag(
+        ("--skip",),
+        ("smoke.skip",),
+        "Skip these checks or groups (e.g. apiserver).",
+        multiple=True,
+        parse=csv_items,
+    ),
+    Flag(("--span-metrics-naming",), ("smoke.span_metrics_naming",), "auto, tempo or otel."),
+    deadline_flag(),
+    Flag(
+        ("--wait-ready",),
+        ("smoke.wait_ready",),
+        "After a deploy: ask the preflight checks again through connection refused and 503 "
+        "for up to this long, e.g. 5m.",
+    ),
+    Flag(("--seed",), ("smoke.seed",), "Seed of the synthetic trace.", type=int),
+    Flag(
+        ("--client-service",),
+        ("smoke.client_service",),
+        "service.name of the synthetic CLIENT span.",
+    ),
+    Flag(
+        ("--server-service",),
+        ("smoke.server_service",),
+        "service.name of the synthetic SERVER span.",
+    ),
+)
+
+
+@click.command()
+@outputs_option(REPORT_FORMATS)
+@uses_settings(COLLECTOR, TEMPO, PROMETHEUS, APISERVER, extra=SMOKE_FLAGS)
+def smoke(settings: Settings, outputs: list[tuple[str, str | None]]) -> None:
+    """Send a synthetic trace and prove it reaches Tempo and Prometheus (and the apiserver's).
+
+    Example: tracecheck smoke --wait-ready 5m --output table --output junit:reports/smoke.xml
+    """
+    from tracecheck.output import render
+    from tracecheck.smoke.plan import smoke as run_smoke
+
+    tty = sys.stderr.isatty()
+    progress = ProgressLine(
+        tty and not any(p is None and f != "table" for f, p in outputs),
+        # Without a live line (CI, a CronJob's log, JSON on stdout) a readiness wait is logged
+        # line by line, so a run that waits minutes says why.
+        log_waits=settings.smoke.wait_ready > 0,
+    )
+    try:
+        report = run_smoke(settings, progress=progress)
+    finally:
+        progress.clear()
+    for fmt, path in outputs:
+        write(render(report, fmt, color=color() and path is None, width=term_width()), path)
+    raise Done(report.exit_code)
