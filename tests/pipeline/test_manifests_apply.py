@@ -272,7 +272,9 @@ def test_rollout_wait_reports_a_deployment_that_never_becomes_ready(
         "tempo",
         False,
     )
-    assert "timed out" in rollout.detail
+    # The reason is the scheduler's, from the pod (not kubectl's "timed out").
+    assert rollout.detail.startswith("pod tempo-"), rollout.detail
+    assert "Insufficient cpu" in rollout.detail, rollout.detail
     assert not result.ok
     assert result.next_step == "tracecheck smoke"
 

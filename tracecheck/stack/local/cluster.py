@@ -43,10 +43,12 @@ __all__ = [
     "CLUSTER_COMPONENTS",
     "NODES",
     "NODE_CAPACITY",
+    "STACK_FORWARDS",
     "Api",
     "ApiReady",
     "bootstrap",
     "controller_manager_argv",
+    "forward_stack_pods",
     "kwok_argv",
     "node_manifest",
     "nodes_ready",
@@ -84,6 +86,14 @@ KWOK_CRDS = ("kwok.x-k8s.io_portforwards.yaml", "kwok.x-k8s.io_clusterportforwar
 KWOK_CRD_KINDS = ("PortForward", "ClusterPortForward")
 KWOK_ROLE = "kwok-controller"
 VIEW_BINDING = "tracecheck-viewer-view"
+# The stack's Pods (by app.kubernetes.io/name, stack/base) and where their container ports lead
+# on the local pipeline (stack/local/substitutions.yaml): a simulated Pod has no container, so
+# kwok's PortForward sends the apiserver's port-forward streams to the real local component.
+STACK_FORWARDS: Mapping[str, Mapping[int, int]] = {
+    "otel-collector": {4317: 4317, 4318: 4318, 8888: 8888, 13133: 13133},
+    "tempo": {3200: 3200, 4317: 4417, 4318: 4418},
+    "prometheus": {9090: 9090},
+}
 FIELD_MANAGER = "tracecheck"
 
 
@@ -414,6 +424,43 @@ def _ensure_node(client: Api, node: dict[str, Any], progress: Callable[[str], No
 def _capacity(node: Mapping[str, Any]) -> str:
     cap = node["status"]["capacity"]
     return f"{cap['cpu']} CPU, {cap['memory']} memory, {cap['pods']} pods"
+
+
+def forward_stack_pods(client: Api, namespace: str) -> list[str]:
+    """Point the container ports of the stack's Pods in ``namespace`` (after ``tracecheck
+    stack apply`` onto this cluster) at the local components, with one kwok PortForward per Pod
+    (named like the Pod, as kwok matches them). Returns the Pods forwarded. A Pod replaced by
+    a rollout needs this again (its PortForward goes with it: owner reference)."""
+    pods = client.request("GET", f"/api/v1/namespaces/{namespace}/pods").json().get("items", [])
+    done = []
+    for pod in pods:
+        meta = pod.get("metadata", {})
+        ports = STACK_FORWARDS.get((meta.get("labels") or {}).get("app.kubernetes.io/name", ""))
+        if ports is None or meta.get("deletionTimestamp"):
+            continue
+        name = meta["name"]
+        client.apply(
+            f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{namespace}/portforwards/{name}",
+            {
+                "apiVersion": "kwok.x-k8s.io/v1alpha1",
+                "kind": "PortForward",
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "ownerReferences": [
+                        {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": meta["uid"]}
+                    ],
+                },
+                "spec": {
+                    "forwards": [
+                        {"ports": [pod_port], "target": {"address": NODE_IP, "port": local}}
+                        for pod_port, local in sorted(ports.items())
+                    ]
+                },
+            },
+        )
+        done.append(name)
+    return done
 
 
 # -- readiness beyond /healthz -----------------------------------------------------------------
