@@ -151,7 +151,8 @@ def open_forwards(
         namespace=namespace or DEFAULT_NAMESPACE,
         forwards=wanted_forwards(settings),
         overrides=parse_overrides(overrides),
-        timeout=max(30.0, settings.apiserver.timeout * 3),
+        timeout=max(30.0, settings.apiserver.timeout * 3) + settings.smoke.wait_ready,
+        wait_ready=settings.smoke.wait_ready,
     )
 
 
@@ -161,7 +162,8 @@ class PortForwards:
 
     ``kubeconfig``/``context`` are the apiserver's (``apiserver.kubeconfig``/``.context``;
     None: the in-cluster service account). Entering resolves every Service, its port and a
-    ready Pod and starts the listeners, within ``timeout`` seconds, or raises: ConfigError
+    ready Pod (waiting up to ``wait_ready`` seconds for one, after a deploy) and starts the
+    listeners, within ``timeout`` seconds, or raises: ConfigError
     (exit 4) for an unknown namespace, Service or port, Unreachable (exit 3) for an apiserver
     that does not answer or a Service without a ready Pod, AuthError for refused credentials.
     Leaving closes every listener and stream (on success, error or interrupt).
@@ -173,6 +175,7 @@ class PortForwards:
     forwards: Sequence[Forward] = FORWARDS
     overrides: Mapping[str, tuple[str, int | str | None]] = field(default_factory=dict)
     timeout: float = 30.0
+    wait_ready: float = 0.0
     opened: list[Opened] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
@@ -299,12 +302,19 @@ class PortForwards:
             )
         if not svc.spec.get("selector"):
             raise ConfigError(SYSTEM, self.where, f"{what} has no selector: no Pod to forward to")
-        try:
-            pods = await svc.async_ready_pods()
-        except Exception as exc:
-            raise _api_error(self.where, what, exc) from exc
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.wait_ready
+        while True:  # after a deploy (--wait-ready): until a Pod is ready
+            try:
+                pods = await svc.async_ready_pods()
+            except Exception as exc:
+                raise _api_error(self.where, what, exc) from exc
+            if pods or loop.time() >= until:
+                break
+            await asyncio.sleep(min(2.0, max(0.0, until - loop.time())))
         if not pods:
-            raise Unreachable(SYSTEM, self.where, f"{what} has no ready Pod")
+            waited = f" after {self.wait_ready:g} s" if self.wait_ready else ""
+            raise Unreachable(SYSTEM, self.where, f"{what} has no ready Pod{waited}")
         pod = sorted(pods, key=lambda p: p.name)[0]
         target = match.get("targetPort", match.get("port"))
         if isinstance(target, int) or str(target).isdigit():
