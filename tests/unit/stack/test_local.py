@@ -700,6 +700,10 @@ def test_spec_fingerprint_follows_the_standin_source_only_for_tempo(tmp_path: Pa
     source.write_text(source.read_text() + "\n# changed\n")
     after = fingerprints()
     assert [n for n in COMPONENTS if before[n] != after[n]] == ["tempo"]
+    # A module of a subpackage (the TraceQL engine) counts too.
+    source = repo / "stack/local/tempo_standin/traceql/eval.py"
+    source.write_text(source.read_text() + "\n# changed\n")
+    assert fingerprints()["tempo"] != after["tempo"]
 
 
 def test_component_ports_match_addresses() -> None:

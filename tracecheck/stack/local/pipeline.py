@@ -531,8 +531,10 @@ class LocalStack:
         if name == "tempo":
             # The stand-in's source is its binary: changed code restarts it on `up`, as a new
             # build restarts a Go component (the interpreter's identity alone never changes).
-            for source in sorted((self.repo / "stack" / "local" / "tempo_standin").glob("*.py")):
-                parts += [source.name, source.read_bytes()]
+            # Its subpackages too (traceql/): rglob, each named by its path in the package.
+            standin = self.repo / "stack" / "local" / "tempo_standin"
+            for source in sorted(standin.rglob("*.py")):
+                parts += [str(source.relative_to(standin)), source.read_bytes()]
         return ProcessSpec(
             name=name,
             argv=tuple(argv),
