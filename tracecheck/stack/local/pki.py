@@ -393,9 +393,6 @@ def kubeconfig_text(pki: Pki, server: str) -> str:
 
     Credentials are embedded (``*-data``), so the file alone is enough; it must be mode 0600.
     """
-    import yaml
-
-    cluster = "tracecheck-local"
     token = pki.monitoring_token.read_text().strip()
     users: list[dict[str, Any]] = [
         {
@@ -414,6 +411,23 @@ def kubeconfig_text(pki: Pki, server: str) -> str:
         },
         {"name": "monitoring", "user": {"token": token}},
     ]
+    return _kubeconfig(pki, server, users, "privileged")
+
+
+def component_kubeconfig_text(pki: Pki, server: str, component: str) -> str:
+    """A kubeconfig for cluster component ``component`` with its own client certificate."""
+    user = {
+        "client-certificate-data": _b64(pki.client_cert(component)),
+        "client-key-data": _b64(pki.client_key(component)),
+    }
+    return _kubeconfig(pki, server, [{"name": component, "user": user}], component)
+
+
+def _kubeconfig(pki: Pki, server: str, users: list[dict[str, Any]], current: str) -> str:
+    """One cluster (the local apiserver, the local CA) and a context per user, named like it."""
+    import yaml
+
+    cluster = "tracecheck-local"
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -427,37 +441,7 @@ def kubeconfig_text(pki: Pki, server: str) -> str:
         "contexts": [
             {"name": u["name"], "context": {"cluster": cluster, "user": u["name"]}} for u in users
         ],
-        "current-context": "privileged",
-        "preferences": {},
-    }
-    return yaml.safe_dump(doc, sort_keys=False)
-
-
-def component_kubeconfig_text(pki: Pki, server: str, component: str) -> str:
-    """A kubeconfig for cluster component ``component`` with its own client certificate."""
-    import yaml
-
-    cluster = "tracecheck-local"
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": cluster,
-                "cluster": {"server": server, "certificate-authority-data": _b64(pki.ca_cert)},
-            }
-        ],
-        "users": [
-            {
-                "name": component,
-                "user": {
-                    "client-certificate-data": _b64(pki.client_cert(component)),
-                    "client-key-data": _b64(pki.client_key(component)),
-                },
-            }
-        ],
-        "contexts": [{"name": component, "context": {"cluster": cluster, "user": component}}],
-        "current-context": component,
+        "current-context": current,
         "preferences": {},
     }
     return yaml.safe_dump(doc, sort_keys=False)
