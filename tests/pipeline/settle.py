@@ -8,6 +8,7 @@ on its way.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -16,23 +17,32 @@ from tracecheck.polling import Probe, SystemClock, poll_until
 from tracecheck.query.adhoc import run_promql
 
 
-def _least(settings: Settings, query: str) -> float | None:
-    table = run_promql(settings, query)
+def _least(settings: Settings, query: str, at: int | None = None) -> float | None:
+    table = run_promql(settings, query, at=None if at is None else str(at))
     values = [float(v) for v in table.column("value")]
     return min(values) if values else None
 
 
 def settled(settings: Settings, selectors: Sequence[str], *, deadline: float = 180.0) -> int:
-    """Wait until every series of ``selectors`` has two samples in the last 10 minutes, then pick
-    ``at`` (now, unix seconds) and wait until each has a sample stamped after it; return ``at``."""
+    """Pick ``at`` (unix seconds, rounded up) such that every series of ``selectors`` has two
+    samples in the 10 minutes up to ``at``, then wait until each has a sample stamped after it;
+    return ``at``.
+
+    The two samples are counted AT ``at``, the time the test evaluates: rounding the clock down
+    instead once put ``at`` a fraction of a second before a sample the count had seen, and
+    ``rate()`` at ``at`` then had one sample and no answer."""
+    chosen: list[int] = []
 
     def two_samples() -> Probe[None]:
-        counts = {s: _least(settings, f"min(count_over_time({s}[10m]))") for s in selectors}
+        at = math.ceil(time.time())
+        counts = {s: _least(settings, f"min(count_over_time({s}[10m]))", at) for s in selectors}
         short = [f"{s}: {n}" for s, n in counts.items() if n is None or n < 2]
-        return Probe(not short, None, "fewer than 2 samples: " + "; ".join(short))
+        if not short:
+            chosen.append(at)
+        return Probe(not short, None, f"fewer than 2 samples at {at}: " + "; ".join(short))
 
     _wait("two samples of every series", two_samples, deadline)
-    at = int(time.time())
+    at = chosen[-1]
 
     def past_at() -> Probe[None]:
         newest = {s: _least(settings, f"min(timestamp({s}))") for s in selectors}
