@@ -188,6 +188,10 @@ class PortForwards:
         return f"{self.kubeconfig or 'in-cluster'} (context {self.context or 'current'})"
 
     def __enter__(self) -> PortForwards:
+        from tracecheck.backends.credentials import load_credentials
+
+        # The kubeconfig and context checked first, with messages that never show a secret.
+        load_credentials(self.kubeconfig, self.context)
         loop = asyncio.new_event_loop()
         self._loop = loop
         self._thread = threading.Thread(
@@ -223,8 +227,10 @@ class PortForwards:
             api = await kr8s.asyncio.api(
                 kubeconfig=self.kubeconfig, context=self.context or None, namespace=self.namespace
             )
-        except Exception as exc:  # kr8s raises many kinds for an unusable kubeconfig
-            raise ConfigError(SYSTEM, self.where, f"cannot load credentials: {exc}") from exc
+        except Exception as exc:  # load_credentials accepted them: name the kind only
+            raise ConfigError(
+                SYSTEM, self.where, f"kr8s cannot use the credentials: {type(exc).__name__}"
+            ) from exc
         await self._may_forward(api)
         self._stack = contextlib.AsyncExitStack()
         for forward in self.forwards:
@@ -239,6 +245,8 @@ class PortForwards:
     async def _may_forward(self, api: Any) -> None:
         """Ask the apiserver (SelfSubjectAccessReview) whether these credentials may create
         ``pods/portforward`` here: a refusal is an AuthError now, not failed streams later."""
+        import json
+
         review = {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SelfSubjectAccessReview",
@@ -251,8 +259,6 @@ class PortForwards:
                 }
             },
         }
-        import json
-
         try:
             async with api.call_api(
                 "POST",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from tracecheck.stack.kustomize import load_objects, render
 from tracecheck.stack.portforward import (
     FORWARDS,
     Opened,
+    PortForwards,
     forwarded_settings,
     open_forwards,
     parse_overrides,
@@ -87,3 +89,17 @@ def test_cli_namespace_without_port_forward_is_usage_exit_2() -> None:
     assert p.stderr.strip() == (
         "tracecheck: error: port-forward at --namespace: only with --port-forward"
     )
+
+
+def test_a_bad_kubeconfig_or_context_fails_before_any_forward(tmp_path: Path) -> None:
+    from tracecheck.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="kubeconfig not found"):
+        PortForwards(str(tmp_path / "missing"), "").__enter__()
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\n"
+        "contexts: [{name: a, context: {cluster: c, user: u}}]\ncurrent-context: a\n"
+    )
+    with pytest.raises(ConfigError, match="unknown context 'b'; contexts: a"):
+        PortForwards(str(config), "b").__enter__()
