@@ -146,7 +146,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     else:
         for component in components:
             rows.append(build_one(repo, component, out, logs, env, cpu=True))
-            print(f"  {component}: {rows[-1].seconds:.0f}s", flush=True)
+            r = rows[-1]  # each row at once: an interrupted run keeps what it measured
+            print(
+                f"  {component}: {r.seconds:.0f}s wall, {r.cpu or 0:.0f} cpu s, "
+                f"load {r.load_before:.2f} -> {r.load_after:.2f}",
+                flush=True,
+            )
     total = time.monotonic() - t0
     print()
     print(
