@@ -1,7 +1,7 @@
 """The apiserver leg against the real local kube-apiserver 1.34, collector, Tempo stand-in and
 Prometheus (the ``local_pipeline`` fixture), in each credential mode, and its failures.
 
-Contexts of the generated kubeconfig (tracecheck/localstack/pki.py): ``privileged`` (client
+Contexts of the generated kubeconfig (tracecheck/stack/local/pki.py): ``privileged`` (client
 certificate, O=system:masters), ``viewer`` (plain user bound to ClusterRole view), ``monitoring``
 (a token for a user in group system:monitoring).
 """

@@ -194,10 +194,15 @@ def test_status_lists_every_component_ready(local_pipeline: LocalStack) -> None:
         "collector",
         "collector-spanmetrics",
         "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
     ]
     assert all(isinstance(c["pid"], int) for c in doc["components"])
     versions = {c["name"]: c["version"] for c in doc["components"]}
     assert versions["kube-apiserver"] == "v1.34.4"
+    assert versions["kube-controller-manager"] == versions["kube-scheduler"] == "v1.34.4"
+    assert versions["kwok"] == "v0.8.0"
     assert versions["etcd"] == "v3.6.14"
 
 

@@ -72,11 +72,50 @@ SMOKE_FLAGS = (
 @click.command()
 @outputs_option(REPORT_FORMATS)
 @uses_settings(COLLECTOR, TEMPO, PROMETHEUS, APISERVER, extra=SMOKE_FLAGS)
-def smoke(settings: Settings, outputs: list[tuple[str, str | None]]) -> None:
+@click.option(
+    "--port-forward",
+    is_flag=True,
+    help="Reach the collector, Tempo and Prometheus through port-forwards to their Services "
+    "(via the apiserver of --kubeconfig/--context), closed on exit.",
+)
+@click.option(
+    "--namespace",
+    default=None,
+    metavar="<str>",
+    help="Namespace of the Services for --port-forward (default: monitoring).",
+)
+@click.option(
+    "--port-forward-to",
+    multiple=True,
+    metavar="NAME=SERVICE[:PORT]",
+    help="Another Service or port for one forward, e.g. tempo=tempo-gateway:80.",
+)
+def smoke(
+    settings: Settings,
+    outputs: list[tuple[str, str | None]],
+    port_forward: bool,
+    namespace: str | None,
+    port_forward_to: tuple[str, ...],
+) -> None:
     """Send a synthetic trace and prove it reaches Tempo and Prometheus (and the apiserver's).
 
     Example: tracecheck smoke --wait-ready 5m --output table --output junit:reports/smoke.xml
     """
+    if port_forward or namespace or port_forward_to:
+        from tracecheck.stack.portforward import forwarded_settings, open_forwards
+
+        with open_forwards(settings, namespace, port_forward_to, enabled=port_forward) as forwards:
+            for opened in forwards.opened:
+                click.echo(str(opened), err=True)
+            try:
+                _smoke(forwarded_settings(settings, forwards.opened), outputs)
+            finally:
+                for line in forwards.failures:  # why a forward's stream ended early
+                    click.echo(line, err=True)
+    _smoke(settings, outputs)
+
+
+def _smoke(settings: Settings, outputs: list[tuple[str, str | None]]) -> None:
     from tracecheck.output import render
     from tracecheck.smoke.plan import smoke as run_smoke
 

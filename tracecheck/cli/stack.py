@@ -112,9 +112,8 @@ def stack_apply(
     for line in result.applied:
         click.echo(line)
     for r in result.rollouts:
-        click.echo(
-            f"rollout {r.kind}/{r.name}: {'ok' if r.ok else 'NOT READY'} {r.detail}".rstrip()
-        )
+        state = "ok" if r.ok else "NOT READY:"
+        click.echo(f"rollout {r.kind} {r.namespace}/{r.name}: {state} {r.detail}".rstrip())
     for name in result.created_secrets:
         click.echo(f"created secret {name} (random value, not shown)")
     for name in result.missing_secrets:

@@ -20,6 +20,7 @@ from tracecheck.errors import (
     Unreachable,
     UsageError,
     excerpt,
+    one_line,
 )
 from tracecheck.stack.kustomize import EXTERNAL_SECRETS, load_objects, pod_view
 from tracecheck.stack.tools import kubectl_command
@@ -252,5 +253,56 @@ def _rollout(base: list[str], obj: dict[str, Any], timeout: float, where: str) -
         timeout + 30,
         where,
     )
-    detail = excerpt(proc.stdout if proc.returncode == 0 else (proc.stderr or proc.stdout), 200)
-    return RolloutStatus(kind, ns, name, proc.returncode == 0, detail)
+    if proc.returncode == 0:
+        lines = proc.stdout.strip().splitlines()  # progress lines, then the outcome
+        return RolloutStatus(kind, ns, name, True, excerpt(lines[-1] if lines else "", 200))
+    reason = _why_not_ready(base, kind, ns, name, timeout, where)
+    said = reason or excerpt(proc.stderr or proc.stdout, 200)
+    return RolloutStatus(kind, ns, name, False, one_line(said, 400))
+
+
+def _why_not_ready(
+    base: list[str], kind: str, namespace: str, name: str, timeout: float, where: str
+) -> str | None:
+    """The reason the cluster gives for a rollout that did not finish, from its pods: the
+    scheduler's (condition PodScheduled=False: ``0/2 nodes are available: 2 Insufficient cpu``,
+    an unbound claim), the kubelet's (a container waiting: ``ImagePullBackOff``) or, without
+    pods, the workload controller's (condition ``ReplicaFailure``: a quota, an admission
+    refusal). None when the cluster names none or cannot be asked."""
+    import json
+
+    def get(*args: str) -> dict[str, Any] | None:
+        proc = _run([*base, "-n", namespace, "get", *args, "-o", "json"], None, timeout, where)
+        if proc.returncode != 0:
+            return None
+        try:
+            data = json.loads(proc.stdout)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    workload = get(f"{kind.lower()}/{name}")
+    if workload is None:
+        return None
+    labels = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    pods = get("pods", "-l", ",".join(f"{k}={v}" for k, v in sorted(labels.items())))
+    for pod in (pods or {}).get("items", []) if labels else []:
+        pod_name = pod.get("metadata", {}).get("name", "?")
+        status = pod.get("status") or {}
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                why = cond.get("message") or cond.get("reason") or "not scheduled"
+                return f"pod {pod_name} not scheduled: {why}"
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting")
+            if waiting and waiting.get("reason") not in (None, "ContainerCreating"):
+                detail = f": {waiting['message']}" if waiting.get("message") else ""
+                return (
+                    f"pod {pod_name} container {container.get('name')} {waiting['reason']}{detail}"
+                )
+    for cond in (workload.get("status") or {}).get("conditions") or []:
+        failed = cond.get("type") == "ReplicaFailure" and cond.get("status") == "True"
+        stalled = cond.get("reason") == "ProgressDeadlineExceeded"
+        if failed or stalled:
+            return f"{cond.get('reason')}: {cond.get('message') or cond.get('type')}"
+    return None

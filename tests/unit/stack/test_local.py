@@ -42,8 +42,17 @@ from tracecheck.stack.local import (
     render_local_config,
     shell_exports,
 )
+from tracecheck.stack.local import cluster as clustermod
 from tracecheck.stack.local import pki as pkimod
-from tracecheck.stack.local.build import adopt_build, build_component, cached_build, recipe
+from tracecheck.stack.local.build import (
+    BUILD_FILES,
+    BUILDS,
+    BuildWatch,
+    adopt_build,
+    build_component,
+    cached_build,
+    recipe,
+)
 from tracecheck.stack.local.pipeline import _ADDRESSES, _CONFIGS, _PORTS
 from tracecheck.stack.local.substitutions import Substitution
 from tracecheck.stack.local.supervisor import (
@@ -56,6 +65,15 @@ from tracecheck.stack.local.supervisor import (
 )
 
 REPO = find_repo_root(Path(__file__).parent)
+BINARIES = (
+    "etcd",
+    "prometheus",
+    "otelcol",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+)
 SHIPPED = [shipped for shipped, _ in _CONFIGS.values()]
 
 
@@ -567,7 +585,7 @@ class FakeStack(LocalStack):
     def _prepare(self, names):  # type: ignore[no-untyped-def]
         return list(self.fakes)
 
-    def _bind_viewer(self) -> None:
+    def _bootstrap(self, *, cluster: bool) -> None:
         pass
 
 
@@ -651,7 +669,7 @@ def test_missing_debian_prometheus_names_apt_get(
 
 
 def test_spec_fingerprint_follows_the_sampling_rate_only_for_the_apiserver(tmp_path: Path) -> None:
-    bins = {b: tmp_path / b for b in ("etcd", "prometheus", "otelcol", "kube-apiserver")}
+    bins = {b: tmp_path / b for b in BINARIES}
 
     def specs(rate: int) -> dict[str, str]:
         stack = LocalStack(
@@ -669,7 +687,7 @@ def test_spec_fingerprint_follows_the_sampling_rate_only_for_the_apiserver(tmp_p
 def test_spec_fingerprint_follows_the_standin_source_only_for_tempo(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(REPO / "stack", repo / "stack")
-    bins = {b: tmp_path / b for b in ("etcd", "prometheus", "otelcol", "kube-apiserver")}
+    bins = {b: tmp_path / b for b in BINARIES}
     stack = LocalStack(repo=repo, state_dir=tmp_path / "s", cache_dir=tmp_path / "c")
     stack.prepare_credentials()
     configs = stack.render_configs()
@@ -682,6 +700,10 @@ def test_spec_fingerprint_follows_the_standin_source_only_for_tempo(tmp_path: Pa
     source.write_text(source.read_text() + "\n# changed\n")
     after = fingerprints()
     assert [n for n in COMPONENTS if before[n] != after[n]] == ["tempo"]
+    # A module of a subpackage (the TraceQL engine) counts too.
+    source = repo / "stack/local/tempo_standin/traceql/eval.py"
+    source.write_text(source.read_text() + "\n# changed\n")
+    assert fingerprints()["tempo"] != after["tempo"]
 
 
 def test_component_ports_match_addresses() -> None:
@@ -806,15 +828,24 @@ def test_build_without_go_names_the_prerequisite(tmp_path: Path) -> None:
 
 
 def test_real_recipes_have_versions() -> None:
-    versions = {
-        c: recipe(REPO, c).version for c in ("etcd", "prometheus", "otelcol", "kube-apiserver")
-    }
+    versions = {c: recipe(REPO, c).version for c in BUILDS}
     assert versions == {
         "etcd": "v3.6.14",
         "prometheus": "v3.8.0",
+        "promtool": "v3.8.0",
         "otelcol": "v0.144.0",
         "kube-apiserver": "v1.34.4",
+        "kwok": "v0.8.0",
     }
+    # promtool shares Prometheus's recipe files (same wrapper module, same plugin list).
+    assert recipe(REPO, "promtool").files == recipe(REPO, "prometheus").files
+    assert "stack/local/build/prometheus/plugins.yml" in recipe(REPO, "prometheus").files
+    assert recipe(REPO, "kube-apiserver").binaries == (
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubectl",
+    )
 
 
 @pytest.mark.slow
@@ -898,3 +929,303 @@ def test_status_reports_a_stale_record_and_down_clears_it(tmp_path: Path) -> Non
     assert f"  etcd: not running (pid {done.pid} gone)" in stack.status().render().splitlines()
     assert stack.down() == []
     assert stack.supervisor.record("etcd") is None
+
+
+# ------------------------------------------------------------------------------ the cluster
+
+
+def test_component_certificates_name_their_least_privileged_identities(tmp_path: Path) -> None:
+    pki, _ = pkimod.ensure_pki(tmp_path / "pki")
+    ca = _cert(pki.ca_cert)
+    assert pkimod.COMPONENT_USERS == {
+        "kube-controller-manager": "system:kube-controller-manager",
+        "kube-scheduler": "system:kube-scheduler",
+        "kwok": "kwok-controller",
+    }
+    for component, user in pkimod.COMPONENT_USERS.items():
+        client = _cert(pki.client_cert(component))
+        client.verify_directly_issued_by(ca)
+        assert client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == user
+        assert client.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME) == []  # no groups
+        usages = client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert set(usages) == {ExtendedKeyUsageOID.CLIENT_AUTH}
+        serving = _cert(pki.component_serving_cert(component))
+        serving.verify_directly_issued_by(ca)
+        sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
+        assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+        for key in (pki.client_key(component), pki.component_serving_key(component)):
+            assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+
+
+def test_component_kubeconfigs_carry_only_their_own_credentials(tmp_path: Path) -> None:
+    stack = LocalStack(repo=REPO, state_dir=tmp_path / "state", cache_dir=tmp_path / "cache")
+    pki = stack.prepare_credentials()
+    for component in pkimod.COMPONENT_USERS:
+        path = pki.kubeconfig(component)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        doc = yaml.safe_load(path.read_text())
+        (user,) = doc["users"]
+        assert base64.b64decode(user["user"]["client-certificate-data"]) == (
+            pki.client_cert(component).read_bytes()
+        )
+        assert base64.b64decode(user["user"]["client-key-data"]) == (
+            pki.client_key(component).read_bytes()
+        )
+        (cluster,) = doc["clusters"]
+        assert cluster["cluster"]["server"] == "https://127.0.0.1:6443"
+        assert doc["current-context"] == component
+
+
+def test_cluster_component_arguments(tmp_path: Path) -> None:
+    stack = LocalStack(repo=REPO, state_dir=tmp_path / "s", cache_dir=tmp_path / "c")
+    pki = stack.prepare_credentials()
+    configs = stack.render_configs()
+    bins = {b: tmp_path / "bin" / b for b in BINARIES}
+    kcm = stack.spec("kube-controller-manager", bins, configs)
+    assert f"--kubeconfig={pki.kubeconfig('kube-controller-manager')}" in kcm.argv
+    assert "--use-service-account-credentials=true" in kcm.argv
+    assert f"--service-account-private-key-file={pki.sa_key}" in kcm.argv
+    assert "--leader-elect=false" in kcm.argv
+    assert (kcm.ports, kcm.ready.url) == ((10257,), "https://127.0.0.1:10257/healthz")
+    scheduler = stack.spec("kube-scheduler", bins, configs)
+    config = yaml.safe_load(configs["kube-scheduler"].read_text())
+    assert config["clientConnection"]["kubeconfig"] == str(pki.kubeconfig("kube-scheduler"))
+    assert config["leaderElection"] == {"leaderElect": False}
+    assert f"--config={configs['kube-scheduler']}" in scheduler.argv
+    assert (scheduler.ports, scheduler.ready.url) == ((10259,), "https://127.0.0.1:10259/healthz")
+    kwok = stack.spec("kwok", bins, configs)
+    stages = [a.split("=", 1)[1] for a in kwok.argv if a.startswith("--config=")]
+    assert stages == [str(tmp_path / "bin" / "stages" / s) for s in clustermod.KWOK_STAGES]
+    # The stages kwok runs are files its build directory holds.
+    assert {f"stages/{s}" for s in clustermod.KWOK_STAGES} <= set(BUILD_FILES["kwok"])
+    assert {f"crd/{c}" for c in clustermod.KWOK_CRDS} <= set(BUILD_FILES["kwok"])
+    assert "--enable-crds=PortForward,ClusterPortForward" in kwok.argv
+    assert "--server-address=127.0.0.1:10247" in kwok.argv
+    assert kwok.env == {"HOME": str(tmp_path / "s" / "kwok")}  # never the user's ~/.kwok
+    apiserver = stack.spec("kube-apiserver", bins, configs)
+    assert f"--kubelet-certificate-authority={pki.ca_cert}" in apiserver.argv
+    assert "--endpoint-reconciler-type=none" in apiserver.argv
+
+
+def test_simulated_nodes_look_like_a_two_node_minikube() -> None:
+    nodes = [clustermod.node_manifest(n, i, cp) for i, (n, cp) in enumerate(clustermod.NODES)]
+    assert [n["metadata"]["name"] for n in nodes] == ["minikube", "minikube-m02"]
+    first, second = nodes
+    assert first["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] == ""
+    assert "node-role.kubernetes.io/control-plane" not in second["metadata"]["labels"]
+    for index, node in enumerate(nodes):
+        status = node["status"]
+        assert (
+            status["capacity"]
+            == status["allocatable"]
+            == {
+                "cpu": "4",
+                "memory": "16Gi",
+                "pods": "110",
+                "ephemeral-storage": "100Gi",
+            }
+        )
+        assert status["addresses"][0] == {"type": "InternalIP", "address": "127.0.0.1"}
+        assert node["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
+        assert node["spec"]["podCIDR"] == f"10.244.{index}.0/24"
+        assert node["metadata"]["labels"]["kubernetes.io/hostname"] == node["metadata"]["name"]
+
+
+def test_up_creates_the_cluster_objects_between_apiserver_and_cluster_components(
+    tmp_path: Path,
+) -> None:
+    order: list[str] = []
+
+    class Ordered(FakeStack):
+        def _bootstrap(self, *, cluster: bool) -> None:
+            order.append(f"bootstrap running={sorted(self.supervisor.recorded_names())}")
+
+    stack = Ordered(repo=REPO, state_dir=tmp_path / "state", cache_dir=tmp_path / "cache")
+    stack.fakes = [
+        server_spec(n, free_port(), tmp_path) for n in ("kube-apiserver", "kube-scheduler")
+    ]
+    stack.up()
+    try:
+        assert order == ["bootstrap running=['kube-apiserver']"]
+        assert sorted(stack.supervisor.recorded_names()) == ["kube-apiserver", "kube-scheduler"]
+    finally:
+        assert stack.down() == ["kube-scheduler", "kube-apiserver"]
+
+
+def test_a_cluster_component_failing_stops_what_up_started(tmp_path: Path) -> None:
+    stack = FakeStack(repo=REPO, state_dir=tmp_path / "state", cache_dir=tmp_path / "cache")
+    apiserver = server_spec("kube-apiserver", free_port(), tmp_path)
+    dies = dying_spec(tmp_path)
+    stack.fakes = [apiserver, ProcessSpec(**{**_fields(dies), "name": "kwok"})]
+    with pytest.raises(StartFailure, match=r"kwok at .*exited with status 3"):
+        stack.up()
+    assert stack.supervisor.recorded_names() == []
+    assert not port_in_use(apiserver.ports[0])
+
+
+def _fields(spec: ProcessSpec) -> dict[str, object]:
+    import dataclasses
+
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+
+
+# ------------------------------------------------------------------------------ build progress
+
+
+def test_build_watch_counts_packages_and_downloads(tmp_path: Path) -> None:
+    log = tmp_path / "build.log"
+    log.write_text("# tracecheck: build.sh kwok at now\ngo: downloading sigs.k8s.io/kwok v0.8.0\n")
+    watch = BuildWatch(log)
+    watch.poll()
+    assert (watch.compiled, watch.downloaded) == (0, 1)
+    assert watch.line("kwok v0.8.0", 12.4) == (
+        "kwok v0.8.0: building, 12s, 0 packages compiled, 1 modules downloaded; "
+        "downloading sigs.k8s.io/kwok v0.8.0"
+    )
+    with log.open("a") as fh:
+        fh.write("k8s.io/api/core/v1\ngithub.com/google/cel-go/cel\nsigs.k8s.io/kwok/cmd/kw")
+    watch.poll()
+    assert watch.compiled == 2  # the half-written last line waits for its end
+    assert watch.last == "compiling github.com/google/cel-go/cel"
+    with log.open("a") as fh:
+        fh.write("ok\n2025-01-01T00:00:00Z info Compiling\n")
+    watch.poll()
+    assert watch.compiled == 3
+    assert watch.last == "2025-01-01T00:00:00Z info Compiling"
+
+
+SLOW_BUILD = """#!/usr/bin/env bash
+set -eu
+echo "go: downloading go.etcd.io/etcd/server/v3 v3.6.14"
+for p in a/one b/two c/three; do sleep 0.3; echo "example.com/$p"; done
+mkdir -p "$2" ; printf '#!/bin/sh\\necho etcd Version: 3.6.14\\n' > "$2/etcd" ; chmod +x "$2/etcd"
+"""
+
+
+def test_a_build_reports_progress_while_it_runs(tmp_path: Path, go_env: dict[str, str]) -> None:
+    repo = fake_repo(tmp_path, SLOW_BUILD)
+    lines: list[str] = []
+    record = build_component(
+        repo, tmp_path / "cache", "etcd", env=go_env, progress=lines.append, heartbeat=0.25
+    )
+    assert lines[0] == (
+        f"etcd v3.6.14: building etcd (log: {tmp_path / 'cache/logs/build-etcd.log'})"
+    )
+    beats = [line for line in lines[1:-1] if line.startswith("etcd v3.6.14: building, ")]
+    assert len(beats) >= 2
+    assert re.fullmatch(
+        r"etcd v3\.6\.14: building, \ds, [123] packages compiled, 1 modules downloaded; "
+        r"compiling example\.com/\w/\w+",
+        beats[-1],
+    )
+    assert lines[-1] == f"etcd v3.6.14: built in {record.seconds:.1f}s"
+
+
+HANGING_BUILD = """#!/usr/bin/env bash
+mkdir -p "$2"
+sleep 300 &
+echo $! > "$(dirname "$0")/child"
+wait
+"""
+
+
+def test_an_interrupted_build_stops_its_processes_and_leaves_nothing(
+    tmp_path: Path, go_env: dict[str, str]
+) -> None:
+    repo = fake_repo(tmp_path, HANGING_BUILD)
+    cache = tmp_path / "cache"
+
+    def interrupt(line: str) -> None:
+        if "building, " in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_component(repo, cache, "etcd", env=go_env, progress=interrupt, heartbeat=0.3)
+    child = int((repo / "stack/local/build/child").read_text())
+    for _ in range(100):
+        if not alive(child):
+            break
+        time.sleep(0.05)
+    assert not alive(child)
+    assert list((cache / "bin").iterdir()) == []
+
+
+def test_a_kwok_build_without_its_stages_is_not_complete(tmp_path: Path) -> None:
+    directory = recipe(REPO, "kwok").directory(tmp_path)
+    directory.mkdir(parents=True)
+    kwok = directory / "kwok"
+    kwok.write_text("#!/bin/sh\n")
+    kwok.chmod(0o755)
+    assert cached_build(REPO, tmp_path, "kwok") is None
+    for name in BUILD_FILES["kwok"]:
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text("kind: Stage\n")
+    record = cached_build(REPO, tmp_path, "kwok")
+    assert record is not None and record.version == "v0.8.0"
+
+
+PARALLEL_BUILD = """#!/usr/bin/env bash
+set -eu
+log="$(dirname "$0")/events"
+echo "start $1" >> "$log"
+for _ in $(seq 100); do grep -q "start $([ "$1" = etcd ] && echo prometheus || echo etcd)" "$log" \\
+  && break; sleep 0.05; done
+[ "$1" = prometheus ] && [ -n "${FAIL:-}" ] && { echo "boom $1"; exit 9; }
+mkdir -p "$2"; printf '#!/bin/sh\\n' > "$2/$1"; chmod +x "$2/$1"
+echo "end $1" >> "$log"
+"""
+
+
+def parallel_repo(tmp_path: Path) -> Path:
+    repo = fake_repo(tmp_path, PARALLEL_BUILD)
+    shutil.copytree(REPO / "stack/local/build/prometheus", repo / "stack/local/build/prometheus")
+    return repo
+
+
+def test_components_build_in_parallel_with_jobs(tmp_path: Path, go_env: dict[str, str]) -> None:
+    from tracecheck.stack.local.build import build_components
+
+    repo = parallel_repo(tmp_path)
+    lines: list[str] = []
+    records = build_components(
+        repo, tmp_path / "cache", ["etcd", "prometheus"], env=go_env, progress=lines.append, jobs=2
+    )
+    assert [r.component for r in records] == ["etcd", "prometheus"]
+    assert all(not r.cached and Path(r.directory, r.component).is_file() for r in records)
+    events = (repo / "stack/local/build/events").read_text().split("\n")
+    # Both had started before either ended (each waits until it sees the other start).
+    assert set(events[:2]) == {"start etcd", "start prometheus"}
+    assert {line.split(":")[0] for line in lines if ": built in " in line} == {
+        "etcd v3.6.14",
+        "prometheus v3.8.0",
+    }
+
+
+def test_a_failed_parallel_build_is_raised_after_the_others_finish(
+    tmp_path: Path, go_env: dict[str, str]
+) -> None:
+    from tracecheck.stack.local.build import build_components
+
+    repo = parallel_repo(tmp_path)
+    with pytest.raises(StartFailure, match=r"build prometheus at .*status 9"):
+        build_components(
+            repo,
+            tmp_path / "cache",
+            ["etcd", "prometheus"],
+            env={**go_env, "FAIL": "1"},
+            jobs=2,
+        )
+    assert cached_build(repo, tmp_path / "cache", "etcd") is not None  # finished, kept
+    assert cached_build(repo, tmp_path / "cache", "prometheus") is None
+
+
+def test_build_jobs_come_from_the_environment(tmp_path: Path) -> None:
+    def jobs(value: str | None) -> int:
+        env = {} if value is None else {"TRACECHECK_BUILD_JOBS": value}
+        return LocalStack(repo=REPO, state_dir=tmp_path, cache_dir=tmp_path, env=env).build_jobs
+
+    assert (jobs(None), jobs("2")) == (1, 2)
+    for bad in ("0", "two"):
+        with pytest.raises(UsageError, match="TRACECHECK_BUILD_JOBS"):
+            jobs(bad)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -855,7 +856,17 @@ def test_github_actions_example_runs_the_smoke_on_a_schedule_and_uploads_junit()
     assert doc["permissions"] == {"contents": "read"}
     steps = doc["jobs"]["smoke"]["steps"]
     runs = " ".join(s.get("run", "") for s in steps)
-    assert "tracecheck smoke --wait-ready 5m --output json --output junit:smoke.xml" in runs
+    # One command reaches the in-cluster Services (no kubectl port-forward processes), and the
+    # options it uses are the CLI's.
+    (smoke,) = [s["run"] for s in steps if "tracecheck smoke" in s.get("run", "")]
+    args = shlex.split(smoke.split("|")[0])[2:]
+    assert args[:4] == ["--port-forward", "--namespace", "monitoring", "--wait-ready"]
+    assert "--output" in args and "junit:smoke.xml" in args
+    assert "kubectl" not in runs
+    from tracecheck.cli.smoke import smoke as smoke_command
+
+    ctx = smoke_command.make_context("smoke", args)  # parses, runs nothing
+    assert ctx.params["port_forward"] is True and ctx.params["namespace"] == "monitoring"
     upload = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
     assert len(upload) == 1
     assert upload[0]["if"] == "always()"

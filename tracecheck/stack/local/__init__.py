@@ -1,8 +1,9 @@
 """The local pipeline from real parts: ``tracecheck stack local up|down|status|env``.
 
-etcd, Prometheus 3.8, the Tempo 2.9 stand-in, two OpenTelemetry Collectors and kube-apiserver
-1.34 on 127.0.0.1, built from Go modules into a cache outside the repository, supervised as
-detached processes with their state under one directory. See ``stack/local/README.md``.
+etcd, Prometheus 3.8, the Tempo 2.9 stand-in, two OpenTelemetry Collectors, kube-apiserver,
+kube-controller-manager and kube-scheduler 1.34 and kwok's simulated nodes on 127.0.0.1, built
+from Go modules into a cache outside the repository, supervised as detached processes with their
+state under one directory. See ``stack/local/README.md``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ A recipe is what determines a binary: ``stack/local/build/build.sh`` plus the co
 to ``<cache>/bin/<component>-<version>-<hash12>/`` where ``hash12`` is a short SHA-256 of the
 recipe, so a changed recipe builds into a new directory and an unchanged one is reused at once.
 A build runs into a temporary directory that is renamed into place only when complete; the
-directory holds ``build.json`` (version, seconds taken, Go version, who built it).
+directory holds ``build.json`` (version, seconds taken, Go version, who built it). While a build
+runs, ``progress`` hears every ``heartbeat`` seconds what it is doing: the time so far, the
+packages compiled and the package (or module download) it is at, read from the build log.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +36,7 @@ __all__ = [
     "Recipe",
     "adopt_build",
     "build_component",
+    "build_components",
     "cached_build",
     "recipe",
 ]
@@ -39,19 +44,43 @@ __all__ = [
 # Build components (build.sh arguments) and the binaries each produces.
 BUILDS: dict[str, tuple[str, ...]] = {
     "etcd": ("etcd",),
-    "prometheus": ("prometheus", "promtool"),
+    "prometheus": ("prometheus",),
+    "promtool": ("promtool",),
     "otelcol": ("otelcol",),
-    "kube-apiserver": ("kube-apiserver", "kubectl"),
+    "kube-apiserver": ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"),
+    "kwok": ("kwok",),
 }
 BINARY_COMPONENT = {binary: comp for comp, binaries in BUILDS.items() for binary in binaries}
+# Files besides the binaries that a complete build directory holds (kwok's stages, CRDs, role).
+BUILD_FILES: dict[str, tuple[str, ...]] = {
+    "kwok": (
+        "stages/node-initialize.yaml",
+        "stages/node-heartbeat-with-lease.yaml",
+        "stages/pod-ready.yaml",
+        "stages/pod-complete.yaml",
+        "stages/pod-delete.yaml",
+        "crd/kwok.x-k8s.io_portforwards.yaml",
+        "crd/kwok.x-k8s.io_clusterportforwards.yaml",
+        "rbac/role.yaml",
+    ),
+}
 
 _BUILD_SH = "stack/local/build/build.sh"
-_GOMOD_MODULE = {
-    "etcd": "go.etcd.io/etcd/server/v3",
-    "prometheus": "github.com/prometheus/prometheus",
-    "kube-apiserver": "k8s.io/kubernetes",
+# Build component -> (wrapper module directory under stack/local/build, the module it builds).
+_WRAPPER = {
+    "etcd": ("etcd", "go.etcd.io/etcd/server/v3"),
+    "prometheus": ("prometheus", "github.com/prometheus/prometheus"),
+    "promtool": ("prometheus", "github.com/prometheus/prometheus"),
+    "kube-apiserver": ("kube-apiserver", "k8s.io/kubernetes"),
+    "kwok": ("kwok", "sigs.k8s.io/kwok"),
+}
+# Recipe files besides build.sh and the wrapper's go.mod/go.sum.
+_RECIPE_EXTRA = {
+    "prometheus": ("stack/local/build/prometheus/plugins.yml",),
+    "promtool": ("stack/local/build/prometheus/plugins.yml",),
 }
 _OCB_MANIFEST = "stack/collector/ocb-manifest.yaml"
+HEARTBEAT = 10.0  # seconds between progress lines while a build runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +139,9 @@ def _version(repo: Path, component: str) -> str:
             return f"v{dist['version']}"
         except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
             raise ConfigError("local-stack", str(path), f"no dist.version: {exc}") from exc
-    version = _module_version(
-        repo / "stack/local/build" / component / "go.mod", _GOMOD_MODULE[component]
-    )
-    if component == "prometheus":
+    wrapper, module = _WRAPPER[component]
+    version = _module_version(repo / "stack/local/build" / wrapper / "go.mod", module)
+    if module == "github.com/prometheus/prometheus":
         # Module v0.3MM.P is Prometheus 3.MM.P (docs/reference/collector.md §9.5).
         match = re.fullmatch(r"v0\.3(\d\d)\.(\d+)", version)
         if match:
@@ -122,7 +150,7 @@ def _version(repo: Path, component: str) -> str:
 
 
 def recipe(repo: Path, component: str) -> Recipe:
-    """The recipe of build component ``component`` (etcd, prometheus, otelcol, kube-apiserver)."""
+    """The recipe of build component ``component`` (one of :data:`BUILDS`)."""
     if component not in BUILDS:
         raise ConfigError(
             "local-stack",
@@ -132,8 +160,8 @@ def recipe(repo: Path, component: str) -> Recipe:
     if component == "otelcol":
         files: tuple[str, ...] = (_BUILD_SH, _OCB_MANIFEST)
     else:
-        base = f"stack/local/build/{component}"
-        files = (_BUILD_SH, f"{base}/go.mod", f"{base}/go.sum")
+        base = f"stack/local/build/{_WRAPPER[component][0]}"
+        files = (_BUILD_SH, f"{base}/go.mod", f"{base}/go.sum", *_RECIPE_EXTRA.get(component, ()))
     digest = hashlib.sha256()
     for name in files:
         try:
@@ -152,15 +180,17 @@ def recipe(repo: Path, component: str) -> Recipe:
     )
 
 
-def _complete(directory: Path, binaries: tuple[str, ...]) -> bool:
-    return all(os.access(directory / b, os.X_OK) for b in binaries)
+def _complete(directory: Path, component: str) -> bool:
+    return all(os.access(directory / b, os.X_OK) for b in BUILDS[component]) and all(
+        (directory / f).is_file() for f in BUILD_FILES.get(component, ())
+    )
 
 
 def cached_build(repo: Path, cache_dir: Path, component: str) -> BuildRecord | None:
     """The cached build of ``component`` for the current recipe, or None."""
     rec = recipe(repo, component)
     directory = rec.directory(cache_dir)
-    if not _complete(directory, rec.binaries):
+    if not _complete(directory, component):
         return None
     seconds: float | None = None
     built_by = "build.sh"
@@ -201,6 +231,95 @@ def _finish(tmp: Path, final: Path, info: Mapping[str, object]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+_IMPORT_PATH = re.compile(r"[A-Za-z0-9][\w.~-]*(?:/[\w.~+-]+)*")
+
+
+class BuildWatch:
+    """Follows a build log for progress lines: packages compiled (``go build -v`` prints each
+    import path it compiles), modules downloaded (``go: downloading m v``) and the latest step."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.offset = 0
+        self.partial = b""
+        self.compiled = 0
+        self.downloaded = 0
+        self.last = "starting"
+
+    def poll(self) -> None:
+        """Read what the log gained since the last call."""
+        try:
+            with self.log.open("rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except OSError:
+            return
+        self.offset += len(data)
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        for raw in lines:
+            line = raw.decode("utf-8", errors="replace").strip()
+            if not line or line.startswith("# tracecheck:"):
+                continue
+            if line.startswith("go: downloading "):
+                self.downloaded += 1
+                self.last = line.removeprefix("go: ")
+            elif _IMPORT_PATH.fullmatch(line):
+                self.compiled += 1
+                self.last = f"compiling {line}"
+            else:
+                self.last = line[:120]
+
+    def line(self, head: str, elapsed: float) -> str:
+        """E.g. ``kwok v0.8.0: building, 40s, 312 packages compiled, 57 modules downloaded;
+        compiling k8s.io/client-go/kubernetes``."""
+        return (
+            f"{head}: building, {elapsed:.0f}s, {self.compiled} packages compiled, "
+            f"{self.downloaded} modules downloaded; {self.last}"
+        )
+
+
+def _run_build(
+    argv: list[str],
+    log: Path,
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    head: str,
+    progress: Callable[[str], None],
+    heartbeat: float,
+) -> int:
+    """Run build.sh with its output in ``log``; a progress line every ``heartbeat`` seconds.
+
+    The build runs in its own process group, stopped as a whole if this call is interrupted.
+    """
+    watch = BuildWatch(log)
+    started = time.monotonic()
+    with log.open("wb") as out:
+        out.write(f"# tracecheck: {' '.join(argv[1:3])} at {time.ctime()}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
+        try:
+            while True:
+                try:
+                    return proc.wait(timeout=heartbeat)
+                except subprocess.TimeoutExpired:
+                    watch.poll()
+                    progress(watch.line(head, time.monotonic() - started))
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+
+
 def build_component(
     repo: Path,
     cache_dir: Path,
@@ -208,6 +327,7 @@ def build_component(
     *,
     env: Mapping[str, str],
     progress: Callable[[str], None] = lambda s: None,
+    heartbeat: float = HEARTBEAT,
 ) -> BuildRecord:
     """Build ``component`` with build.sh unless the current recipe is cached.
 
@@ -223,31 +343,34 @@ def build_component(
         raise StackError(
             f"build {component}",
             "go",
-            "the go command is not on PATH; install Go 1.25 or newer (https://go.dev/dl/)",
+            "the go command is not on PATH; install Go 1.26 or newer (https://go.dev/dl/)",
         )
     final = rec.directory(cache_dir)
     tmp = _staging(final)
     log = cache_dir / "logs" / f"build-{component}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    progress(f"{component} {rec.version}: building (log: {log})")
+    head = f"{component} {rec.version}"
+    progress(f"{head}: building {', '.join(rec.binaries)} (log: {log})")
     started = time.monotonic()
-    with log.open("wb") as out:
-        out.write(f"# tracecheck: build.sh {component} at {time.ctime()}\n".encode())
-        out.flush()
-        proc = subprocess.run(
+    try:
+        returncode = _run_build(
             ["bash", str(repo / _BUILD_SH), component, str(tmp)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=dict(env),
+            log,
+            env=env,
             cwd=repo,
+            head=head,
+            progress=progress,
+            heartbeat=heartbeat,
         )
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     seconds = time.monotonic() - started
-    if proc.returncode != 0 or not _complete(tmp, rec.binaries):
+    if returncode != 0 or not _complete(tmp, component):
         shutil.rmtree(tmp, ignore_errors=True)
         cause = (
-            f"build.sh exited with status {proc.returncode}"
-            if proc.returncode
+            f"build.sh exited with status {returncode}"
+            if returncode
             else f"build.sh did not produce {', '.join(rec.binaries)}"
         )
         tail = _tail(log)
@@ -271,6 +394,42 @@ def build_component(
     return record
 
 
+def build_components(
+    repo: Path,
+    cache_dir: Path,
+    components: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    progress: Callable[[str], None] = lambda s: None,
+    jobs: int = 1,
+) -> list[BuildRecord]:
+    """Build several components (in the given order), ``jobs`` at a time.
+
+    With ``jobs`` > 1 the builds run in threads, each its own ``go build``; a failure is raised
+    once the builds already running have finished (their results are cached, not wasted).
+    """
+    if jobs <= 1 or len(components) <= 1:
+        return [build_component(repo, cache_dir, c, env=env, progress=progress) for c in components]
+    from concurrent.futures import ThreadPoolExecutor
+
+    lock = threading.Lock()
+
+    def say(line: str) -> None:
+        with lock:
+            progress(line)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [
+            pool.submit(build_component, repo, cache_dir, c, env=env, progress=say)
+            for c in components
+        ]
+        errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
+    return [f.result() for f in futures]
+
+
 def adopt_build(
     repo: Path,
     cache_dir: Path,
@@ -280,7 +439,8 @@ def adopt_build(
     note: str = "hand",
     seconds: float | None = None,
 ) -> BuildRecord:
-    """Hard-link (or copy) binaries built by hand in ``source`` into the recipe's cache directory.
+    """Hard-link (or copy) binaries built by hand in ``source`` (and the component's
+    :data:`BUILD_FILES`) into the recipe's cache directory.
 
     Refuses (StackError) unless every binary exists, is newer than every recipe file (the recipe
     did not change since it was built) and its ``--version`` names the recipe's version.
@@ -300,6 +460,9 @@ def adopt_build(
             raise StackError(
                 f"adopt {component}", str(path), "older than the recipe: it may not match; rebuild"
             )
+    for name in BUILD_FILES.get(component, ()):
+        if not (source / name).is_file():
+            raise StackError(f"adopt {component}", str(source / name), "no such file")
     main = source / rec.binaries[0]
     try:
         out = subprocess.run([str(main), "--version"], capture_output=True, text=True, timeout=60)
@@ -313,11 +476,12 @@ def adopt_build(
         )
     final = rec.directory(cache_dir)
     tmp = _staging(final)
-    for binary in rec.binaries:
+    for name in (*rec.binaries, *BUILD_FILES.get(component, ())):
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.link(source / binary, tmp / binary)
+            os.link(source / name, tmp / name)
         except OSError:
-            shutil.copy2(source / binary, tmp / binary)
+            shutil.copy2(source / name, tmp / name)
     built_by = f"{note} ({source})"
     info = {
         "component": component,

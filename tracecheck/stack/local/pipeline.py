@@ -1,23 +1,25 @@
-"""The local pipeline: etcd, Prometheus, the Tempo stand-in, two collectors, kube-apiserver.
+"""The local pipeline and cluster: etcd, Prometheus, the Tempo stand-in, two collectors,
+kube-apiserver, kube-controller-manager, kube-scheduler and kwok (simulated nodes).
 
 ``LocalStack`` is the library behind ``tracecheck stack local up|down|status|env``. Everything it
 creates lives under one state directory::
 
     <state>/logs/<component>.log     stdout+stderr of each component (previous run: .log.1)
     <state>/run/<component>.json     pid, argv, start time, configuration fingerprint
-    <state>/pki/                     CA, serving and client certs, SA keys, token file (0600)
+    <state>/pki/                     CA, serving and client certs, SA keys, token file (0600),
+                                     the cluster components' kubeconfigs
     <state>/kubeconfig               contexts privileged (current), viewer, monitoring (0600)
     <state>/configs/                 the shipped configs after stack/local/substitutions.yaml
     <state>/etcd, prometheus, tempo  data directories
 
-Binaries come from :mod:`tracecheck.stack.local.build` (cached outside the repository).
+Binaries come from :mod:`tracecheck.stack.local.build` (cached outside the repository); the
+cluster's components and objects from :mod:`tracecheck.stack.local.cluster`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -25,23 +27,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracecheck.errors import StackError, TracecheckError, UsageError, excerpt
+from tracecheck.errors import StackError, TracecheckError, UsageError
+from tracecheck.stack.local import cluster as clustermod
 from tracecheck.stack.local import pki as pkimod
 from tracecheck.stack.local.build import (
     BINARY_COMPONENT,
     BUILDS,
     BuildRecord,
     build_component,
+    build_components,
     cached_build,
     recipe,
 )
 from tracecheck.stack.local.substitutions import DEFAULT_SAMPLING_RATE, render_local_config
-from tracecheck.stack.local.supervisor import HttpReady, ProcessSpec, Supervisor
+from tracecheck.stack.local.supervisor import HttpReady, ProcessSpec, ReadyCheck, Supervisor
 
 __all__ = ["COMPONENTS", "ComponentStatus", "LocalStack", "StackStatus", "shell_exports"]
 
-# Start order; `down` stops in reverse.
-COMPONENTS = (
+# Start order; `down` stops in reverse. The cluster's components start after kube-apiserver and
+# the objects they need (tracecheck.stack.local.cluster.bootstrap).
+PIPELINE_COMPONENTS = (
     "etcd",
     "prometheus",
     "tempo",
@@ -49,11 +54,12 @@ COMPONENTS = (
     "collector-spanmetrics",
     "kube-apiserver",
 )
+COMPONENTS = PIPELINE_COMPONENTS + clustermod.CLUSTER_COMPONENTS
 
 APISERVER_URL = "https://127.0.0.1:6443"
 DEBIAN_PROMETHEUS = Path("/usr/bin/prometheus")
 TEMPO_VERSION = "2.9 (stand-in)"
-VIEW_BINDING = "tracecheck-viewer-view"
+VIEW_BINDING = clustermod.VIEW_BINDING
 
 # Addresses and the ports they hold, per component. They follow the rendered configs
 # (stack/local/substitutions.yaml); tests check that each address occurs in its config.
@@ -78,6 +84,9 @@ _ADDRESSES: dict[str, dict[str, str]] = {
         "metrics": "http://127.0.0.1:8889/metrics",
     },
     "kube-apiserver": {"https": APISERVER_URL},
+    "kube-controller-manager": {"https": f"https://127.0.0.1:{clustermod.CONTROLLER_MANAGER_PORT}"},
+    "kube-scheduler": {"https": f"https://127.0.0.1:{clustermod.SCHEDULER_PORT}"},
+    "kwok": {"kubelet": f"https://127.0.0.1:{clustermod.KWOK_PORT}"},
 }
 _PORTS: dict[str, tuple[int, ...]] = {
     "etcd": (2379, 2380),
@@ -86,6 +95,9 @@ _PORTS: dict[str, tuple[int, ...]] = {
     "collector": (4317, 4318, 13133, 8888),
     "collector-spanmetrics": (4327, 4328, 13134, 8889),
     "kube-apiserver": (6443,),
+    "kube-controller-manager": (clustermod.CONTROLLER_MANAGER_PORT,),
+    "kube-scheduler": (clustermod.SCHEDULER_PORT,),
+    "kwok": (clustermod.KWOK_PORT,),
 }
 # Readiness deadlines in seconds; kube-apiserver's first start runs its RBAC bootstrap.
 DEADLINES: dict[str, float] = {
@@ -95,6 +107,9 @@ DEADLINES: dict[str, float] = {
     "collector": 30.0,
     "collector-spanmetrics": 30.0,
     "kube-apiserver": 120.0,
+    "kube-controller-manager": 60.0,
+    "kube-scheduler": 60.0,
+    "kwok": 30.0,
 }
 # Rendered config file per component: (shipped file, name under <state>/configs).
 _CONFIGS: dict[str, tuple[str, str]] = {
@@ -113,7 +128,12 @@ _BUILD_OF = {
     "collector": "otelcol",
     "collector-spanmetrics": "otelcol",
     "kube-apiserver": "kube-apiserver",
+    "kube-controller-manager": "kube-apiserver",
+    "kube-scheduler": "kube-apiserver",
+    "kwok": "kwok",
 }
+# Generated (not shipped) configs under <state>/configs.
+_SCHEDULER_CONFIG = "kube-scheduler.yaml"
 # Modules the stand-in imports (pyproject extra "local" plus the core dependencies).
 _STANDIN_MODULES = ("yaml", "grpc", "google.protobuf", "opentelemetry.proto", "cramjam")
 
@@ -253,15 +273,22 @@ class LocalStack:
         self.pki = pkimod.Pki(state_dir / "pki")
         self.supervisor = Supervisor(state_dir, env=self.process_env, progress=progress)
         self.builds: list[BuildRecord] = []
+        self.build_jobs = _build_jobs(self.process_env)
 
     # -- building -----------------------------------------------------------------------------
 
     def _needed_builds(self) -> list[str]:
-        return [b for b in BUILDS if not (b == "prometheus" and self.prometheus == "debian")]
+        """What ``up`` runs (promtool only serves the tests: built when first asked for)."""
+        return [
+            b
+            for b in BUILDS
+            if b != "promtool" and not (b == "prometheus" and self.prometheus == "debian")
+        ]
 
     def build(self, components: Sequence[str] | None = None) -> list[BuildRecord]:
-        """Build (or reuse) binaries: build components ``etcd``, ``prometheus``, ``otelcol``,
-        ``kube-apiserver`` (component and binary names are accepted too); default all needed."""
+        """Build (or reuse) binaries: build components ``etcd``, ``prometheus``, ``promtool``,
+        ``otelcol``, ``kube-apiserver``, ``kwok`` (component and binary names are accepted too);
+        default: all that ``up`` needs."""
         wanted: list[str] = []
         for name in components if components is not None else self._needed_builds():
             comp = BINARY_COMPONENT.get(name) or _BUILD_OF.get(name) or name
@@ -269,18 +296,20 @@ class LocalStack:
                 raise UsageError("local-stack", name, f"not buildable; one of {', '.join(BUILDS)}")
             if comp not in wanted:
                 wanted.append(comp)
-        records = [
-            build_component(
-                self.repo, self.cache_dir, c, env=self.process_env, progress=self.progress
-            )
-            for c in wanted
-        ]
-        self.builds = records
-        return records
+        self.builds = build_components(
+            self.repo,
+            self.cache_dir,
+            wanted,
+            env=self.process_env,
+            progress=self.progress,
+            jobs=self.build_jobs,
+        )
+        return self.builds
 
     def binary(self, name: str) -> Path:
-        """Path of ``name`` (etcd, prometheus, promtool, otelcol, kube-apiserver, kubectl),
-        built if missing; with ``prometheus="debian"``, prometheus/promtool from /usr/bin."""
+        """Path of ``name`` (etcd, prometheus, promtool, otelcol, kube-apiserver,
+        kube-controller-manager, kube-scheduler, kubectl, kwok), built if missing; with
+        ``prometheus="debian"``, prometheus/promtool from /usr/bin."""
         if self.prometheus == "debian" and name in ("prometheus", "promtool"):
             path = DEBIAN_PROMETHEUS.with_name(name)
             if not path.is_file():
@@ -329,10 +358,10 @@ class LocalStack:
             text = render_local_config(
                 shipped, repo=self.repo, state_dir=self.state_dir, sampling_rate=self.sampling_rate
             )
-            path = configs / local
-            if not path.is_file() or path.read_text(encoding="utf-8") != text:
-                path.write_text(text, encoding="utf-8")
-            out[comp] = path
+            out[comp] = _write_if_changed(configs / local, text)
+        out["kube-scheduler"] = _write_if_changed(
+            configs / _SCHEDULER_CONFIG, clustermod.scheduler_config_text(self.pki)
+        )
         # Prometheus's alert rules (its rule_files: <state>/configs/rules/*.yaml), as shipped.
         rules = configs / "rules"
         rules.mkdir(exist_ok=True)
@@ -350,9 +379,14 @@ class LocalStack:
         text = pkimod.kubeconfig_text(pki, APISERVER_URL)
         if not self.kubeconfig.is_file() or self.kubeconfig.read_text() != text:
             pkimod.write_private(self.kubeconfig, text)
+        for component in pkimod.COMPONENT_USERS:
+            path = pki.kubeconfig(component)
+            text = pkimod.component_kubeconfig_text(pki, APISERVER_URL, component)
+            if not path.is_file() or path.read_text() != text:
+                pkimod.write_private(path, text)
         return pki
 
-    def _ready_check(self, name: str) -> HttpReady:
+    def _ready_check(self, name: str) -> ReadyCheck:
         if name == "etcd":
             return HttpReady("http://127.0.0.1:2379/health", body_contains='"health":"true"')
         if name == "prometheus":
@@ -370,6 +404,21 @@ class LocalStack:
                 cert_file=str(self.pki.admin_cert),
                 key_file=str(self.pki.admin_key),
             )
+        if name in clustermod.CLUSTER_COMPONENTS:
+            health = HttpReady(
+                f"{_ADDRESSES[name]['https' if name != 'kwok' else 'kubelet']}/healthz",
+                ca_file=str(self.pki.ca_cert),
+            )
+            if name == "kube-scheduler":
+                return health
+            # kube-controller-manager: its controllers run (the view role gets aggregated);
+            # kwok: the simulated Nodes are Ready.
+            check = (
+                clustermod.view_aggregated
+                if name == "kube-controller-manager"
+                else clustermod.nodes_ready
+            )
+            return clustermod.ApiReady(health, APISERVER_URL, self.pki, check)
         raise UsageError("local-stack", name, f"unknown component; one of {', '.join(COMPONENTS)}")
 
     @property
@@ -453,10 +502,24 @@ class LocalStack:
                 f"--service-cluster-ip-range={pkimod.SERVICE_CIDR}",
                 "--authorization-mode=RBAC",
                 f"--tracing-config-file={configs['kube-apiserver']}",
-                # No kube-proxy or nodes here: do not publish a loopback Endpoints object.
+                # The `kubernetes` Service gets no Endpoints: the reconciler would publish the
+                # advertise address 127.0.0.1, which Endpoints validation rejects (loopback), and
+                # nothing in the cluster needs it (its components use their kubeconfigs).
                 "--endpoint-reconciler-type=none",
+                # kwok serves every simulated Node's kubelet port (port-forward, logs, exec) on
+                # 127.0.0.1 with a certificate from the local CA: verify it, by InternalIP.
+                f"--kubelet-certificate-authority={p.ca_cert}",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
                 "--profiling=false",
             ]
+        elif name == "kube-controller-manager":
+            argv = clustermod.controller_manager_argv(binaries[name], self.pki, state)
+        elif name == "kube-scheduler":
+            argv = clustermod.scheduler_argv(binaries[name], self.pki, configs[name])
+        elif name == "kwok":
+            argv = clustermod.kwok_argv(binaries["kwok"], self.pki)
+            # kwok also reads ~/.kwok/kwok.yaml when it exists: not the user's, its own home.
+            env["HOME"] = str(state / "kwok")
         else:
             raise UsageError(
                 "local-stack", name, f"unknown component; one of {', '.join(COMPONENTS)}"
@@ -472,13 +535,15 @@ class LocalStack:
         if exe.is_file():
             st = exe.stat()
             parts.append(f"{st.st_size}:{st.st_mtime_ns}")
-        if name == "kube-apiserver":
+        if name == "kube-apiserver" or name in clustermod.CLUSTER_COMPONENTS:
             parts.append(self.pki.ca_cert.read_bytes())
         if name == "tempo":
             # The stand-in's source is its binary: changed code restarts it on `up`, as a new
             # build restarts a Go component (the interpreter's identity alone never changes).
-            for source in sorted((self.repo / "stack" / "local" / "tempo_standin").glob("*.py")):
-                parts += [source.name, source.read_bytes()]
+            # Its subpackages too (traceql/): rglob, each named by its path in the package.
+            standin = self.repo / "stack" / "local" / "tempo_standin"
+            for source in sorted(standin.rglob("*.py")):
+                parts += [str(source.relative_to(standin)), source.read_bytes()]
         return ProcessSpec(
             name=name,
             argv=tuple(argv),
@@ -501,7 +566,7 @@ class LocalStack:
         binaries = {b: Path(r.directory) / b for r in records for b in BUILDS[r.component]}
         if self.prometheus == "debian" and "prometheus" in names:
             binaries["prometheus"] = DEBIAN_PROMETHEUS
-        for sub in ("etcd", self._prometheus_data, "tempo", "logs", "run"):
+        for sub in ("etcd", self._prometheus_data, "tempo", "kwok", "logs", "run"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         self.prepare_credentials()
         configs = self.render_configs()
@@ -512,95 +577,37 @@ class LocalStack:
     def up(self) -> StackStatus:
         """Build what is missing, then start every component in order, each waited for.
 
-        Ready components with an unchanged configuration are left alone, so a second ``up``
-        costs seconds. On a failure the components this call started are stopped again and
+        The pipeline comes first (etcd ... kube-apiserver), then the objects the cluster needs
+        (:func:`tracecheck.stack.local.cluster.bootstrap`: the viewer's binding, kwok's CRDs and
+        RBAC, the simulated Nodes), then kube-controller-manager, kube-scheduler and kwok. Ready
+        components with an unchanged configuration are left alone, so a second ``up`` costs
+        seconds. On a failure the components this call started are stopped again and
         :class:`StackError` is raised (its log tail already passed to ``progress``).
         """
         with self.supervisor.lock():
             specs = self._prepare(COMPONENTS)
-            started = self.supervisor.ensure_running(specs)
+            self.supervisor.check_all_ports(specs)  # every port, before anything starts
+            first = [s for s in specs if s.name in PIPELINE_COMPONENTS]
+            then = [s for s in specs if s.name not in PIPELINE_COMPONENTS]
+            started = self.supervisor.ensure_running(first)
             try:
-                self._bind_viewer()
+                self._bootstrap(cluster=True)
+                started += self.supervisor.ensure_running(then)
             except StackError:
                 for name in reversed(started):
+                    self.progress(f"{name}: stopping (started by this run)")
                     self.supervisor.stop(name)
                 raise
         return self.status()
 
-    def _bind_viewer(self) -> None:
-        """Give the viewer user the built-in ``view`` ClusterRole (idempotent).
-
-        ``view`` is an aggregated role: its rules are filled in by kube-controller-manager's
-        clusterrole-aggregation controller from the roles labelled
-        ``rbac.authorization.k8s.io/aggregate-to-view=true``. No controller-manager runs here, so
-        ``view`` starts with no rules; this does the controller's job for ``view`` (same union of
-        rules), then binds it to the viewer user (201, or 409 when the binding exists).
-        """
-        import ssl
-
-        import httpx
-
-        rbac = f"{APISERVER_URL}/apis/rbac.authorization.k8s.io/v1"
-        binding = {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {
-                "name": VIEW_BINDING,
-                "labels": {"app.kubernetes.io/part-of": "tracecheck"},
-            },
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "view",
-            },
-            "subjects": [
-                {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "User",
-                    "name": pkimod.VIEWER_USER,
-                }
-            ],
-        }
-        url = f"{rbac}/clusterroles/view"
-        try:
-            ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
-            ctx.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
-            with httpx.Client(verify=ctx, timeout=10.0, trust_env=False) as client:
-                view = client.get(url)
-                _expect(view, url, (200,))
-                if not view.json().get("rules"):
-                    url = f"{rbac}/clusterroles"
-                    parts = client.get(
-                        url,
-                        params={
-                            "labelSelector": "rbac.authorization.k8s.io/aggregate-to-view=true"
-                        },
-                    )
-                    _expect(parts, url, (200,))
-                    rules: list[Any] = []
-                    for role in parts.json().get("items", []):
-                        rules += [r for r in role.get("rules") or [] if r not in rules]
-                    url = f"{rbac}/clusterroles/view"
-                    patched = client.patch(
-                        url,
-                        content=json.dumps({"rules": rules}),
-                        headers={"Content-Type": "application/merge-patch+json"},
-                    )
-                    _expect(patched, url, (200,))
-                    self.progress(
-                        f"kube-apiserver: aggregated {len(rules)} rules into ClusterRole view"
-                    )
-                url = f"{rbac}/clusterrolebindings"
-                created = client.post(url, json=binding)
-                _expect(created, url, (200, 201, 409))
-        except (httpx.HTTPError, OSError, ValueError) as exc:
-            raise StackError(
-                "kube-apiserver",
-                url,
-                f"cannot set up the viewer's RBAC: {type(exc).__name__}: {exc}",
-            ) from exc
-        if created.status_code != 409:
-            self.progress(f"kube-apiserver: bound ClusterRole view to {pkimod.VIEWER_USER}")
+    def _bootstrap(self, *, cluster: bool) -> None:
+        """The objects the cluster's components need (idempotent; see cluster.bootstrap).
+        Without ``cluster``, only the viewer's RBAC (kwok's build is not needed for it)."""
+        kwok_dir = None
+        if cluster:
+            kwok_dir = self.binary("kwok").parent
+        with clustermod.api(APISERVER_URL, self.pki) as client:
+            clustermod.bootstrap(client, kwok_dir, self.progress)
 
     def down(self) -> list[str]:
         """Stop everything ``up`` started (reverse order); returns the names stopped."""
@@ -624,9 +631,12 @@ class LocalStack:
         self._ready_check(component)
         with self.supervisor.lock():
             specs = self._prepare([component])
+            if component in clustermod.CLUSTER_COMPONENTS:
+                self._bootstrap(cluster=True)
             self.supervisor.ensure_running(specs)
             if component == "kube-apiserver":
-                self._bind_viewer()
+                # The Nodes and kwok's objects live in etcd: they outlive a restart.
+                self._bootstrap(cluster=False)
 
     def status(self) -> StackStatus:
         """What runs and what answers, without starting or building anything."""
@@ -661,9 +671,23 @@ class LocalStack:
         return {"KUBECONFIG": str(self.kubeconfig), "TRACECHECK_STATE_DIR": str(self.state_dir)}
 
 
-def _expect(resp: Any, url: str, codes: tuple[int, ...]) -> None:
-    if resp.status_code not in codes:
-        raise StackError("kube-apiserver", url, f"HTTP {resp.status_code}: {excerpt(resp.content)}")
+def _build_jobs(env: Mapping[str, str]) -> int:
+    """Components built at once: ``$TRACECHECK_BUILD_JOBS``, default 1 (each ``go build``
+    already uses every core; see stack/local/README.md for the measurements)."""
+    raw = env.get("TRACECHECK_BUILD_JOBS", "1")
+    try:
+        jobs = int(raw)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise UsageError("local-stack", "TRACECHECK_BUILD_JOBS", f"a positive number, not {raw!r}")
+    return jobs
+
+
+def _write_if_changed(path: Path, text: str) -> Path:
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+    return path
 
 
 def _importable(module: str) -> bool:

@@ -15,6 +15,14 @@ viewer         client cert CN=tracecheck-viewer   ClusterRoleBinding to the buil
 monitoring     bearer token (token file)          group system:monitoring: /metrics,
                                                   /readyz...; ``traceparent`` honoured
 =============  =================================  ==========================================
+
+The cluster's components have their own client certificates and kubeconfigs
+(``<pki>/<component>.kubeconfig``), each with the least privilege that does its job:
+kube-controller-manager is ``system:kube-controller-manager`` and kube-scheduler is
+``system:kube-scheduler`` (the apiserver's bootstrap RBAC policy grants both), kwok is
+``kwok-controller`` (bound by ``up`` to kwok's own ClusterRole). Each also serves TLS on
+127.0.0.1 with a certificate from the same CA, so its health endpoint and the apiserver's
+connections to kwok's kubelet port are verified.
 """
 
 from __future__ import annotations
@@ -34,11 +42,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADMIN_USER",
+    "COMPONENT_USERS",
+    "KWOK_USER",
     "MONITORING_GROUP",
     "MONITORING_USER",
     "SERVICE_IP",
     "VIEWER_USER",
     "Pki",
+    "component_kubeconfig_text",
     "ensure_pki",
     "kubeconfig_text",
     "write_private",
@@ -48,6 +59,14 @@ ADMIN_USER = "tracecheck-admin"
 VIEWER_USER = "tracecheck-viewer"
 MONITORING_USER = "tracecheck-monitoring"
 MONITORING_GROUP = "system:monitoring"
+KWOK_USER = "kwok-controller"
+# Cluster components: client certificate subject (CN) per component; each also gets a serving
+# certificate for 127.0.0.1.
+COMPONENT_USERS = {
+    "kube-controller-manager": "system:kube-controller-manager",
+    "kube-scheduler": "system:kube-scheduler",
+    "kwok": KWOK_USER,
+}
 # --service-cluster-ip-range=10.0.0.0/24: the apiserver's own Service gets the first IP, and the
 # serving certificate must name it (as kubeadm's does).
 SERVICE_CIDR = "10.0.0.0/24"
@@ -119,8 +138,37 @@ class Pki:
         """The system:monitoring bearer token alone (Prometheus ``credentials_file``)."""
         return self.dir / "monitoring.token"
 
+    def client_cert(self, component: str) -> Path:
+        """Client certificate of a cluster component (:data:`COMPONENT_USERS`)."""
+        return self.dir / f"{component}-client.crt"
+
+    def client_key(self, component: str) -> Path:
+        return self.dir / f"{component}-client.key"
+
+    def component_serving_cert(self, component: str) -> Path:
+        """Serving certificate of a cluster component (127.0.0.1, localhost)."""
+        return self.dir / f"{component}-serving.crt"
+
+    def component_serving_key(self, component: str) -> Path:
+        return self.dir / f"{component}-serving.key"
+
+    def kubeconfig(self, component: str) -> Path:
+        """The component's kubeconfig (its client certificate, embedded)."""
+        return self.dir / f"{component}.kubeconfig"
+
     def files(self) -> tuple[Path, ...]:
+        components = tuple(
+            path
+            for c in COMPONENT_USERS
+            for path in (
+                self.client_cert(c),
+                self.client_key(c),
+                self.component_serving_cert(c),
+                self.component_serving_key(c),
+            )
+        )
         return (
+            *components,
             self.ca_cert,
             self.ca_key,
             self.serving_cert,
@@ -170,7 +218,10 @@ def _complete_and_valid(pki: Pki, now: dt.datetime) -> bool:
     if not all(p.is_file() for p in pki.files()):
         return False
     try:
-        for path in (pki.ca_cert, pki.serving_cert, pki.admin_cert, pki.viewer_cert):
+        certs = [pki.ca_cert, pki.serving_cert, pki.admin_cert, pki.viewer_cert]
+        for c in COMPONENT_USERS:
+            certs += [pki.client_cert(c), pki.component_serving_cert(c)]
+        for path in certs:
             cert = x509.load_pem_x509_certificate(path.read_bytes())
             if cert.not_valid_after_utc - now < _RENEW_BEFORE:
                 return False
@@ -222,6 +273,7 @@ def _issue(
     ca: bool = False,
     server: bool = False,
     client: bool = False,
+    local_only: bool = False,
 ) -> x509.Certificate:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
@@ -265,11 +317,11 @@ def _issue(
             usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     if server:
-        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in _DNS_NAMES]
-        sans += [
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address(SERVICE_IP)),
-        ]
+        # The apiserver answers to its Service names too; the other components only on loopback.
+        names = ("localhost",) if local_only else _DNS_NAMES
+        ips = ("127.0.0.1",) if local_only else ("127.0.0.1", SERVICE_IP)
+        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
@@ -282,11 +334,22 @@ def _generate(pki: Pki, now: dt.datetime) -> None:
     ca_key = _key()
     ca_name = _name("tracecheck-local-ca")
     ca = _issue(ca_name, ca_key, issuer=ca_name, issuer_key=ca_key, now=now, ca=True)
-    leaves = (
+    leaves = [
         (pki.serving_cert, pki.serving_key, _name("kube-apiserver"), True, False),
         (pki.admin_cert, pki.admin_key, _name(ADMIN_USER, "system:masters"), False, True),
         (pki.viewer_cert, pki.viewer_key, _name(VIEWER_USER), False, True),
-    )
+    ]
+    for component, user in COMPONENT_USERS.items():
+        leaves += [
+            (pki.client_cert(component), pki.client_key(component), _name(user), False, True),
+            (
+                pki.component_serving_cert(component),
+                pki.component_serving_key(component),
+                _name(component),
+                True,
+                False,
+            ),
+        ]
     write_private(pki.ca_key, _key_pem(ca_key))
     write_private(pki.ca_cert, _cert_pem(ca), 0o644)
     for cert_path, key_path, subject, server, client in leaves:
@@ -299,6 +362,7 @@ def _generate(pki: Pki, now: dt.datetime) -> None:
             now=now,
             server=server,
             client=client,
+            local_only=server and cert_path != pki.serving_cert,
         )
         write_private(key_path, _key_pem(key))
         write_private(cert_path, _cert_pem(cert), 0o644)
@@ -329,9 +393,6 @@ def kubeconfig_text(pki: Pki, server: str) -> str:
 
     Credentials are embedded (``*-data``), so the file alone is enough; it must be mode 0600.
     """
-    import yaml
-
-    cluster = "tracecheck-local"
     token = pki.monitoring_token.read_text().strip()
     users: list[dict[str, Any]] = [
         {
@@ -350,6 +411,23 @@ def kubeconfig_text(pki: Pki, server: str) -> str:
         },
         {"name": "monitoring", "user": {"token": token}},
     ]
+    return _kubeconfig(pki, server, users, "privileged")
+
+
+def component_kubeconfig_text(pki: Pki, server: str, component: str) -> str:
+    """A kubeconfig for cluster component ``component`` with its own client certificate."""
+    user = {
+        "client-certificate-data": _b64(pki.client_cert(component)),
+        "client-key-data": _b64(pki.client_key(component)),
+    }
+    return _kubeconfig(pki, server, [{"name": component, "user": user}], component)
+
+
+def _kubeconfig(pki: Pki, server: str, users: list[dict[str, Any]], current: str) -> str:
+    """One cluster (the local apiserver, the local CA) and a context per user, named like it."""
+    import yaml
+
+    cluster = "tracecheck-local"
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -363,7 +441,7 @@ def kubeconfig_text(pki: Pki, server: str) -> str:
         "contexts": [
             {"name": u["name"], "context": {"cluster": cluster, "user": u["name"]}} for u in users
         ],
-        "current-context": "privileged",
+        "current-context": current,
         "preferences": {},
     }
     return yaml.safe_dump(doc, sort_keys=False)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from tracecheck.errors import StackError, one_line
 from tracecheck.polling import Clock, Probe, SystemClock, poll_until
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HttpReady",
     "ProcessSpec",
+    "ReadyCheck",
     "Record",
     "StartFailure",
     "Supervisor",
@@ -62,6 +63,19 @@ class StartFailure(StackError):
         self.log = log
         self.log_tail = tuple(log_tail)
         super().__init__(system, address, cause)
+
+
+class ReadyCheck(Protocol):
+    """How ``ensure_running`` and ``status`` decide that a component is ready."""
+
+    @property
+    def url(self) -> str:
+        """Where it is probed (for messages)."""
+        ...
+
+    def probe(self, timeout: float = 2.0) -> tuple[bool, str]:
+        """One attempt: (ready, what was seen)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +131,7 @@ class ProcessSpec:
 
     name: str
     argv: tuple[str, ...]
-    ready: HttpReady
+    ready: ReadyCheck
     version: str = ""
     ports: tuple[int, ...] = ()
     addresses: Mapping[str, str] = field(default_factory=dict)
@@ -365,6 +379,13 @@ class Supervisor:
                     spec.name, f"127.0.0.1:{port}", f"port {port} already in use{by}"
                 )
 
+    def check_all_ports(self, specs: Sequence[ProcessSpec]) -> None:
+        """Check the ports of every component in ``specs`` not already ours and running."""
+        for spec in specs:
+            record = self.record(spec.name)
+            if record is None or not _matches(record):
+                self.check_ports(spec)
+
     def ensure_running(self, specs: Sequence[ProcessSpec]) -> list[str]:
         """Start ``specs`` in order, each waited for until ready; returns the names started.
 
@@ -376,10 +397,7 @@ class Supervisor:
         started: list[str] = []
         # Ports first, for every component not already ours and running: a taken port fails
         # before anything is started.
-        for spec in specs:
-            record = self.record(spec.name)
-            if record is None or not _matches(record):
-                self.check_ports(spec)
+        self.check_all_ports(specs)
         try:
             for spec in specs:
                 record = self.record(spec.name)
