@@ -86,6 +86,8 @@ KWOK_CRDS = ("kwok.x-k8s.io_portforwards.yaml", "kwok.x-k8s.io_clusterportforwar
 KWOK_CRD_KINDS = ("PortForward", "ClusterPortForward")
 KWOK_ROLE = "kwok-controller"
 VIEW_BINDING = "tracecheck-viewer-view"
+#: The default StorageClass: kube-controller-manager's in-tree hostPath provisioner.
+HOSTPATH_CLASS = "tracecheck-hostpath"
 # The stack's Pods (by app.kubernetes.io/name, stack/base) and where their container ports lead
 # on the local pipeline (stack/local/substitutions.yaml): a simulated Pod has no container, so
 # kwok's PortForward sends the apiserver's port-forward streams to the real local component.
@@ -140,6 +142,12 @@ def controller_manager_argv(binary: Path, p: pkimod.Pki, state: Path) -> list[st
         # Its FlexVolume probe creates this directory: under the state, not in /usr/libexec.
         f"--flex-volume-plugin-dir={state / 'kube-controller-manager' / 'flexvolume'}",
         "--profiling=false",
+        # A claim without a class (the production overlay's) gets the default StorageClass,
+        # HOSTPATH_CLASS, whose provisioner is this in-tree one: the PV controller makes a
+        # hostPath PV (an empty /tmp/hostpath_pv/<uid> directory here; kwok's pods never mount
+        # it), and the claim binds as it would with a cloud disk. For tests and development only,
+        # as the flag's own help says (pkg/volume/hostpath/host_path.go, Provision).
+        "--enable-hostpath-provisioner=true",
     ]
 
 
@@ -305,6 +313,7 @@ def bootstrap(
     """What the cluster needs before its components start (idempotent, a few requests):
 
     - the viewer user's ClusterRoleBinding to the built-in ``view`` role;
+    - the default StorageClass (HOSTPATH_CLASS), so claims without a class bind;
     - with ``kwok_dir`` (kwok's build directory): kwok's PortForward and ClusterPortForward
       CRDs (waited for until Established), its ClusterRole from kwok's own RBAC manifest bound
       to the ``kwok-controller`` user, and the simulated Nodes.
@@ -331,6 +340,23 @@ def bootstrap(
                     "name": pkimod.VIEWER_USER,
                 }
             ],
+        },
+    )
+    client.apply(
+        f"/apis/storage.k8s.io/v1/storageclasses/{HOSTPATH_CLASS}",
+        {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {
+                "name": HOSTPATH_CLASS,
+                "labels": {"app.kubernetes.io/part-of": "tracecheck"},
+                # The DefaultStorageClass admission plugin (on by default) puts it on claims
+                # that name no class.
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": "kubernetes.io/host-path",
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate",
         },
     )
     if kwok_dir is None:
