@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -112,10 +112,12 @@ def smoke(
             finally:
                 for line in forwards.failures:  # why a forward's stream ended early
                     click.echo(line, err=True)
-    _smoke(settings, outputs)
+    else:
+        _smoke(settings, outputs)
 
 
-def _smoke(settings: Settings, outputs: list[tuple[str, str | None]]) -> None:
+def _smoke(settings: Settings, outputs: list[tuple[str, str | None]]) -> NoReturn:
+    """Run the smoke, write every output, and exit (``Done``) with the report's code."""
     from tracecheck.output import render
     from tracecheck.smoke.plan import smoke as run_smoke
 
