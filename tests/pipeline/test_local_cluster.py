@@ -97,15 +97,55 @@ def test_controller_manager_and_scheduler_answer_healthz_over_verified_tls(
     assert metrics.status_code == 403, component
 
 
-def test_controllers_aggregate_the_view_role(kubectl: Kubectl) -> None:
-    """Filled by kube-controller-manager's clusterrole-aggregation controller, not by `up`."""
+def _view_resources(kubectl: Kubectl) -> tuple[set[str], set[str]]:
+    """The resources ClusterRole ``view`` grants, and the managers of its fields."""
     view = kubectl.json("get", "clusterrole", "view", "--show-managed-fields")
     assert view["aggregationRule"]["clusterRoleSelectors"]
-    resources = {r for rule in view["rules"] for r in rule.get("resources", [])}
+    resources = {r for rule in view.get("rules") or [] for r in rule.get("resources", [])}
+    return resources, {f["manager"] for f in view["metadata"]["managedFields"]}
+
+
+def _wait_view(kubectl: Kubectl, resource: str, present: bool) -> set[str]:
+    def probe() -> Probe[set[str]]:
+        resources, managers = _view_resources(kubectl)
+        return Probe((resource in resources) == present, managers, f"view grants {resources}")
+
+    outcome = poll_until(probe, 30.0, SystemClock(), initial=0.2, cap=1.0)
+    assert outcome.ok, (
+        f"{resource} {'never appeared in' if present else 'stayed in'} view: {outcome.seen}"
+    )
+    assert outcome.value is not None
+    return outcome.value
+
+
+def test_controllers_aggregate_the_view_role(kubectl: Kubectl) -> None:
+    """Filled by kube-controller-manager's clusterrole-aggregation controller, not by `up`.
+
+    A ClusterRole labelled aggregate-to-view, with a resource no other role names, makes the
+    controller rewrite ``view`` now, whatever an older state directory left in it; deleting it
+    makes the controller take the rule out again.
+    """
+    resources, _ = _view_resources(kubectl)
     assert {"pods", "deployments", "configmaps"} <= resources
     assert "secrets" not in resources
-    fields = view["metadata"]["managedFields"]
-    assert "clusterrole-aggregation-controller" in {f["manager"] for f in fields}
+    name = f"tc-aggregate-{secrets.token_hex(3)}"
+    resource = f"probes{name.rsplit('-', 1)[1]}"
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {
+            "name": name,
+            "labels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"},
+        },
+        "rules": [{"apiGroups": ["tracecheck.invalid"], "resources": [resource], "verbs": ["get"]}],
+    }
+    kubectl.run("create", "-f", "-", stdin=json.dumps(role))
+    try:
+        managers = _wait_view(kubectl, resource, present=True)
+        assert "clusterrole-aggregation-controller" in managers
+    finally:
+        kubectl.run("delete", "clusterrole", name, "--ignore-not-found")
+    _wait_view(kubectl, resource, present=False)
 
 
 DEPLOYMENT = """
