@@ -21,7 +21,10 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 def _leaves(group: click.Group, prefix: str = "tracecheck") -> list[tuple[str, click.Command]]:
     """Every command under ``group`` with its full name, e.g. ("tracecheck stack local up", ...)."""
     out: list[tuple[str, click.Command]] = []
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # the top group imports its commands when asked
+        cmd = group.get_command(ctx, name)
+        assert cmd is not None, name
         if isinstance(cmd, click.Group):
             out += _leaves(cmd, f"{prefix} {name}")
         else:

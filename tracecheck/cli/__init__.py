@@ -13,7 +13,8 @@
 Each command reads its options, gets :class:`~tracecheck.config.Settings` once (the
 ``uses_settings`` decorator), calls one core function, renders the result and exits with a code
 from :class:`~tracecheck.errors.ExitCode`. A new command group is a module here with a
-``group`` (or a command) that :data:`app` adds; see :mod:`tracecheck.cli.shared`.
+``group`` (or a command) listed in :data:`COMMANDS`, imported only when it runs; see
+:mod:`tracecheck.cli.shared`.
 """
 
 from __future__ import annotations
@@ -23,19 +24,66 @@ import sys
 
 import click
 
-from tracecheck.cli import apiserver, doctor, load, query, report, smoke, stack, watch
-from tracecheck.cli.shared import Done, Group, echo_err
+from tracecheck.cli.shared import Done, LazyGroup, echo_err
 from tracecheck.errors import ExitCode, TracecheckError
 
-__all__ = ["EXIT_CODES", "app", "main"]
+__all__ = ["COMMANDS", "EXIT_CODES", "app", "main"]
 
 EXIT_CODES = """Exit codes: 0 all checks passed | 1 a check failed | 2 usage error |
 3 a backend unreachable or erroring | 4 configuration or query error | 130 interrupted |
 70 internal error."""
 
 
+#: Every command, in help order: (module, attribute, the first paragraph of its help). Imported
+#: only when used, so ``--help`` and each command pay for no other (tests/unit/test_cli_lazy.py
+#: keeps the summaries equal to the commands' own help).
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "smoke": (
+        "tracecheck.cli.smoke",
+        "smoke",
+        "Send a synthetic trace and prove it reaches Tempo and Prometheus (and the apiserver's).",
+    ),
+    "doctor": (
+        "tracecheck.cli.doctor",
+        "doctor",
+        "Inspect the live pipeline without sending anything: reachability, versions, "
+        "configuration facts, self-metric alarms, the apiserver's tracing configuration where "
+        "readable; findings with severity, component, evidence and fix.",
+    ),
+    "watch": (
+        "tracecheck.cli.watch",
+        "watch",
+        "Run the smoke plan every interval and serve its verdicts as Prometheus metrics.",
+    ),
+    "load": (
+        "tracecheck.cli.load",
+        "load",
+        "Send spans at a fixed rate and count them at every hop: the client, the collector's "
+        "receiver and exporter, Tempo's distributor, Tempo by TraceQL (plus sampled traces read "
+        "back by ID), span-metrics in Prometheus.",
+    ),
+    "stack": (
+        "tracecheck.cli.stack",
+        "group",
+        "Deploy the pipeline: Kubernetes manifests and the local pipeline.",
+    ),
+    "apiserver": (
+        "tracecheck.cli.apiserver",
+        "group",
+        "The apiserver leg: traced requests, the TracingConfiguration file.",
+    ),
+    "query": (
+        "tracecheck.cli.query",
+        "group",
+        "Ad-hoc TraceQL and PromQL, and the saved queries in queries/.",
+    ),
+    "report": ("tracecheck.cli.report", "group", "Latency reports with tables and plots."),
+}
+
+
 @click.group(
-    cls=Group,
+    cls=LazyGroup,
+    lazy=COMMANDS,
     name="tracecheck",
     help="Prove a kube-apiserver tracing pipeline (collector -> Tempo -> Prometheus) works.\n\n"
     + EXIT_CODES,
@@ -44,16 +92,6 @@ EXIT_CODES = """Exit codes: 0 all checks passed | 1 a check failed | 2 usage err
 )
 def app() -> None:
     pass
-
-
-app.add_command(smoke.smoke)
-app.add_command(doctor.doctor)
-app.add_command(watch.watch)
-app.add_command(load.load)
-app.add_command(stack.group)
-app.add_command(apiserver.group)
-app.add_command(query.group)
-app.add_command(report.group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,7 @@ __all__ = [
     "Done",
     "Flag",
     "Group",
+    "LazyGroup",
     "ProgressLine",
     "argument",
     "color",
@@ -77,6 +78,56 @@ class Group(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
+
+
+class LazyGroup(Group):
+    """A :class:`Group` whose commands are imported when one is used, not when it is listed.
+
+    ``lazy`` maps each command name to ``(module, attribute, summary)``, in help order;
+    ``summary`` is the first paragraph of that command's help, which ``--help`` shortens the way
+    click does for a loaded command. ``tracecheck --help`` then imports no command module, and
+    ``tracecheck query ...`` only :mod:`tracecheck.cli.query` (click's "lazily loading
+    subcommands" pattern). A unit test keeps each summary equal to the command's own help.
+    """
+
+    def __init__(self, *args: Any, lazy: Mapping[str, tuple[str, str, str]], **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.lazy = dict(lazy)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*self.lazy, *(name for name in self.commands if name not in self.lazy)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            import importlib
+
+            module, attribute, _ = self.lazy[cmd_name]
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return self.commands.get(cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as exc:
+            # click suggests from the commands loaded so far; suggest from every command.
+            raise click.exceptions.NoSuchCommand(
+                exc.command_name, possibilities=self.list_commands(ctx), ctx=ctx
+            ) from None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # What click.Group.format_commands does, with a stand-in Command carrying the summary
+        # for every command not imported yet (so the shortening is click's own).
+        rows: list[tuple[str, click.Command]] = []
+        for name in self.list_commands(ctx):
+            cmd = self.commands.get(name) or click.Command(name, help=self.lazy[name][2])
+            if not cmd.hidden:
+                rows.append((name, cmd))
+        if rows:
+            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in rows])
 
 
 def argument(name: str, help: str, **kw: Any) -> Callable[[F], F]:
