@@ -169,6 +169,13 @@ class HopRun:
         end = max(r.finished_at for r in self.records) + 1.0
         return self.counters.fresh(group, end)
 
+    def quiet(self, group: str) -> float:
+        """How long a counter of ``group`` must stand still to count as settled: the option's
+        quiet time, plus one reading interval of the source (a Prometheus scrape interval), so
+        that at least one later reading confirmed it."""
+        source = 0.0 if self.counters is None else self.counters.resolution(group)
+        return self.options.quiet_s + source
+
     def window(self) -> tuple[float, float]:
         # Spans start 10 ms before their request is sent: a little margin before the start.
         start = min(r.started_at for r in self.records) - 5.0
@@ -342,8 +349,10 @@ def tempo_hop(run: HopRun, expected: int) -> HopCount:
             c,
         )
 
+    # Tempo's count still rises after the send while the collector's exporter drains: standing
+    # still must be seen over more than one reading of the source.
     out = settle(
-        read, until=run.until(run.counter_deadline), clock=run.clock, quiet=run.options.quiet_s
+        read, until=run.until(run.counter_deadline), clock=run.clock, quiet=run.quiet("tempo")
     )
     if out.reading is None:
         return HopCount(

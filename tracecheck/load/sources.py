@@ -19,7 +19,9 @@ Every increase is a dict of counter name to spans; a backend that cannot be aske
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -60,6 +62,9 @@ __all__ = [
 MAX_METRICS_RANGE = 3 * 3600
 # How far back a counter's last sample before a moment is looked for (Prometheus's lookback).
 LOOKBACK_S = 300
+#: Samples read to tell a scrape interval, and Prometheus's default interval when they cannot.
+RESOLUTION_WINDOW_S = 120
+DEFAULT_SCRAPE_INTERVAL_S = 60.0
 
 
 class CounterSource(Protocol):
@@ -75,6 +80,12 @@ class CounterSource(Protocol):
     def fresh(self, group: str, after: float) -> bool:
         """Whether the ``group`` (collector, tempo) counters were read after ``after`` (unix
         seconds), so they include everything up to then."""
+        ...
+
+    def resolution(self, group: str) -> float:
+        """Seconds between two readings of ``group`` that can differ: 0 for a live scrape, the
+        scrape interval for Prometheus history (a count that stood still for less than that
+        may only not have been scraped again)."""
         ...
 
 
@@ -180,6 +191,9 @@ class LiveCounters:
     def fresh(self, group: str, after: float) -> bool:
         return True  # scraped directly, now
 
+    def resolution(self, group: str) -> float:
+        return 0.0  # every reading is a new scrape
+
 
 def _name(metric: str, total: bool = True) -> str:
     """A ``__name__`` matcher for a counter spelt with or without ``_total``."""
@@ -240,6 +254,7 @@ class HistoryCounters:
         self.since = since
         self._bases: dict[str, CounterSnapshot] = {}
         self._fresh: dict[str, bool] = {}
+        self._resolution: dict[str, float] = {}
 
     def _increase(self, key: str, selector: str) -> dict[frozenset[tuple[str, str]], float]:
         prom = self.backends.prometheus()
@@ -280,6 +295,21 @@ class HistoryCounters:
         newest = min((s.value for s in result.samples if math.isfinite(s.value)), default=0.0)
         self._fresh[group] = newest >= after
         return self._fresh[group]
+
+    def resolution(self, group: str) -> float:
+        """The group's scrape interval, as the spacing of its samples over the last two
+        minutes shows it (the widest median gap of any instance); Prometheus's default, 60 s,
+        when fewer than two samples tell."""
+        if group not in self._resolution:
+            first = next(iter(self.selectors[group].values()))
+            result = self.backends.prometheus().query(f"{first}[{RESOLUTION_WINDOW_S}s]")
+            gaps = [
+                statistics.median(b[0] - a[0] for a, b in itertools.pairwise(pts))
+                for pts in (s.points for s in result.series)
+                if len(pts) >= 2
+            ]
+            self._resolution[group] = max(gaps, default=DEFAULT_SCRAPE_INTERVAL_S)
+        return self._resolution[group]
 
 
 def found_query(run_id: str) -> str:

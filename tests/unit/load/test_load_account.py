@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tracecheck.backends.prometheus import QueryResult, RangeSeries
 from tracecheck.backends.tempo import MetricsSeries, Span, Trace
 from tracecheck.config import Settings
 from tracecheck.errors import Unreachable
@@ -19,6 +20,7 @@ from tracecheck.load.hops import counter_hop
 from tracecheck.load.ledger import ShardRecord
 from tracecheck.load.readback import choose_samples
 from tracecheck.load.report import accounting_report
+from tracecheck.load.sources import HistoryCounters
 from tracecheck.polling import FakeClock
 from tracecheck.results import Status
 
@@ -79,6 +81,9 @@ class Counters:
 
     def fresh(self, group: str, after: float) -> bool:
         return True
+
+    def resolution(self, group: str) -> float:
+        return 0.0 if self.exact else 15.0  # Prometheus history scraped every 15 s
 
     @property
     def elapsed(self) -> float:
@@ -158,9 +163,11 @@ def run(
     options: AccountOptions | None = None,
     ledgers: int = 0,
     rename: str = "",
+    exact: bool = True,
 ) -> tuple[Any, FakeClock]:
     clock = FakeClock(T0 + 20)
     counters = Counters(clock, collector, tempo)
+    counters.exact = exact
     fake = FakeTempo(clock, found)
     store(fake, records, rename=rename)
     acc = account(
@@ -343,6 +350,23 @@ def test_a_hop_found_late_within_its_deadline_is_not_lost() -> None:
     assert acc.hop("found").elapsed_s > 6  # type: ignore[union-attr]
 
 
+def test_a_count_from_prometheus_history_must_stand_still_over_a_scrape_interval() -> None:
+    # `load --account` reads Tempo's counter as Prometheus scraped it: the first scrape after
+    # the run may precede the exporter's last batches; the next one, 15 s on, shows them.
+    acc, _ = run(
+        [record()],
+        collector=lambda t: CLEAN_COLLECTOR,
+        tempo=lambda t: CLEAN_TEMPO if t > 8 else {"received": 0.0},
+        ledgers=1,
+        exact=False,
+    )
+    tempo = acc.hop("tempo")
+    assert tempo is not None
+    assert (tempo.observed, tempo.lost, tempo.basis) == (10_000, 0, "bound")
+    assert tempo.elapsed_s > 8
+    assert acc.exit_code == 0
+
+
 def test_an_unreadable_backend_is_an_error_exit_3() -> None:
     def down(t: float) -> dict[str, float]:
         raise Unreachable("tempo", "http://tempo:3200/metrics", "connection refused")
@@ -502,3 +526,46 @@ def test_the_accounting_renders_in_every_smoke_format(fmt: str) -> None:
     if fmt == "table":
         assert "Accounting" in text and "<- first" in text
         assert text.rstrip().endswith("-> exit 1")
+
+
+class ScrapedProm:
+    """Answers every query with the same raw samples, and counts the queries."""
+
+    def __init__(self, series: tuple[RangeSeries, ...]) -> None:
+        self.series = series
+        self.queries: list[str] = []
+
+    def query(self, q: str, *, at: float | None = None, timeout: float | None = None) -> Any:
+        self.queries.append(q)
+        return QueryResult("matrix", (), self.series)
+
+
+class PromBackends:
+    def __init__(self, prom: ScrapedProm) -> None:
+        self.prom = prom
+
+    def prometheus(self) -> ScrapedProm:
+        return self.prom
+
+
+def history(*series: tuple[float, ...]) -> tuple[HistoryCounters, ScrapedProm]:
+    prom = ScrapedProm(
+        tuple(
+            RangeSeries({"instance": f"tempo-{i}"}, tuple((t, 1.0) for t in times))
+            for i, times in enumerate(series)
+        )
+    )
+    source = HistoryCounters(Settings(), PromBackends(prom), T0, clock=FakeClock(T0))  # type: ignore[arg-type]
+    return source, prom
+
+
+def test_prometheus_history_reads_its_resolution_from_the_scrape_spacing() -> None:
+    # Two Tempo instances scraped every 5 s and every 15 s (one scrape late): the slower counts.
+    source, prom = history((100.0, 105.0, 110.0, 115.0), (100.0, 115.0, 131.0, 145.0))
+    assert source.resolution("tempo") == 15.0
+    assert source.resolution("tempo") == 15.0
+    assert len(prom.queries) == 1  # read once per run
+    assert prom.queries[0].endswith("[120s]")
+    assert "tempo_distributor_spans_received" in prom.queries[0]
+    # A single sample tells no interval: Prometheus's default scrape interval.
+    assert history((100.0,))[0].resolution("tempo") == 60.0
