@@ -191,12 +191,35 @@ def test_an_unschedulable_rollout_names_the_workload_and_the_schedulers_reason(
     assert "next:" not in proc.stdout
 
 
+def _answers(port: int) -> str:
+    """What a stream through 127.0.0.1:``port`` did with a request: "" when bytes came back
+    (any server, gRPC ones too, answers an HTTP/1.0 request with something), else why not."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            return "" if s.recv(1) else "closed without an answer"
+    except OSError as exc:
+        return str(exc)
+
+
 @pytest.fixture(scope="module")
 def forwarded(local_pipeline: LocalStack, deployed: subprocess.CompletedProcess[str]) -> list[str]:
+    """kwok PortForwards for the stack's Pods, in effect: kwok learns of a new PortForward
+    through its informer, and a stream opened before that is refused ("no forward found"), so
+    every forward is tried until it carries an answer."""
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     with clustermod.api(APISERVER_URL, local_pipeline.pki) as client:
         pods = clustermod.forward_stack_pods(client, NS)
     assert len(pods) == 3, pods
+
+    def probe() -> Probe[None]:
+        with PortForwards(str(local_pipeline.kubeconfig), "privileged", forwards=FORWARDS) as pf:
+            failed = {o.forward.name: _answers(o.local_port) for o in pf.opened}
+            failed = {name: why for name, why in failed.items() if why}
+            return Probe(not failed, None, f"{failed} {pf.failures}")
+
+    outcome = poll_until(probe, 60.0, SystemClock(), initial=0.5, cap=2.0)
+    assert outcome.ok, f"forwards not in effect after 60 s: {outcome.seen} {outcome.error}"
     return pods
 
 
@@ -204,6 +227,7 @@ def test_smoke_through_port_forwards_passes_and_closes_them(
     local_pipeline: LocalStack, forwarded: list[str]
 ) -> None:
     proc = cli(local_pipeline, "smoke", "--port-forward", "--output", "json", timeout=180)
+    assert proc.stdout, f"exit {proc.returncode}, no report: {proc.stderr}"
     report = json.loads(proc.stdout)
     statuses = {c["name"]: c["status"] for c in report["checks"]}
     assert proc.returncode == 0, (statuses, proc.stderr)
