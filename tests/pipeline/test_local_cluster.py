@@ -16,11 +16,11 @@ import ssl
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+from kube import Kubectl
 
 from tracecheck.polling import Probe, SystemClock, poll_until
 from tracecheck.stack.local import LocalStack
@@ -29,30 +29,9 @@ from tracecheck.stack.local.cluster import NODE_CAPACITY, NODES
 NODE_NAMES = {name for name, _ in NODES}
 
 
-@dataclass(frozen=True, slots=True)
-class Kubectl:
-    binary: str
-    kubeconfig: str
-
-    def run(self, *args: str, stdin: str | None = None, timeout: float = 60.0) -> str:
-        proc = subprocess.run(
-            [self.binary, "--kubeconfig", self.kubeconfig, "--context", "privileged", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr.strip()}"
-        return proc.stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.run(*args, "-o", "json"))
-
-
 @pytest.fixture(scope="module")
 def kubectl(local_pipeline: LocalStack) -> Kubectl:
-    return Kubectl(str(local_pipeline.binary("kubectl")), str(local_pipeline.kubeconfig))
+    return Kubectl.of(local_pipeline)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ controller, garbage collector, volume protection).
 from __future__ import annotations
 
 import base64
-import json
 import os
 import secrets
 import subprocess
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kube import Kubectl
 
 from tracecheck.errors import AuthError, Unreachable, UsageError
 from tracecheck.stack.apply import apply
@@ -33,18 +33,6 @@ from tracecheck.stack.local.paths import find_repo_root
 def cluster(local_pipeline: LocalStack) -> tuple[str, str]:
     """(kubectl, kubeconfig) of the local pipeline."""
     return str(local_pipeline.binary("kubectl")), str(local_pipeline.kubeconfig)
-
-
-def kubectl_json(cluster: tuple[str, str], *args: str) -> Any:
-    kubectl, kubeconfig = cluster
-    proc = subprocess.run(
-        [kubectl, "--kubeconfig", kubeconfig, "--context", "privileged", *args, "-o", "json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
 
 
 def cleanup(cluster: tuple[str, str], text: str, namespace: str) -> None:
@@ -158,7 +146,7 @@ def test_real_apiserver_accepts_every_object_dry_run_then_applied(
     assert dry.dry_run == "server"
     assert len(dry.applied) == len(objs)
     assert all(line.endswith("serverside-applied (server dry run)") for line in dry.applied)
-    stored = kubectl_json(cluster, "-n", ns, "get", "deployments,services,configmaps,cronjobs")
+    stored = Kubectl(*cluster).json("-n", ns, "get", "deployments,services,configmaps,cronjobs")
     # A dry run stores nothing (kube-root-ca.crt is kube-controller-manager's, in every namespace).
     assert [i for i in stored["items"] if i["metadata"]["name"] != "kube-root-ca.crt"] == []
 
@@ -176,7 +164,7 @@ def test_real_apiserver_accepts_every_object_dry_run_then_applied(
         args = ["get", kind.lower(), name]
         if kind not in CLUSTER_SCOPED:
             args = ["-n", ns, *args]
-        live = kubectl_json(cluster, *args)
+        live = Kubectl(*cluster).json(*args)
         assert live["metadata"]["name"] == name
         assert live["metadata"]["labels"]["app.kubernetes.io/part-of"] == "tracecheck"
         if kind in ("Deployment", "DaemonSet"):
@@ -187,11 +175,11 @@ def test_real_apiserver_accepts_every_object_dry_run_then_applied(
                 got["containers"][0]["securityContext"] == want["containers"][0]["securityContext"]
             )
             assert got["automountServiceAccountToken"] is False
-    live_ns = kubectl_json(cluster, "get", "namespace", ns)
+    live_ns = Kubectl(*cluster).json("get", "namespace", ns)
     assert live_ns["metadata"]["labels"]["pod-security.kubernetes.io/warn"] == "restricted"
 
     # The generated admin password: random, stored, never echoed.
-    secret = kubectl_json(cluster, "-n", ns, "get", "secret", "grafana-admin")
+    secret = Kubectl(*cluster).json("-n", ns, "get", "secret", "grafana-admin")
     password = base64.b64decode(secret["data"]["admin-password"]).decode()
     assert base64.b64decode(secret["data"]["admin-user"]).decode() == "admin"
     assert len(password) >= 32
@@ -201,7 +189,7 @@ def test_real_apiserver_accepts_every_object_dry_run_then_applied(
     again = apply(text, wait=False, **conn)
     assert again.created_secrets == ()
     assert len(again.applied) == len(objs)
-    secret_again = kubectl_json(cluster, "-n", ns, "get", "secret", "grafana-admin")
+    secret_again = Kubectl(*cluster).json("-n", ns, "get", "secret", "grafana-admin")
     assert secret_again["data"]["admin-password"] == secret["data"]["admin-password"]
 
 
@@ -235,18 +223,18 @@ def test_real_apiserver_accepts_the_component_variants(
     # The monitoring-cert Secret cannot be generated: the operator must create it.
     assert result.missing_secrets == (f"{ns}/tracecheck-monitoring-kubeconfig",)
     assert not result.ok
-    hpa = kubectl_json(cluster, "-n", ns, "get", "horizontalpodautoscaler", "otel-collector")
+    hpa = Kubectl(*cluster).json("-n", ns, "get", "horizontalpodautoscaler", "otel-collector")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 1)
     # components/watch: the watcher, and Prometheus mounting its rules and scrape job.
-    watch = kubectl_json(cluster, "-n", ns, "get", "deployment", "tracecheck-watch")
+    watch = Kubectl(*cluster).json("-n", ns, "get", "deployment", "tracecheck-watch")
     assert watch["spec"]["template"]["spec"]["containers"][0]["args"][0] == "watch"
-    prom = kubectl_json(cluster, "-n", ns, "get", "deployment", "prometheus")
+    prom = Kubectl(*cluster).json("-n", ns, "get", "deployment", "prometheus")
     mounts = {
         m["mountPath"] for m in prom["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     }
     assert {"/etc/prometheus-rules", "/etc/prometheus-targets"} <= mounts
     # The load component's Indexed Job is admitted as written.
-    job = kubectl_json(cluster, "-n", ns, "get", "job", "tracecheck-load")
+    job = Kubectl(*cluster).json("-n", ns, "get", "job", "tracecheck-load")
     assert job["spec"]["completionMode"] == "Indexed"
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from kube import Kubectl
 
 from tracecheck.errors import Unreachable
 from tracecheck.polling import Probe, SystemClock, poll_until
@@ -58,19 +59,6 @@ def cli(stack: LocalStack, *args: str, timeout: float = 300) -> subprocess.Compl
     return proc
 
 
-def kubectl(stack: LocalStack, *args: str, stdin: str | None = None) -> Any:
-    proc = subprocess.run(
-        [str(stack.binary("kubectl")), "--kubeconfig", str(stack.kubeconfig), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout) if "json" in args else proc.stdout
-
-
 def kustomization(tmp: Path, resources: list[str], patches: list[dict[str, Any]]) -> Path:
     """A kustomization in ``tmp`` (kustomize wants relative paths to other directories)."""
     import yaml
@@ -96,7 +84,7 @@ def deployed(
     rendered = cli(local_pipeline, "stack", "render", str(target)).stdout
 
     def gone() -> Probe[None]:  # a previous run's objects may still be terminating
-        left = kubectl(local_pipeline, "get", "namespaces,persistentvolumes", "-o", "name")
+        left = Kubectl.of(local_pipeline).run("get", "namespaces,persistentvolumes", "-o", "name")
         stale = f"namespace/{NS}\n" in left or "persistentvolume/tracecheck-" in left
         return Probe(not stale, None, f"a previous run's objects are still there: {left}")
 
@@ -105,8 +93,7 @@ def deployed(
         yield cli(local_pipeline, "stack", "apply", str(target), "--timeout", "120")
     finally:
         # Not waited for here (the namespace controller takes a while): the next run waits.
-        kubectl(
-            local_pipeline,
+        Kubectl.of(local_pipeline).run(
             "delete",
             "--ignore-not-found",
             "--wait=false",
@@ -129,7 +116,7 @@ def test_apply_minikube_rolls_out_on_the_simulated_nodes(
     assert all(": ok " in line for line in rollouts.values()), rollouts
     assert deployed.stdout.rstrip().endswith("next: tracecheck smoke")
 
-    pods = kubectl(local_pipeline, "-n", NS, "get", "pods", "-o", "json")["items"]
+    pods = Kubectl.of(local_pipeline).json("-n", NS, "get", "pods")["items"]
     running = {
         p["metadata"]["labels"]["app.kubernetes.io/name"]: p
         for p in pods
@@ -139,7 +126,7 @@ def test_apply_minikube_rolls_out_on_the_simulated_nodes(
     nodes = {name for name, _ in clustermod.NODES}
     assert all(p["spec"]["nodeName"] in nodes for p in running.values())
     # Each claim is bound to its local PV, and the pod runs on the node that PV names.
-    claims = kubectl(local_pipeline, "-n", NS, "get", "pvc", "-o", "json")["items"]
+    claims = Kubectl.of(local_pipeline).json("-n", NS, "get", "pvc")["items"]
     bound = {c["metadata"]["name"]: (c["status"]["phase"], c["spec"]["volumeName"]) for c in claims}
     assert bound == {
         f"{app}-data": ("Bound", f"tracecheck-{app}-data")
@@ -183,7 +170,9 @@ def test_an_unschedulable_rollout_names_the_workload_and_the_schedulers_reason(
     try:
         proc = cli(local_pipeline, "stack", "apply", str(target), "--timeout", "5")
     finally:
-        kubectl(local_pipeline, "delete", "namespace", ns, "--ignore-not-found", "--wait=false")
+        Kubectl.of(local_pipeline).run(
+            "delete", "namespace", ns, "--ignore-not-found", "--wait=false"
+        )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (line,) = [x for x in proc.stdout.splitlines() if x.startswith("rollout ")]
     assert line.startswith(f"rollout Deployment {ns}/too-big: NOT READY: pod too-big-"), line
@@ -294,7 +283,7 @@ def test_port_forward_without_a_ready_pod_is_unreachable(
         "metadata": {"name": "tc-nobody", "namespace": NS},
         "spec": {"selector": {"app": "tc-nobody"}, "ports": [{"port": 3200}]},
     }
-    kubectl(local_pipeline, "apply", "-f", "-", stdin=json.dumps(svc))
+    Kubectl.of(local_pipeline).run("apply", "-f", "-", stdin=json.dumps(svc))
     try:
         tempo = next(f for f in FORWARDS if f.name == "tempo")
         with (
@@ -309,7 +298,7 @@ def test_port_forward_without_a_ready_pod_is_unreachable(
             pass
         assert str(err.value).endswith(f"Service {NS}/tc-nobody (forward tempo) has no ready Pod")
     finally:
-        kubectl(local_pipeline, "-n", NS, "delete", "service", "tc-nobody")
+        Kubectl.of(local_pipeline).run("-n", NS, "delete", "service", "tc-nobody")
 
 
 def test_the_cronjob_creates_a_job_on_its_schedule(
@@ -319,7 +308,7 @@ def test_the_cronjob_creates_a_job_on_its_schedule(
     completes its Pod. (Last in the module: the other tests use most of that minute.)"""
 
     def probe() -> Probe[dict[str, Any]]:
-        jobs = kubectl(local_pipeline, "-n", NS, "get", "jobs", "-o", "json")["items"]
+        jobs = Kubectl.of(local_pipeline).json("-n", NS, "get", "jobs")["items"]
         owned = [
             j
             for j in jobs

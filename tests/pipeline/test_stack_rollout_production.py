@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_stack_rollout import NS, WORKLOADS, cli, kubectl
+from kube import Kubectl
+from test_stack_rollout import NS, WORKLOADS, cli
 
 from tracecheck.polling import Probe, SystemClock, poll_until
 from tracecheck.stack.local import LocalStack
@@ -23,8 +24,8 @@ def test_apply_production_binds_its_claims_through_the_default_class(
     local_pipeline: LocalStack,
 ) -> None:
     def gone() -> Probe[None]:  # the namespace, and every volume that served a claim in it
-        namespaces = kubectl(local_pipeline, "get", "namespaces", "-o", "name")
-        volumes = kubectl(local_pipeline, "get", "pv", "-o", "json")["items"]
+        namespaces = Kubectl.of(local_pipeline).run("get", "namespaces", "-o", "name")
+        volumes = Kubectl.of(local_pipeline).json("get", "pv")["items"]
         ours = [v["metadata"]["name"] for v in volumes
                 if (v["spec"].get("claimRef") or {}).get("namespace") == NS]  # fmt: skip
         return Probe(f"namespace/{NS}\n" not in namespaces and not ours, None, ours)
@@ -40,7 +41,7 @@ def test_apply_production_binds_its_claims_through_the_default_class(
         )
         assert all(": ok " in line for line in rollouts), rollouts
 
-        claims = kubectl(local_pipeline, "-n", NS, "get", "pvc", "-o", "json")["items"]
+        claims = Kubectl.of(local_pipeline).json("-n", NS, "get", "pvc")["items"]
         bound = {
             c["metadata"]["name"]: (c["status"]["phase"], c["spec"]["storageClassName"])
             for c in claims
@@ -49,11 +50,11 @@ def test_apply_production_binds_its_claims_through_the_default_class(
             name: ("Bound", clustermod.HOSTPATH_CLASS)
             for name in ("grafana-data", "prometheus-data", "tempo-data")
         }
-        volumes = kubectl(local_pipeline, "get", "pv", "-o", "json")["items"]
+        volumes = Kubectl.of(local_pipeline).json("get", "pv")["items"]
         assert {v["spec"]["claimRef"]["name"] for v in volumes} == set(bound)
         assert all(v["spec"]["hostPath"]["path"].startswith("/tmp/hostpath_pv/") for v in volumes)
     finally:
-        kubectl(local_pipeline, "delete", "--ignore-not-found", "--wait=false", "-f", "-",
+        Kubectl.of(local_pipeline).run("delete", "--ignore-not-found", "--wait=false", "-f", "-",
                 stdin=rendered)  # fmt: skip
     # The provisioned volumes go with their claims (reclaimPolicy Delete), directories included.
     assert poll_until(gone, 120.0, SystemClock(), initial=0.5, cap=2.0).ok
