@@ -631,7 +631,11 @@ class _PrometheusCheck(Check):
         return span_metric_families(ctx)
 
     def ahead(self, ctx: SmokeContext) -> tuple[str, ...]:
-        hops_ahead = super().ahead(ctx)
+        if self.restarts(ctx).waits_for_reprobe(self.name):
+            # The data awaited is a re-probe's: it has passed no hop yet.
+            hops_ahead = tuple(dict.fromkeys((*self.path, self.backend)))
+        else:
+            hops_ahead = super().ahead(ctx)
         # The collector's spanmetrics connector (otel naming) produces these series without
         # Tempo: when that family is watched and the collector the trace went to may run it (it
         # counts metric points, or its metrics cannot be read), Tempo's hops cannot block them.
@@ -665,7 +669,7 @@ class _PrometheusCheck(Check):
         new trace) when the latest trace's data may be lost. Only the exemplars check re-probes
         for a dropped batch: counters are cumulative and recover at the next collection."""
         if self.via_tempo:
-            self.restarts(ctx).step(ctx, exemplars=exemplars)
+            self.restarts(ctx).step(ctx, self.name, exemplars=exemplars)
 
     def extension(self, ctx: SmokeContext) -> Callable[[], float]:
         deadline = self.deadline(ctx) or 0.0
@@ -737,6 +741,7 @@ class SpanMetrics(_PrometheusCheck):
                         "the series paused longer than "
                         f"{GAP_FACTOR:g} times their cadence without a known restart "
                         f"({got.ambiguous[0]}): measured again from a fresh baseline",
+                        check=self.name,
                     )
                     return Probe(False, None, f"{fam.calls} re-baselined after a writer outage")
                 rose = got.total
@@ -973,6 +978,7 @@ class ServiceGraph(_PrometheusCheck):
                     ctx,
                     f"the edge series paused longer than {GAP_FACTOR:g} times its cadence "
                     "without a known restart: measured again from a fresh baseline",
+                    check=self.name,
                 )
                 return Probe(False, None, "re-baselined after a writer outage")
             rose = got.total

@@ -28,7 +28,10 @@ How the checks stay right, without any per-run label value:
    dropped batch waits until no batch can be refused for the restart any more (the first
    minute that starts after the new process: :meth:`Restarts.safe_from`), since the next
    collections may be refused too. At most :data:`MAX_RESENDS`; a re-probe gives the checks
-   their deadline again, counted from its send, at most once over.
+   their deadline again, counted from its send, at most once over. A re-probe's data has
+   passed no hop: once one is wanted, every hop from the collector on is ahead of the checks
+   waiting for it, so a collector that stops after the run's trace passed it ends them as
+   blocked by the collector instead of letting them wait out their deadline.
 3. **Ambiguous gaps.** Without a start time (Tempo's ``/metrics`` unreadable or not the
    generator's), a series whose samples stop for more than :data:`GAP_FACTOR` times its own
    cadence and resume at a value not below the last one may be a fresh counter or a
@@ -208,8 +211,16 @@ class Restarts:
     #: samples_failed + exemplars_failed of the generator when the latest trace was sent.
     dropped_at_send: float | None = None
     dropped_now: float | None = None
+    #: Re-probes tried (sent or not), at most MAX_RESENDS.
     resends: int = 0
+    #: Why each re-probe that was sent was sent (in the order of ``traces[1:]``).
     reasons: list[str] = field(default_factory=list)
+    #: Re-probes that could not be sent: (the error, why it was wanted).
+    unsent: list[tuple[str, str]] = field(default_factory=list)
+    #: The checks that now wait for a re-probe's data, which has passed no hop yet: ``*`` after
+    #: a restart (every metrics check), a check's name when only its data was lost (the
+    #: exemplars check after a dropped batch, a check that measured from a fresh baseline).
+    waiting: set[str] = field(default_factory=set)
     #: Monotonic time a re-probe waits for (the end of the window in which the generator's
     #: batches can still be refused after its restart); None: none waiting.
     scheduled: float | None = None
@@ -287,7 +298,7 @@ class Restarts:
             latest = max(self.starts)
         return math.ceil((latest + 1.0) / 60.0) * 60.0
 
-    def step(self, ctx: SmokeContext, *, exemplars: bool) -> None:
+    def step(self, ctx: SmokeContext, check: str, *, exemplars: bool) -> None:
         """One round between polls: read the generator; re-probe when the latest trace's data
         may be lost. A restart re-probes at once (spans not yet collected are gone; counters
         of a new trace show up even if a batch is refused). A refused batch re-probes only for
@@ -301,25 +312,31 @@ class Restarts:
         restarted = why.startswith("the metrics-generator restarted")
         if not (exemplars or restarted):
             return
+        waiter = "*" if restarted else check
         if not restarted:
             safe = self.safe_from()
             now = ctx.clock.time()
             if safe is not None and now < safe:
                 with self.lock:
+                    self.waiting.add(waiter)
                     self.scheduled = ctx.clock.monotonic() + (safe - now)
                 return
-        self.resend(ctx, why)
+        self.resend(ctx, why, check=waiter)
 
-    def resend(self, ctx: SmokeContext, reason: str) -> SyntheticTrace | None:
-        """Send a new trace (same run ID, new trace ID) unless MAX_RESENDS were sent; the
-        trace, or None."""
+    def resend(self, ctx: SmokeContext, reason: str, *, check: str = "*") -> SyntheticTrace | None:
+        """Send a new trace (same run ID, new trace ID) unless MAX_RESENDS were tried; the
+        trace, or None. From then on ``check`` (``*``: every metrics check) waits for the
+        re-probe's data, so every hop from the collector on is ahead of it again: a collector
+        that stopped after the run's trace passed it blocks the check (it cannot get a re-probe
+        through), whether or not this send got through. A send that fails gives no deadline
+        extension and is told in :meth:`note`."""
         with self.lock:
+            self.waiting.add(check)
             if self.resends >= MAX_RESENDS or not self.traces:
                 return None
             self.resends += 1
-            self.reasons.append(reason)
             base = self.traces[0][0]
-            n = len(self.traces)
+            n = self.resends
         trace = _retrace(base, ctx.seed + n, int(ctx.clock.time() * 1e9))
         try:
             ctx.collector().export(
@@ -327,14 +344,23 @@ class Restarts:
                 protocol=ctx.settings.collector.protocol,
                 timeout=ctx.settings.deadlines.send,
             )
-        except BackendError:
+        except BackendError as exc:
+            with self.lock:
+                self.unsent.append((str(exc), reason))
+                self.scheduled = None
             return None
         sent = Sent(ctx.clock.monotonic(), ctx.clock.time())
         with self.lock:
             self.traces.append((trace, sent))
+            self.reasons.append(reason)
             self.dropped_at_send = self.dropped_now
             self.scheduled = None
         return trace
+
+    def waits_for_reprobe(self, check: str) -> bool:
+        """Whether ``check`` now waits for a re-probe's data (see :attr:`waiting`)."""
+        with self.lock:
+            return "*" in self.waiting or check in self.waiting
 
     def extension(self, deadline: float) -> float:
         """Seconds added to the metrics checks' deadlines: a re-probe gets the deadline again,
@@ -365,9 +391,13 @@ class Restarts:
                     + ", ".join(_t(s) for s in self.starts[1:])
                     + " (process_start_time_seconds)"
                 )
-            if self.resends:
+            if len(self.traces) > 1:
                 ids = ", ".join(t.trace_id_hex for t, _ in self.traces[1:])
                 parts.append(f"re-probed with trace {ids} ({'; '.join(self.reasons)})")
+            if self.unsent:
+                error, reason = self.unsent[-1]
+                tries = f"{len(self.unsent)} re-probes" if len(self.unsent) > 1 else "a re-probe"
+                parts.append(f"{tries} could not be sent ({error}), wanted because {reason}")
         return "; ".join(parts)
 
 

@@ -364,3 +364,86 @@ def test_a_healthy_generator_needs_no_re_probe(known: bool) -> None:
     assert statuses(report) == dict.fromkeys(statuses(report), Status.PASS)
     assert len(world.traces) == 1
     assert "re-probed" not in report.result("prometheus.span_metrics").detail
+
+
+class StoppedCollector:
+    """The world's collector until :attr:`down`: then its health probe and exports are
+    refused, as a stopped collector's are."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.down = False
+
+    def _refuse(self) -> None:
+        if self.down:
+            raise Unreachable("collector", "http://collector:13133/", "connection refused")
+
+    def health(self, **kw: Any) -> None:
+        self._refuse()
+
+    def export(self, request: Any, **kw: Any) -> Any:
+        self._refuse()
+        return self.world.export(request, **kw)
+
+    def counters(self, **kw: Any) -> PipelineCounters:
+        self._refuse()
+        return self.world.counters(**kw)
+
+
+class TickingClock(FakeClock):
+    """A fake clock that runs the run's watch once per sleep (as its threads would)."""
+
+    def __init__(self, start: float) -> None:
+        super().__init__(start)
+        self.watch: Any = None
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if self.watch is not None:
+            self.watch.tick()
+
+
+def test_a_lost_exemplar_whose_re_probe_cannot_pass_the_stopped_collector_is_blocked() -> None:
+    """The generator restarted right before the run, so the batch with the run's exemplar is
+    refused, and the collector stops right after the send: the re-probe the exemplar needs
+    cannot be sent. The exemplars check must end as blocked by the collector once the watch
+    knows it dead, not wait out its deadline (the trace itself passed the collector, so
+    without the re-probe the collector is not ahead of the check)."""
+    from tracecheck.diagnose import hops
+    from tracecheck.diagnose.watch import Watch
+
+    world = warmed()
+    clock = TickingClock(world.clock.time())
+    clock._mono = world.clock.monotonic()
+    world.clock = clock
+    collector = StoppedCollector(world)
+    settings = load_settings(env={"TRACECHECK_SMOKE_SEED": "77"})
+    backends = Backends(settings, collector=collector, tempo=world, prometheus=world)  # type: ignore[arg-type]
+    ctx = SmokeContext(settings, clock, workers=1, backends=backends)
+    watch = Watch(backends, clock, ["collector"], dead_after=8)
+    watch.jobs = lambda: {"collector": (watch._prober("collector"), 1.0)}  # type: ignore[method-assign]
+    ctx.watch = watch
+    checks = [
+        c
+        for c in default_checks(settings)
+        if c.name.startswith(("preflight", "send", "prometheus"))
+    ]
+
+    def progress(event: Any) -> None:
+        if event.check == "send" and event.state == "done":
+            # The trace is through: what tempo.trace_by_id confirms when it passes.
+            ctx.passed.setdefault("synthetic", set()).update((hops.COLLECTOR, hops.EXPORT))
+            collector.down = True
+            clock.watch = watch
+
+    report = smoke(settings, context=ctx, checks=checks, progress=progress)
+    ex = report.result("prometheus.exemplars")
+    assert world.failed > 0, "the batch with the run's exemplar was refused"
+    assert ex.status is Status.FAIL and "blocked by collector" in ex.detail, ex.detail
+    assert ex.follows_from == hops.COLLECTOR
+    assert ex.elapsed is not None and ex.elapsed < settings.deadlines.exemplars / 2, ex.elapsed
+    assert "re-probe could not be sent" in ex.detail and "connection refused" in ex.detail
+    # The counters recover at the next collection: span-metrics need no re-probe.
+    assert report.result("prometheus.span_metrics").status is Status.PASS
+    d = report.diagnosis
+    assert d is not None and d.component == "collector", d
