@@ -31,9 +31,6 @@ FLOORS: tuple[tuple[str, ...], ...] = (
 )
 #: Modules longer than this must say in their docstring why they are one module.
 LONG = 600
-#: Owned by the local pipeline's engineer, who is reshaping it (controllers, kwok): measured
-#: but not held to the length rule here.
-LENGTH_EXEMPT = ("tracecheck.stack.local.",)
 
 
 def module_name(path: Path) -> str:
@@ -162,7 +159,7 @@ def test_a_layering_violation_would_be_found(tmp_path: Path) -> None:
 def test_long_modules_say_why(name: str) -> None:
     path = modules()[name]
     lines = path.read_text(encoding="utf-8").count("\n")
-    if lines <= LONG or name.startswith(LENGTH_EXEMPT):
+    if lines <= LONG:
         return
     doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
     assert "Why one module" in doc, (

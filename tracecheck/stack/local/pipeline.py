@@ -14,6 +14,13 @@ creates lives under one state directory::
 
 Binaries come from :mod:`tracecheck.stack.local.build` (cached outside the repository); the
 cluster's components and objects from :mod:`tracecheck.stack.local.cluster`.
+
+Why one module: ``LocalStack`` (two thirds of the module) is one orchestration (builds,
+credentials, configs, start order, readiness, status) whose methods share the state
+directory's layout above; the largest method, :meth:`LocalStack.spec`, is the table of how
+each of the nine components is started, and the rest is the status it reports. The building,
+the supervision of processes, the certificates and the cluster's objects are modules of their
+own already; what is left reads as one piece.
 """
 
 from __future__ import annotations
