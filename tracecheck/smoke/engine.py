@@ -345,12 +345,21 @@ class Check:
             hops.append(self.backend)
         return tuple(hops)
 
+    def again(self, ctx: SmokeContext) -> tuple[str, ...]:
+        """Hops the data passed but must pass again (a re-probe of data that was lost): they
+        block the check only when their component stopped answering. None by default."""
+        return ()
+
     def blocked(self, ctx: SmokeContext) -> str:
-        """Why this check's poll should end now ("" to go on): a hop ahead is dead."""
+        """Why this check's poll should end now ("" to go on): a hop ahead is dead, or the
+        component of a hop the data must pass :meth:`again` stopped answering."""
         watch = ctx.watch
         if watch is None or not ctx.early_verdict:
             return ""
-        block = watch.blocking(self.ahead(ctx))
+        again = self.again(ctx)
+        block = watch.blocking(again, facts=False) if again else None
+        if block is None:
+            block = watch.blocking(self.ahead(ctx))
         if block is None:
             return ""
         with ctx._lock:

@@ -630,12 +630,19 @@ class _PrometheusCheck(Check):
     def families(self, ctx: SmokeContext) -> tuple[Naming, ...]:
         return span_metric_families(ctx)
 
+    def again(self, ctx: SmokeContext) -> tuple[str, ...]:
+        """While this check waits for a re-probe's data (:mod:`tracecheck.smoke.restarts`): the
+        hops the run's trace passed, which the re-probe must pass again. A stopped collector
+        blocks it there; a fact about such a hop does not (an exporter that sent nothing for a
+        while may be the wake of the very restart that asked for the re-probe, and it
+        retries)."""
+        if not self.restarts(ctx).waits_for_reprobe(self.name):
+            return ()
+        ahead = self.ahead(ctx)
+        return tuple(h for h in self.path if h not in ahead)
+
     def ahead(self, ctx: SmokeContext) -> tuple[str, ...]:
-        if self.restarts(ctx).waits_for_reprobe(self.name):
-            # The data awaited is a re-probe's: it has passed no hop yet.
-            hops_ahead = tuple(dict.fromkeys((*self.path, self.backend)))
-        else:
-            hops_ahead = super().ahead(ctx)
+        hops_ahead = super().ahead(ctx)
         # The collector's spanmetrics connector (otel naming) produces these series without
         # Tempo: when that family is watched and the collector the trace went to may run it (it
         # counts metric points, or its metrics cannot be read), Tempo's hops cannot block them.

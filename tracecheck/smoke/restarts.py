@@ -29,9 +29,9 @@ How the checks stay right, without any per-run label value:
    minute that starts after the new process: :meth:`Restarts.safe_from`), since the next
    collections may be refused too. At most :data:`MAX_RESENDS`; a re-probe gives the checks
    their deadline again, counted from its send, at most once over. A re-probe's data has
-   passed no hop: once one is wanted, every hop from the collector on is ahead of the checks
-   waiting for it, so a collector that stops after the run's trace passed it ends them as
-   blocked by the collector instead of letting them wait out their deadline.
+   passed no hop: once one is wanted, a component of a hop the run's trace had passed that
+   stops answering (the collector) ends the checks waiting for it as blocked, instead of
+   letting them wait out their deadline.
 3. **Ambiguous gaps.** Without a start time (Tempo's ``/metrics`` unreadable or not the
    generator's), a series whose samples stop for more than :data:`GAP_FACTOR` times its own
    cadence and resume at a value not below the last one may be a fresh counter or a
@@ -213,6 +213,8 @@ class Restarts:
     dropped_now: float | None = None
     #: Re-probes tried (sent or not), at most MAX_RESENDS.
     resends: int = 0
+    #: Re-probes tried for a restart (one per restart seen, whichever check tries it first).
+    restart_claims: int = 0
     #: Why each re-probe that was sent was sent (in the order of ``traces[1:]``).
     reasons: list[str] = field(default_factory=list)
     #: Re-probes that could not be sent: (the error, why it was wanted).
@@ -265,26 +267,27 @@ class Restarts:
     def why_resend(self) -> str:
         """Why the latest trace's data may be lost ("" if no reason to think so)."""
         with self.lock:
-            if self.known and len(self.starts) > 1 + self.resends_for_restart():
-                return (
-                    f"the metrics-generator restarted at {_t(self.starts[-1])} "
-                    "(process_start_time_seconds): spans it had not yet collected are lost"
-                )
-            if (
-                self.dropped_now is not None
-                and self.dropped_at_send is not None
-                and self.dropped_now > self.dropped_at_send
-            ):
-                return (
-                    "the metrics-generator's remote write dropped "
-                    f"{self.dropped_now - self.dropped_at_send:g} samples/exemplars after the "
-                    "latest send (a 4xx, e.g. out-of-order zeros after a restart): its exemplar "
-                    "went with them"
-                )
-        return ""
+            return self._cause()[1]
 
-    def resends_for_restart(self) -> int:
-        return sum(1 for r in self.reasons if "restarted" in r)
+    def _cause(self) -> tuple[str, str]:
+        """(``restart``, ``dropped`` or "", why); the caller holds :attr:`lock`."""
+        if self.known and len(self.starts) > 1 + self.restart_claims:
+            return "restart", (
+                f"the metrics-generator restarted at {_t(self.starts[-1])} "
+                "(process_start_time_seconds): spans it had not yet collected are lost"
+            )
+        if (
+            self.dropped_now is not None
+            and self.dropped_at_send is not None
+            and self.dropped_now > self.dropped_at_send
+        ):
+            return "dropped", (
+                "the metrics-generator's remote write dropped "
+                f"{self.dropped_now - self.dropped_at_send:g} samples/exemplars after the "
+                "latest send (a 4xx, e.g. out-of-order zeros after a restart): its exemplar "
+                "went with them"
+            )
+        return "", ""
 
     def safe_from(self) -> float | None:
         """Unix time (Tempo's clock) from which the generator's batches can no longer be
@@ -306,10 +309,11 @@ class Restarts:
         after a restart, only once no batch can be refused for it any more (:meth:`safe_from`),
         so the new trace's exemplar is not refused in turn."""
         self.refresh(ctx)
-        why = self.why_resend()
-        if not why:
+        with self.lock:
+            kind, why = self._cause()
+        if not kind:
             return
-        restarted = why.startswith("the metrics-generator restarted")
+        restarted = kind == "restart"
         if not (exemplars or restarted):
             return
         waiter = "*" if restarted else check
@@ -321,20 +325,31 @@ class Restarts:
                     self.waiting.add(waiter)
                     self.scheduled = ctx.clock.monotonic() + (safe - now)
                 return
-        self.resend(ctx, why, check=waiter)
+        self.resend(ctx, why, check=waiter, answers=kind)
 
-    def resend(self, ctx: SmokeContext, reason: str, *, check: str = "*") -> SyntheticTrace | None:
+    def resend(
+        self, ctx: SmokeContext, reason: str, *, check: str = "*", answers: str = ""
+    ) -> SyntheticTrace | None:
         """Send a new trace (same run ID, new trace ID) unless MAX_RESENDS were tried; the
         trace, or None. From then on ``check`` (``*``: every metrics check) waits for the
-        re-probe's data, so every hop from the collector on is ahead of it again: a collector
-        that stopped after the run's trace passed it blocks the check (it cannot get a re-probe
-        through), whether or not this send got through. A send that fails gives no deadline
-        extension and is told in :meth:`note`."""
+        re-probe's data, which must pass every hop again: a collector that stopped after the
+        run's trace passed it blocks the check, whether or not this send got through. A send
+        that fails gives no deadline extension and is told in :meth:`note`.
+
+        ``answers``: the cause (``restart`` or ``dropped``) this re-probe answers. The three
+        checks poll in parallel and see the same cause at once; the first to claim it here
+        sends, and the others find it answered (one restart must not use up every re-probe,
+        leaving none for a batch its restart makes the generator drop)."""
         with self.lock:
             self.waiting.add(check)
             if self.resends >= MAX_RESENDS or not self.traces:
                 return None
+            if answers and self._cause()[0] != answers:
+                return None  # another check answered it a moment ago
+            if answers == "restart":
+                self.restart_claims += 1
             self.resends += 1
+            self.dropped_at_send = self.dropped_now
             base = self.traces[0][0]
             n = self.resends
         trace = _retrace(base, ctx.seed + n, int(ctx.clock.time() * 1e9))
@@ -353,7 +368,6 @@ class Restarts:
         with self.lock:
             self.traces.append((trace, sent))
             self.reasons.append(reason)
-            self.dropped_at_send = self.dropped_now
             self.scheduled = None
         return trace
 

@@ -447,3 +447,104 @@ def test_a_lost_exemplar_whose_re_probe_cannot_pass_the_stopped_collector_is_blo
     assert report.result("prometheus.span_metrics").status is Status.PASS
     d = report.diagnosis
     assert d is not None and d.component == "collector", d
+
+
+class HopWatch:
+    """A watch that knows which hops are dead by a stopped component and which by a fact."""
+
+    def __init__(self, *, down: dict[str, str], facts: dict[str, str]) -> None:
+        self.down, self.facts = down, facts
+
+    def blocking(self, hops_: Any, *, facts: bool = True) -> Any:
+        from tracecheck.diagnose.hops import Block
+
+        for hop in hops_:
+            if hop in self.down:
+                return Block(hop, self.down[hop], 0.0, "stopped answering", down=True)
+            if facts and hop in self.facts:
+                return Block(hop, self.facts[hop], None, "its exporter sent +0 spans")
+        return None
+
+
+@pytest.mark.parametrize(
+    ("waiting", "down", "facts", "blocked_by"),
+    [
+        # The trace passed the collector and its exporter: with no re-probe awaited, neither
+        # a stopped collector nor a stuck exporter stands between the check and its data.
+        (set(), {"collector": "collector"}, {}, ""),
+        # A re-probe must pass them again: a stopped collector blocks it...
+        ({"*"}, {"collector": "collector"}, {}, "collector"),
+        ({"prometheus.exemplars"}, {"collector": "collector"}, {}, "collector"),
+        # ...another check's re-probe does not concern this one...
+        ({"prometheus.span_metrics"}, {"collector": "collector"}, {}, ""),
+        # ...and an exporter that sent nothing for a while (the restart's wake) does not.
+        ({"*"}, {}, {"collector -> tempo": "collector"}, ""),
+    ],
+)
+def test_a_re_probe_is_blocked_by_a_stopped_collector_only(
+    waiting: set[str], down: dict[str, str], facts: dict[str, str], blocked_by: str
+) -> None:
+    from tracecheck.diagnose import hops
+    from tracecheck.smoke.pipeline_checks import Exemplars
+
+    assert hops.EXPORT == "collector -> tempo"
+    settings = load_settings(env={})
+    ctx = SmokeContext(settings, FakeClock(), workers=1)
+    ctx.passed["synthetic"] = {hops.COLLECTOR, hops.EXPORT}
+    ctx.metrics_state["restarts"] = Restarts(waiting=waiting)
+    ctx.watch = HopWatch(down=down, facts=facts)  # type: ignore[assignment]
+    ctx.span_metric_families = ()
+    check = Exemplars()
+    assert bool(check.blocked(ctx)) is bool(blocked_by)
+    if blocked_by:
+        assert ctx.blocks[check.name].component == blocked_by
+
+
+def test_a_restart_two_checks_see_at_once_is_re_probed_once() -> None:
+    """The metrics checks poll in parallel and see a restart in the same second: one re-probe
+    answers it, so one is left for the batch the restart then makes the generator drop (CI:
+    two restart re-probes used both, and the exemplar was lost for good)."""
+    import threading
+    import time
+
+    from tracecheck.smoke.engine import Sent
+
+    class SlowCollector:
+        def __init__(self) -> None:
+            self.sent = 0
+
+        def export(self, request: Any, **kw: Any) -> None:
+            time.sleep(0.05)  # a real send takes milliseconds: the other check polls meanwhile
+            self.sent += 1
+
+    settings = load_settings(env={"TRACECHECK_SMOKE_SEED": "77"})
+    clock = FakeClock()
+    collector = SlowCollector()
+    backends = Backends(settings, collector=collector)  # type: ignore[arg-type]
+    ctx = SmokeContext(settings, clock, workers=1, backends=backends)
+    trace = build_trace(seed=5, end_ns=int(clock.time() * 1e9))
+    now = clock.time()
+    r = Restarts(traces=[(trace, Sent(0.0, now))], starts=[now - 600, now - 5], known=True)
+    r.dropped_now = r.dropped_at_send = 0.0
+    r.last_read_mono = clock.monotonic()  # fresh: no read of Tempo's /metrics
+    barrier = threading.Barrier(3)
+
+    def poll(check: str, exemplars: bool) -> None:
+        barrier.wait()
+        r.step(ctx, check, exemplars=exemplars)
+
+    threads = [
+        threading.Thread(target=poll, args=(name, name == "prometheus.exemplars"))
+        for name in ("prometheus.span_metrics", "prometheus.exemplars", "prometheus.service_graph")
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (collector.sent, r.resends, r.restart_claims) == (1, 1, 1)
+    # The new process's first collection is refused: the exemplars check still has a re-probe.
+    r.dropped_now = 108.0
+    clock.advance(120)  # past safe_from
+    r.last_read_mono = clock.monotonic()
+    r.step(ctx, "prometheus.exemplars", exemplars=True)
+    assert collector.sent == 2 and r.reasons[-1].startswith("the metrics-generator's remote write")
