@@ -30,13 +30,13 @@ from tracecheck.stack.local.paths import find_repo_root
 
 
 @pytest.fixture(scope="module")
-def cluster(local_pipeline: LocalStack) -> tuple[str, str]:
-    """(kubectl, kubeconfig) of the local pipeline."""
-    return str(local_pipeline.binary("kubectl")), str(local_pipeline.kubeconfig)
+def cluster(local_pipeline: LocalStack) -> Kubectl:
+    """kubectl against the local pipeline."""
+    return Kubectl.of(local_pipeline)
 
 
-def cleanup(cluster: tuple[str, str], text: str, namespace: str) -> None:
-    kubectl, kubeconfig = cluster
+def cleanup(cluster: Kubectl, text: str, namespace: str) -> None:
+    kubectl, kubeconfig = cluster.binary, cluster.kubeconfig
     base = [kubectl, "--kubeconfig", kubeconfig, "--context", "privileged"]
     for args, stdin in (
         (["delete", "--ignore-not-found", "-f", "-"], text),
@@ -52,7 +52,7 @@ def cleanup(cluster: tuple[str, str], text: str, namespace: str) -> None:
 
 
 @pytest.fixture
-def scratch(cluster: tuple[str, str]) -> Iterator[dict[str, str]]:
+def scratch(cluster: Kubectl) -> Iterator[dict[str, str]]:
     """A scratch namespace name; whatever was applied there (recorded in ``["text"]``) and the
     namespace itself are removed afterwards."""
     ns = f"tc-manifests-{secrets.token_hex(3)}"
@@ -63,9 +63,9 @@ def scratch(cluster: tuple[str, str]) -> Iterator[dict[str, str]]:
         cleanup(cluster, state["text"] or "", ns)
         gone = subprocess.run(
             [
-                cluster[0],
+                cluster.binary,
                 "--kubeconfig",
-                cluster[1],
+                cluster.kubeconfig,
                 "--context",
                 "privileged",
                 "get",
@@ -83,9 +83,9 @@ def scratch(cluster: tuple[str, str]) -> Iterator[dict[str, str]]:
         )
         left = subprocess.run(
             [
-                cluster[0],
+                cluster.binary,
                 "--kubeconfig",
-                cluster[1],
+                cluster.kubeconfig,
                 "--context",
                 "privileged",
                 "get",
@@ -101,9 +101,9 @@ def scratch(cluster: tuple[str, str]) -> Iterator[dict[str, str]]:
         assert ns not in left.stdout, left.stdout
         orphans = subprocess.run(
             [
-                cluster[0],
+                cluster.binary,
                 "--kubeconfig",
-                cluster[1],
+                cluster.kubeconfig,
                 "--context",
                 "privileged",
                 "-n",
@@ -132,9 +132,9 @@ def only(objs: list[dict[str, Any]], *kinds: str) -> str:
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_real_apiserver_accepts_every_object_dry_run_then_applied(
-    cluster: tuple[str, str], scratch: dict[str, str], target: str
+    cluster: Kubectl, scratch: dict[str, str], target: str
 ) -> None:
-    kubectl, kubeconfig = cluster
+    kubectl, kubeconfig = cluster.binary, cluster.kubeconfig
     ns = scratch["namespace"]
     text, objs = prepare(target, ns)
     scratch["text"] = text
@@ -146,7 +146,7 @@ def test_real_apiserver_accepts_every_object_dry_run_then_applied(
     assert dry.dry_run == "server"
     assert len(dry.applied) == len(objs)
     assert all(line.endswith("serverside-applied (server dry run)") for line in dry.applied)
-    stored = Kubectl(*cluster).json("-n", ns, "get", "deployments,services,configmaps,cronjobs")
+    stored = cluster.json("-n", ns, "get", "deployments,services,configmaps,cronjobs")
     # A dry run stores nothing (kube-root-ca.crt is kube-controller-manager's, in every namespace).
     assert [i for i in stored["items"] if i["metadata"]["name"] != "kube-root-ca.crt"] == []
 
@@ -164,7 +164,7 @@ def test_real_apiserver_accepts_every_object_dry_run_then_applied(
         args = ["get", kind.lower(), name]
         if kind not in CLUSTER_SCOPED:
             args = ["-n", ns, *args]
-        live = Kubectl(*cluster).json(*args)
+        live = cluster.json(*args)
         assert live["metadata"]["name"] == name
         assert live["metadata"]["labels"]["app.kubernetes.io/part-of"] == "tracecheck"
         if kind in ("Deployment", "DaemonSet"):
@@ -175,11 +175,11 @@ def test_real_apiserver_accepts_every_object_dry_run_then_applied(
                 got["containers"][0]["securityContext"] == want["containers"][0]["securityContext"]
             )
             assert got["automountServiceAccountToken"] is False
-    live_ns = Kubectl(*cluster).json("get", "namespace", ns)
+    live_ns = cluster.json("get", "namespace", ns)
     assert live_ns["metadata"]["labels"]["pod-security.kubernetes.io/warn"] == "restricted"
 
     # The generated admin password: random, stored, never echoed.
-    secret = Kubectl(*cluster).json("-n", ns, "get", "secret", "grafana-admin")
+    secret = cluster.json("-n", ns, "get", "secret", "grafana-admin")
     password = base64.b64decode(secret["data"]["admin-password"]).decode()
     assert base64.b64decode(secret["data"]["admin-user"]).decode() == "admin"
     assert len(password) >= 32
@@ -189,14 +189,14 @@ def test_real_apiserver_accepts_every_object_dry_run_then_applied(
     again = apply(text, wait=False, **conn)
     assert again.created_secrets == ()
     assert len(again.applied) == len(objs)
-    secret_again = Kubectl(*cluster).json("-n", ns, "get", "secret", "grafana-admin")
+    secret_again = cluster.json("-n", ns, "get", "secret", "grafana-admin")
     assert secret_again["data"]["admin-password"] == secret["data"]["admin-password"]
 
 
 def test_real_apiserver_accepts_the_component_variants(
-    cluster: tuple[str, str], scratch: dict[str, str], tmp_path: Path
+    cluster: Kubectl, scratch: dict[str, str], tmp_path: Path
 ) -> None:
-    kubectl, kubeconfig = cluster
+    kubectl, kubeconfig = cluster.binary, cluster.kubeconfig
     ns = scratch["namespace"]
     stack = find_repo_root(Path(__file__).parent) / "stack"
     (tmp_path / "v").mkdir()
@@ -223,25 +223,25 @@ def test_real_apiserver_accepts_the_component_variants(
     # The monitoring-cert Secret cannot be generated: the operator must create it.
     assert result.missing_secrets == (f"{ns}/tracecheck-monitoring-kubeconfig",)
     assert not result.ok
-    hpa = Kubectl(*cluster).json("-n", ns, "get", "horizontalpodautoscaler", "otel-collector")
+    hpa = cluster.json("-n", ns, "get", "horizontalpodautoscaler", "otel-collector")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 1)
     # components/watch: the watcher, and Prometheus mounting its rules and scrape job.
-    watch = Kubectl(*cluster).json("-n", ns, "get", "deployment", "tracecheck-watch")
+    watch = cluster.json("-n", ns, "get", "deployment", "tracecheck-watch")
     assert watch["spec"]["template"]["spec"]["containers"][0]["args"][0] == "watch"
-    prom = Kubectl(*cluster).json("-n", ns, "get", "deployment", "prometheus")
+    prom = cluster.json("-n", ns, "get", "deployment", "prometheus")
     mounts = {
         m["mountPath"] for m in prom["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     }
     assert {"/etc/prometheus-rules", "/etc/prometheus-targets"} <= mounts
     # The load component's Indexed Job is admitted as written.
-    job = Kubectl(*cluster).json("-n", ns, "get", "job", "tracecheck-load")
+    job = cluster.json("-n", ns, "get", "job", "tracecheck-load")
     assert job["spec"]["completionMode"] == "Indexed"
 
 
 def test_rollout_wait_reports_a_deployment_that_never_becomes_ready(
-    cluster: tuple[str, str], scratch: dict[str, str]
+    cluster: Kubectl, scratch: dict[str, str]
 ) -> None:
-    kubectl, kubeconfig = cluster
+    kubectl, kubeconfig = cluster.binary, cluster.kubeconfig
     ns = scratch["namespace"]
     _, objs = prepare("base", ns)
     keep = [
@@ -277,9 +277,9 @@ def test_rollout_wait_reports_a_deployment_that_never_becomes_ready(
 
 
 def test_apply_as_a_read_only_user_is_an_auth_error(
-    cluster: tuple[str, str], scratch: dict[str, str]
+    cluster: Kubectl, scratch: dict[str, str]
 ) -> None:
-    kubectl, kubeconfig = cluster
+    kubectl, kubeconfig = cluster.binary, cluster.kubeconfig
     ns = scratch["namespace"]
     _, objs = prepare("base", ns)
     with pytest.raises(AuthError) as err:
@@ -293,9 +293,9 @@ def test_apply_as_a_read_only_user_is_an_auth_error(
 
 
 def test_apply_to_a_closed_port_is_unreachable(
-    cluster: tuple[str, str], tmp_path: Path, free_port: int
+    cluster: Kubectl, tmp_path: Path, free_port: int
 ) -> None:
-    kubectl, kubeconfig = cluster
+    kubectl, kubeconfig = cluster.binary, cluster.kubeconfig
     port = free_port
     config = yaml.safe_load(Path(kubeconfig).read_text())
     for entry in config["clusters"]:
