@@ -377,6 +377,26 @@ def _forward_class() -> type:
         label = ""
         record: Any = None
 
+        @contextlib.asynccontextmanager
+        async def _run(self) -> Any:
+            """Listen on a port the kernel picks when it binds. (kr8s 0.20 draws a random port
+            and calls it free when nothing answers a connect to it, then binds it: a port that
+            is some outgoing connection's source port passes that test and the bind fails
+            with EADDRINUSE; the local pipeline's CI met it.) One address, ``self.address[0]``:
+            tracecheck forwards to loopback only."""
+            server = await asyncio.start_server(
+                self._sync_sockets, host=self.address[0], port=self.local_port
+            )
+            self.servers.append(server)
+            self.local_port = server.sockets[0].getsockname()[1]
+            try:
+                await server.start_serving()
+                yield self.local_port
+            finally:
+                server.close()
+                await server.wait_closed()
+                self.servers.remove(server)
+
         async def _sync_sockets(self, reader: Any, writer: Any) -> None:
             try:
                 await super()._sync_sockets(reader, writer)

@@ -5,10 +5,13 @@ and the options' bad input. The forwards themselves run against the local cluste
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +22,7 @@ from tracecheck.stack.portforward import (
     FORWARDS,
     Opened,
     PortForwards,
+    _recording_forward,
     forwarded_settings,
     open_forwards,
     parse_overrides,
@@ -103,3 +107,49 @@ def test_a_bad_kubeconfig_or_context_fails_before_any_forward(tmp_path: Path) ->
     )
     with pytest.raises(ConfigError, match="unknown context 'b'; contexts: a"):
         PortForwards(str(config), "b").__enter__()
+
+
+class _Workload:
+    """Enough of a kr8s resource for PortForward to accept it; no stream is opened here."""
+
+    ready_pods = None
+
+
+async def _listen_while_a_connection_holds(port_picker: Any, forward: Any) -> tuple[int, int]:
+    """A loopback connection holds source port ``held``; kr8s's picker is made to draw it.
+    Returns (held, the port the forward listened on), after a connect to it succeeded."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    _, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+    held = writer.get_extra_info("sockname")[1]
+    port_picker(held)
+    try:
+        async with forward as port:
+            _, probe = await asyncio.open_connection("127.0.0.1", port)
+            probe.close()
+            return held, int(port)
+    finally:
+        writer.close()
+        server.close()
+
+
+def test_the_listener_port_is_picked_by_the_kernel_not_by_a_connect_probe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kr8s 0.20 draws a random port and calls it free when a connect to it is refused; a port
+    that an outgoing connection uses as its source port passes that test, and binding it fails
+    with EADDRINUSE (seen in CI as four errored port-forward tests). tracecheck's forward binds
+    port 0, so the draw is never used."""
+    import random
+
+    from kr8s.asyncio.portforward import PortForward
+
+    def draw(port: int) -> None:
+        monkeypatch.setattr(random, "randint", lambda a, b: port)
+
+    # kr8s's own forward fails on that port: the hazard is real on this machine.
+    with pytest.raises(OSError) as refused:
+        asyncio.run(_listen_while_a_connection_holds(draw, PortForward(_Workload(), 80, "auto")))
+    assert refused.value.errno == errno.EADDRINUSE
+    ours = _recording_forward(_Workload(), 80, local_port="auto")
+    held, port = asyncio.run(_listen_while_a_connection_holds(draw, ours))
+    assert port != held and 0 < port < 65536
