@@ -9,8 +9,12 @@ with the span-metrics checks skipped, on 127.0.0.1:9464 (so the local Prometheus
 well). This process scrapes its /metrics about four times a second and reads /proc/<pid>:
 
 * resident memory, threads and open files of the watch process and of its round worker (a
-  child process) after ``--warmup`` rounds and every 50 rounds after; target: RSS growth after
-  the warm-up < 10 MB, no growth in threads or open files;
+  child process) after ``--warmup`` rounds and every ``--window`` (50) rounds after; target: RSS
+  growth after the warm-up < 10 MB, no growth in threads or open files;
+* threads and open files again, as the lowest and highest count read (every tick, about four
+  times a second) in each window: at interval 0 a round is always running, and a single
+  reading lands anywhere in it (a round's thread pool and connections exist only while it
+  runs), so growth is judged by the windows' lowest and highest counts, which a leak raises;
 * CPU seconds (user + system) per round after the warm-up, of each;
 * /metrics latency (request to last byte, new connection each time) while a round runs
   (``tracecheck_round_in_progress 1``); target: < 50 ms.
@@ -40,6 +44,7 @@ SPAN_METRICS = (
     "prometheus.span_metrics,prometheus.exemplars,prometheus.service_graph,apiserver.span_metrics"
 )
 TICKS = os.sysconf("SC_CLK_TCK")
+COUNTS = ("watch_threads", "watch_fds", "worker_threads", "worker_fds")
 
 
 def one_proc(pid: int) -> dict[str, float]:
@@ -107,6 +112,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=500)
     ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--window", type=int, default=50, help="rounds between readings")
     ap.add_argument("--skip", default=SPAN_METRICS, help="checks skipped in every round")
     ap.add_argument("--listen", default="127.0.0.1:9464")
     args = ap.parse_args()
@@ -125,6 +131,8 @@ def main() -> None:
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
     url = f"http://{args.listen}/metrics"
     samples: dict[int, dict[str, float]] = {}
+    # Per window of --window rounds after the warm-up: the lowest and highest thread and fd counts.
+    windows: dict[int, dict[str, tuple[float, float]]] = {}
     during: list[float] = []
     idle: list[float] = []
     started = time.monotonic()
@@ -136,8 +144,23 @@ def main() -> None:
                 time.sleep(0.25)
                 continue
             (during if running else idle).append(took)
-            mark = rounds if rounds == args.warmup else rounds - rounds % 50
-            if rounds and (rounds == args.warmup or rounds % 50 == 0) and mark not in samples:
+            if rounds >= args.warmup:
+                start = args.warmup + (rounds - args.warmup) // args.window * args.window
+                window = windows.setdefault(start, {})
+                try:
+                    now = proc_stats(proc.pid)
+                except OSError:  # the watch is exiting
+                    now = {}
+                for key in COUNTS:
+                    if key in now:
+                        low, high = window.get(key, (now[key], now[key]))
+                        window[key] = (min(low, now[key]), max(high, now[key]))
+            mark = rounds if rounds == args.warmup else rounds - rounds % args.window
+            if (
+                rounds
+                and (rounds == args.warmup or rounds % args.window == 0)
+                and mark not in samples
+            ):
                 samples[mark] = proc_stats(proc.pid)
                 samples[mark]["at_s"] = time.monotonic() - started
                 s = samples[mark]
@@ -165,6 +188,20 @@ def main() -> None:
                 f"CPU {(last[who + 'cpu_s'] - first[who + 'cpu_s']) / n:.3f} s per round"
             )
         print(f"wall {(last['at_s'] - first['at_s']) / n:.2f} s per round")
+    size = args.window
+    full = [w for w in sorted(windows) if w + size <= args.rounds and windows[w]]
+    for w in full:
+        print(
+            f"rounds {w}-{w + size}, lowest..highest: "
+            + "  ".join(f"{k} {windows[w][k][0]:.0f}..{windows[w][k][1]:.0f}" for k in COUNTS)
+        )
+    if len(full) >= 2:
+        a, b = windows[full[0]], windows[full[-1]]
+        print(
+            f"growth from rounds {full[0]}-{full[0] + size} to {full[-1]}-{full[-1] + size} "
+            "(lowest, highest; target: none): "
+            + "  ".join(f"{k} {b[k][0] - a[k][0]:+.0f}, {b[k][1] - a[k][1]:+.0f}" for k in COUNTS)
+        )
     for name, values in (("while a round runs", during), ("between rounds", idle)):
         if values:
             ms = sorted(v * 1000 for v in values)
