@@ -144,13 +144,13 @@ def main() -> None:
                 time.sleep(0.25)
                 continue
             (during if running else idle).append(took)
+            try:
+                now = proc_stats(proc.pid)  # one reading a tick, for the window and the mark
+            except OSError:  # the watch is exiting
+                now = {}
             if rounds >= args.warmup:
                 start = args.warmup + (rounds - args.warmup) // args.window * args.window
                 window = windows.setdefault(start, {})
-                try:
-                    now = proc_stats(proc.pid)
-                except OSError:  # the watch is exiting
-                    now = {}
                 for key in COUNTS:
                     if key in now:
                         low, high = window.get(key, (now[key], now[key]))
@@ -160,8 +160,9 @@ def main() -> None:
                 rounds
                 and (rounds == args.warmup or rounds % args.window == 0)
                 and mark not in samples
+                and now
             ):
-                samples[mark] = proc_stats(proc.pid)
+                samples[mark] = now
                 samples[mark]["at_s"] = time.monotonic() - started
                 s = samples[mark]
                 print(

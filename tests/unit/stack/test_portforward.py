@@ -117,19 +117,28 @@ class _Workload:
 
 async def _listen_while_a_connection_holds(port_picker: Any, forward: Any) -> tuple[int, int]:
     """A loopback connection holds source port ``held``; kr8s's picker is made to draw it.
-    Returns (held, the port the forward listened on), after a connect to it succeeded."""
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    Returns (held, the port the forward listened on), after a connect to it succeeded. Every
+    socket opened here is closed before it returns."""
+
+    async def hang_up(_: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
     _, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
     held = writer.get_extra_info("sockname")[1]
     port_picker(held)
     try:
         async with forward as port:
-            _, probe = await asyncio.open_connection("127.0.0.1", port)
+            reader, probe = await asyncio.open_connection("127.0.0.1", port)
+            await reader.read()  # the forward has no Pod to reach: it closes the stream
             probe.close()
+            await probe.wait_closed()
             return held, int(port)
     finally:
         writer.close()
+        await writer.wait_closed()
         server.close()
+        await server.wait_closed()
 
 
 def test_the_listener_port_is_picked_by_the_kernel_not_by_a_connect_probe(
@@ -151,5 +160,8 @@ def test_the_listener_port_is_picked_by_the_kernel_not_by_a_connect_probe(
         asyncio.run(_listen_while_a_connection_holds(draw, PortForward(_Workload(), 80, "auto")))
     assert refused.value.errno == errno.EADDRINUSE
     ours = _recording_forward(_Workload(), 80, local_port="auto")
+    said: list[str] = []
+    ours.record = said.append
     held, port = asyncio.run(_listen_while_a_connection_holds(draw, ours))
     assert port != held and 0 < port < 65536
+    assert len(said) == 1 and said[0].startswith("port-forward : "), said
